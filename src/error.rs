@@ -1,0 +1,91 @@
+//! One error type for the library. Every message says what failed and, where there is one, what to do about it.
+
+use std::fmt;
+
+/// How to get a Vulkan driver on a machine without a GPU; quoted wherever no adapter is found.
+pub const SOFTWARE_VULKAN_HINT: &str = "On a machine without a GPU, install Mesa's software Vulkan driver \
+     (lavapipe): `sudo apt-get install mesa-vulkan-drivers` on Debian/Ubuntu, \
+     `sudo dnf install mesa-vulkan-drivers` on Fedora. `vae devices` lists what wgpu can see.";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no GPU adapter found ({wanted}). {SOFTWARE_VULKAN_HINT}")]
+    NoAdapter { wanted: String },
+
+    #[error(
+        "no adapter matches {name:?}; the adapters wgpu can see are: {available}. Pass one of them to --adapter (or WGPU_ADAPTER_NAME), or leave it out to let wgpu choose"
+    )]
+    UnknownAdapter { name: String, available: String },
+
+    #[error(
+        "unknown backend {name:?}: use one of vulkan, metal, dx12 (or a comma-separated list); this build has {enabled}"
+    )]
+    UnknownBackend { name: String, enabled: String },
+
+    #[error(
+        "adapter {adapter:?} is missing what the kernels need: {missing}. Choose another adapter with --adapter or WGPU_ADAPTER_NAME (`vae devices` lists them)"
+    )]
+    AdapterTooSmall { adapter: String, missing: String },
+
+    #[error("could not open a device on {adapter:?}: {message}")]
+    RequestDevice { adapter: String, message: String },
+
+    #[error("wgpu validation error while {context}: {message}")]
+    Validation { context: String, message: String },
+
+    #[error("the GPU ran out of memory while {context}; try a smaller --batch-size or --hidden")]
+    OutOfMemory { context: String },
+
+    #[error("internal GPU error while {context}: {message}")]
+    Internal { context: String, message: String },
+
+    #[error(
+        "the GPU device was lost ({reason}); the driver may have crashed or reset. Restart the program"
+    )]
+    DeviceLost { reason: String },
+
+    #[error("reading back {what} from the GPU failed: {message}")]
+    Readback { what: String, message: String },
+
+    #[error("{op}: {message}")]
+    Shape { op: &'static str, message: String },
+
+    #[error(
+        "{op}: {what} needs {needed} bytes but the device allows {limit} bytes ({limit_name}); {hint}"
+    )]
+    TooLarge {
+        op: &'static str,
+        what: String,
+        needed: u64,
+        limit: u64,
+        limit_name: &'static str,
+        hint: String,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Converts a wgpu error caught by an error scope, with what we were doing at the time.
+    pub fn from_wgpu(context: impl fmt::Display, err: wgpu::Error) -> Self {
+        let context = context.to_string();
+        match err {
+            wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory { context },
+            wgpu::Error::Validation { description, .. } => Error::Validation {
+                context,
+                message: description,
+            },
+            wgpu::Error::Internal { description, .. } => Error::Internal {
+                context,
+                message: description,
+            },
+        }
+    }
+
+    pub(crate) fn shape(op: &'static str, message: impl Into<String>) -> Self {
+        Error::Shape {
+            op,
+            message: message.into(),
+        }
+    }
+}
