@@ -1,0 +1,126 @@
+//! adam: bias-corrected Adam over one flat parameter buffer in one dispatch (`shaders/adam.wgsl`).
+
+use super::{ADAM, Access, Dispatch, KernelSpec, StepParams, StepTable, WG, grid};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+/// Adam's hyperparameters (PyTorch's defaults with `Default`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+impl AdamConfig {
+    /// The step table's Adam fields for 1-based step `t`: lr / (1 − β1ᵗ) and 1 / √(1 − β2ᵗ), computed in f64.
+    pub fn step_fields(&self, t: u32) -> (f32, f32) {
+        let bc1 = 1.0 - (self.beta1 as f64).powi(t as i32);
+        let bc2 = 1.0 - (self.beta2 as f64).powi(t as i32);
+        ((self.lr as f64 / bc1) as f32, (1.0 / bc2.sqrt()) as f32)
+    }
+
+    /// Fills a step-table row's Adam fields for step `t`.
+    pub fn fill(&self, row: &mut StepParams, t: u32) {
+        row.t = t;
+        (row.adam_step_size, row.adam_inv_sqrt_bc2) = self.step_fields(t);
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+}
+
+/// Records one Adam step over the first `n` elements of `param`, `grad`, `m` and `v`; the step number comes
+/// from the step table row the dispatch is recorded with.
+#[allow(clippy::too_many_arguments)]
+pub fn adam(
+    gpu: &Gpu,
+    label: &str,
+    config: &AdamConfig,
+    param: &wgpu::Buffer,
+    grad: &wgpu::Buffer,
+    m: &wgpu::Buffer,
+    v: &wgpu::Buffer,
+    n: u32,
+    step: &StepTable,
+) -> Result<Dispatch> {
+    for (what, b) in [("param", param), ("grad", grad), ("m", m), ("v", v)] {
+        if b.size() < n as u64 * 4 {
+            return Err(Error::shape(
+                "adam",
+                format!(
+                    "{label}: {what} holds {} bytes, needs {}",
+                    b.size(),
+                    n as u64 * 4
+                ),
+            ));
+        }
+    }
+    let spec = KernelSpec {
+        family: &ADAM,
+        entry: "adam",
+        constants: vec![],
+        storage: &[
+            Access::ReadWrite,
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+        ],
+        uses_step: true,
+    };
+    let params = Params {
+        n,
+        beta1: config.beta1,
+        beta2: config.beta2,
+        eps: config.eps,
+    };
+    gpu.dispatch(
+        label,
+        &spec,
+        &params,
+        &[param, grad, m, v],
+        grid(n as u64, WG),
+        Some(step),
+    )
+}
+
+/// CPU reference: one Adam step at 1-based step `t`, in f64 from the f32 state, as torch.optim.Adam.
+pub fn adam_cpu(
+    config: &AdamConfig,
+    t: u32,
+    param: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
+    let (b1, b2, eps) = (config.beta1 as f64, config.beta2 as f64, config.eps as f64);
+    let bc1 = 1.0 - b1.powi(t as i32);
+    let bc2 = 1.0 - b2.powi(t as i32);
+    for i in 0..param.len() {
+        let g = grad[i] as f64;
+        let m1 = b1 * m[i] as f64 + (1.0 - b1) * g;
+        let v1 = b2 * v[i] as f64 + (1.0 - b2) * g * g;
+        m[i] = m1 as f32;
+        v[i] = v1 as f32;
+        let denom = (v1.sqrt() / bc2.sqrt()) + eps;
+        param[i] = (param[i] as f64 - config.lr as f64 / bc1 * m1 / denom) as f32;
+    }
+}

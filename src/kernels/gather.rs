@@ -1,0 +1,117 @@
+//! gather: a batch of dataset rows, picked through the epoch's index list and scaled to [0, 1]
+//! (`shaders/gather.wgsl`).
+
+use super::{Access, Dispatch, GATHER, KernelSpec, StepTable, WG, grid};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    data_rows: u32,
+    _pad: u32,
+}
+
+/// A u8 dataset on the GPU: `rows` rows of `cols` bytes, packed four to a word.
+#[derive(Debug)]
+pub struct ByteMatrix {
+    pub buffer: wgpu::Buffer,
+    pub rows: u32,
+    pub cols: u32,
+}
+
+impl ByteMatrix {
+    pub fn upload(gpu: &Gpu, label: &str, bytes: &[u8], cols: u32) -> Result<ByteMatrix> {
+        if cols == 0 || !bytes.len().is_multiple_of(cols as usize) {
+            return Err(Error::shape(
+                "gather",
+                format!(
+                    "{label}: {} bytes is not a whole number of {cols}-byte rows",
+                    bytes.len()
+                ),
+            ));
+        }
+        if bytes.len() as u64 >= u32::MAX as u64 {
+            return Err(Error::shape(
+                "gather",
+                format!(
+                    "{label}: {} bytes; the kernel addresses at most 4 GiB",
+                    bytes.len()
+                ),
+            ));
+        }
+        let mut words = vec![0u32; bytes.len().div_ceil(4)];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        Ok(ByteMatrix {
+            buffer: gpu.storage_init(label, &words)?,
+            rows: (bytes.len() / cols as usize) as u32,
+            cols,
+        })
+    }
+}
+
+/// Records `x[r, c] = data[index[batch_offset + r], c] / 255` for `rows` rows, where `batch_offset` comes from
+/// the step table row the dispatch is recorded with.
+pub fn gather(
+    gpu: &Gpu,
+    label: &str,
+    data: &ByteMatrix,
+    index: &wgpu::Buffer,
+    x: &wgpu::Buffer,
+    rows: u32,
+    step: &StepTable,
+) -> Result<Dispatch> {
+    let n = rows as u64 * data.cols as u64;
+    if x.size() < n * 4 {
+        return Err(Error::shape(
+            "gather",
+            format!(
+                "{label}: output holds {} bytes, needs {} for {rows}×{}",
+                x.size(),
+                n * 4,
+                data.cols
+            ),
+        ));
+    }
+    let spec = KernelSpec {
+        family: &GATHER,
+        entry: "gather",
+        constants: vec![],
+        storage: &[Access::Read, Access::Read, Access::ReadWrite],
+        uses_step: true,
+    };
+    let params = Params {
+        rows,
+        cols: data.cols,
+        data_rows: data.rows,
+        _pad: 0,
+    };
+    gpu.dispatch(
+        label,
+        &spec,
+        &params,
+        &[&data.buffer, index, x],
+        grid(n, WG),
+        Some(step),
+    )
+}
+
+/// CPU reference: the same rows, in f64 then rounded, as `ToTensor` computes them.
+pub fn gather_cpu(
+    data: &[u8],
+    cols: usize,
+    index: &[u32],
+    batch_offset: usize,
+    rows: usize,
+) -> Vec<f32> {
+    let mut x = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        let row = index[batch_offset + r] as usize;
+        for c in 0..cols {
+            x.push((data[row * cols + c] as f64 / 255.0) as f32);
+        }
+    }
+    x
+}

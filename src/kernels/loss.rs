@@ -1,0 +1,204 @@
+//! loss: BCE-with-logits fused with its gradient, and KL fused with the reparameterization backward
+//! (`shaders/loss.wgsl`). Both are summed over the batch and leave per-workgroup partials for [`super::reduce`].
+
+use super::{Access, Dispatch, KernelSpec, LOSS, StepTable, WG};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+/// The most partials one loss kernel writes (its workgroup count is capped here).
+pub const MAX_PARTIALS: u32 = 256;
+
+/// Workgroups (so partials) a loss kernel uses for `n` elements.
+pub fn loss_groups(n: u64) -> u32 {
+    n.div_ceil(WG as u64).clamp(1, MAX_PARTIALS as u64) as u32
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    partial_off: u32,
+    _pad: u32,
+}
+
+fn check(label: &str, what: &str, buf: &wgpu::Buffer, elems: u64) -> Result<()> {
+    if buf.size() < elems * 4 {
+        return Err(Error::shape(
+            "loss",
+            format!(
+                "{label}: {what} holds {} bytes, needs {}",
+                buf.size(),
+                elems * 4
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Where a loss kernel writes its partials: `buffer[offset .. offset + loss_groups(n)]`.
+#[derive(Clone, Copy, Debug)]
+pub struct PartialsAt<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: u32,
+}
+
+/// Records BCE-with-logits of `logits` against `x` (both (rows, cols)); with `grad`, also writes
+/// ∂L/∂logits = σ(l) − x to `dlogits` (which must be bound either way).
+#[allow(clippy::too_many_arguments)]
+pub fn bce_logits(
+    gpu: &Gpu,
+    label: &str,
+    logits: &wgpu::Buffer,
+    x: &wgpu::Buffer,
+    dlogits: &wgpu::Buffer,
+    partials: PartialsAt,
+    (rows, cols): (u32, u32),
+    grad: bool,
+) -> Result<Dispatch> {
+    let n = rows as u64 * cols as u64;
+    if n == 0 {
+        return Err(Error::shape(
+            "loss",
+            format!("{label}: empty ({rows}×{cols})"),
+        ));
+    }
+    check(label, "logits", logits, n)?;
+    check(label, "x", x, n)?;
+    check(label, "dlogits", dlogits, n)?;
+    let groups = loss_groups(n);
+    check(
+        label,
+        "partials",
+        partials.buffer,
+        (partials.offset + groups) as u64,
+    )?;
+    let spec = KernelSpec {
+        family: &LOSS,
+        entry: "bce_logits",
+        constants: vec![("GRAD", grad as u8 as f64)],
+        storage: &[
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+        ],
+        uses_step: false,
+    };
+    let params = Params {
+        rows,
+        cols,
+        partial_off: partials.offset,
+        _pad: 0,
+    };
+    gpu.dispatch(
+        label,
+        &spec,
+        &params,
+        &[logits, x, dlogits, partials.buffer],
+        [groups, 1, 1],
+        None,
+    )
+}
+
+/// Records the KL term and (with `grad`) the gradients of the encoder's heads: ∂μ = ∂z + w·μ and
+/// ∂log σ² = ½·∂z·ε·σ + w·½·(σ² − 1), with w = the step table's `kl_weight`. `heads`/`dheads` are
+/// (rows, 2·latent), `eps`/`dz` (rows, latent).
+#[allow(clippy::too_many_arguments)]
+pub fn kl_backward(
+    gpu: &Gpu,
+    label: &str,
+    heads: &wgpu::Buffer,
+    eps: &wgpu::Buffer,
+    dz: &wgpu::Buffer,
+    dheads: &wgpu::Buffer,
+    partials: PartialsAt,
+    (rows, latent): (u32, u32),
+    grad: bool,
+    step: &StepTable,
+) -> Result<Dispatch> {
+    let n = rows as u64 * latent as u64;
+    if n == 0 {
+        return Err(Error::shape(
+            "loss",
+            format!("{label}: empty ({rows}×{latent})"),
+        ));
+    }
+    check(label, "heads", heads, 2 * n)?;
+    check(label, "eps", eps, n)?;
+    check(label, "dz", dz, n)?;
+    check(label, "dheads", dheads, 2 * n)?;
+    let groups = loss_groups(n);
+    check(
+        label,
+        "partials",
+        partials.buffer,
+        (partials.offset + groups) as u64,
+    )?;
+    let spec = KernelSpec {
+        family: &LOSS,
+        entry: "kl_backward",
+        constants: vec![("GRAD", grad as u8 as f64)],
+        storage: &[
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+        ],
+        uses_step: true,
+    };
+    let params = Params {
+        rows,
+        cols: latent,
+        partial_off: partials.offset,
+        _pad: 0,
+    };
+    gpu.dispatch(
+        label,
+        &spec,
+        &params,
+        &[heads, eps, dz, dheads, partials.buffer],
+        [groups, 1, 1],
+        Some(step),
+    )
+}
+
+/// CPU reference for [`bce_logits`]: the summed loss (f64) and σ(l) − x.
+pub fn bce_logits_cpu(logits: &[f32], x: &[f32]) -> (f64, Vec<f32>) {
+    let mut loss = 0f64;
+    let mut grad = Vec::with_capacity(logits.len());
+    for (&l, &x) in logits.iter().zip(x) {
+        let (l, x) = (l as f64, x as f64);
+        loss += l.max(0.0) - l * x + (-l.abs()).exp().ln_1p();
+        grad.push((1.0 / (1.0 + (-l).exp()) - x) as f32);
+    }
+    (loss, grad)
+}
+
+/// CPU reference for [`kl_backward`]: the KL (f64) and the heads' gradients (rows, 2·latent).
+pub fn kl_backward_cpu(
+    heads: &[f32],
+    eps: &[f32],
+    dz: &[f32],
+    (rows, latent): (usize, usize),
+    kl_weight: f32,
+) -> (f64, Vec<f32>) {
+    let w = kl_weight as f64;
+    let mut kl = 0f64;
+    let mut dheads = vec![0f32; rows * 2 * latent];
+    for r in 0..rows {
+        for j in 0..latent {
+            let i = r * latent + j;
+            let mu_at = r * 2 * latent + j;
+            let lv_at = mu_at + latent;
+            let (mu, lv) = (heads[mu_at] as f64, heads[lv_at] as f64);
+            let var = lv.exp();
+            kl += 0.5 * (mu * mu + var - 1.0 - lv);
+            let g = dz[i] as f64;
+            dheads[mu_at] = (g + w * mu) as f32;
+            dheads[lv_at] = (0.5 * g * eps[i] as f64 * var.sqrt() + w * 0.5 * (var - 1.0)) as f32;
+        }
+    }
+    (kl, dheads)
+}

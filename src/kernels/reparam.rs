@@ -1,0 +1,150 @@
+//! reparameterization: z = μ + ε·exp(½·log σ²) with ε from Philox (`shaders/reparam.wgsl`), and the raw
+//! generator for tests (`shaders/philox_words.wgsl`). The backward is fused with the KL term: see
+//! [`super::loss::kl_backward`].
+
+use super::{Access, Dispatch, KernelSpec, PHILOX, REPARAM, StepTable, WG, grid};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::philox;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    latent: u32,
+    key_lo: u32,
+    key_hi: u32,
+    stream: u32,
+    _pad: [u32; 3],
+}
+
+/// Records z = μ + ε·σ for `rows` rows of `latent` dimensions. `heads` holds μ | log σ² side by side per row;
+/// ε is written to `eps` for the backward pass. ε of element i is drawn from counter
+/// (i, step.rng_step, `stream`, 0) under the key of `seed`.
+#[allow(clippy::too_many_arguments)]
+pub fn reparam(
+    gpu: &Gpu,
+    label: &str,
+    heads: &wgpu::Buffer,
+    z: &wgpu::Buffer,
+    eps: &wgpu::Buffer,
+    (rows, latent): (u32, u32),
+    seed: u64,
+    stream: u32,
+    step: &StepTable,
+) -> Result<Dispatch> {
+    let n = rows as u64 * latent as u64;
+    if n == 0 {
+        return Err(Error::shape(
+            "reparam",
+            format!("{label}: empty ({rows}×{latent})"),
+        ));
+    }
+    for (what, buf, elems) in [("heads", heads, 2 * n), ("z", z, n), ("eps", eps, n)] {
+        if buf.size() < elems * 4 {
+            return Err(Error::shape(
+                "reparam",
+                format!(
+                    "{label}: {what} holds {} bytes, needs {}",
+                    buf.size(),
+                    elems * 4
+                ),
+            ));
+        }
+    }
+    let [key_lo, key_hi] = philox::key(seed);
+    let spec = KernelSpec {
+        family: &REPARAM,
+        entry: "reparam_forward",
+        constants: vec![],
+        storage: &[Access::Read, Access::ReadWrite, Access::ReadWrite],
+        uses_step: true,
+    };
+    let params = Params {
+        rows,
+        latent,
+        key_lo,
+        key_hi,
+        stream,
+        _pad: [0; 3],
+    };
+    gpu.dispatch(
+        label,
+        &spec,
+        &params,
+        &[heads, z, eps],
+        grid(n, WG),
+        Some(step),
+    )
+}
+
+/// CPU reference: (z, ε) for the same counters, ε in f64 rounded once, z = μ + ε·exp(½·log σ²) in f64.
+pub fn reparam_cpu(
+    heads: &[f32],
+    (rows, latent): (usize, usize),
+    seed: u64,
+    rng_step: u32,
+    stream: u32,
+) -> (Vec<f32>, Vec<f32>) {
+    let key = philox::key(seed);
+    let mut z = Vec::with_capacity(rows * latent);
+    let mut eps = Vec::with_capacity(rows * latent);
+    for r in 0..rows {
+        for j in 0..latent {
+            let i = (r * latent + j) as u32;
+            let e = philox::normal_at(key, i, rng_step, stream);
+            let mu = heads[r * 2 * latent + j] as f64;
+            let log_var = heads[r * 2 * latent + latent + j] as f64;
+            z.push((mu + e * (0.5 * log_var).exp()) as f32);
+            eps.push(e as f32);
+        }
+    }
+    (z, eps)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct WordsParams {
+    n: u32,
+    key_lo: u32,
+    key_hi: u32,
+    _pad: u32,
+}
+
+/// Records the raw generator on `n` counters (4 u32 each): 8 words per counter into `words`, the four outputs
+/// then the bits of their uniforms. For tests that compare the GPU with [`crate::philox`] bit for bit.
+pub fn philox_words(
+    gpu: &Gpu,
+    counters: &wgpu::Buffer,
+    words: &wgpu::Buffer,
+    n: u32,
+    key: [u32; 2],
+) -> Result<Dispatch> {
+    if counters.size() < n as u64 * 16 || words.size() < n as u64 * 32 {
+        return Err(Error::shape(
+            "philox_words",
+            format!("buffers too small for {n} counters"),
+        ));
+    }
+    let spec = KernelSpec {
+        family: &PHILOX,
+        entry: "philox_words",
+        constants: vec![],
+        storage: &[Access::Read, Access::ReadWrite],
+        uses_step: false,
+    };
+    let params = WordsParams {
+        n,
+        key_lo: key[0],
+        key_hi: key[1],
+        _pad: 0,
+    };
+    gpu.dispatch(
+        "philox_words",
+        &spec,
+        &params,
+        &[counters, words],
+        [n.div_ceil(WG).max(1), 1, 1],
+        None,
+    )
+}

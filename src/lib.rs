@@ -1,0 +1,12 @@
+//! vae-wgpu: a Variational Autoencoder (Kingma & Welling, 2013) trained on MNIST with hand-written WGSL compute
+//! shaders through wgpu. The GPU does all the math; this crate owns buffers and pipelines, records dispatches, and
+//! keeps a plain-Rust reference of every kernel for the tests.
+
+pub mod bench;
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod philox;
+
+pub use error::{Error, Result};
+pub use gpu::{Gpu, GpuOptions};
