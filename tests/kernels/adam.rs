@@ -1,0 +1,134 @@
+use vae_wgpu::kernels::StepParams;
+use vae_wgpu::kernels::adam::{AdamConfig, adam, adam_cpu};
+
+use crate::{assert_close, gpu, read, rng, run, step_table, uniform_vec};
+
+/// Three Adam steps recorded into one submission, each reading its own step-table row (t = 1, 2, 3): the step
+/// count reaches the kernel without a host write between steps.
+fn check(n: usize) {
+    let gpu = gpu();
+    let config = AdamConfig::default();
+    let mut r = rng(n as u64);
+    let mut param = uniform_vec(&mut r, n, -0.05, 0.05);
+    let grads: Vec<Vec<f32>> = (0..3)
+        .map(|_| {
+            (0..n)
+                .map(|_| match r.below(8) {
+                    0 => 0.0, // unused parameters get exact-zero gradients
+                    1 => r.range(-1e-6, 1e-6),
+                    _ => r.range(-10.0, 10.0),
+                })
+                .collect()
+        })
+        .collect();
+    let pb = gpu.storage_init("param", &param).unwrap();
+    let gbs: Vec<_> = grads
+        .iter()
+        .map(|g| gpu.storage_init("grad", g).unwrap())
+        .collect();
+    let mb = gpu.storage_init("m", &vec![0f32; n]).unwrap();
+    let vb = gpu.storage_init("v", &vec![0f32; n]).unwrap();
+    let rows: Vec<StepParams> = (1..=3)
+        .map(|t| {
+            let mut row = StepParams::default();
+            config.fill(&mut row, t);
+            row
+        })
+        .collect();
+    let table = step_table(&rows);
+    let ds: Vec<_> = gbs
+        .iter()
+        .map(|g| adam(gpu, "adam", &config, &pb, g, &mb, &vb, n as u32, &table).unwrap())
+        .collect();
+    gpu.submit_pass("adam x3", |pass| {
+        for (slot, d) in ds.iter().enumerate() {
+            d.record(pass, slot as u32);
+        }
+    })
+    .unwrap();
+    let (mut m, mut v) = (vec![0f32; n], vec![0f32; n]);
+    // Error bounds, element by element. m = β1·m + (1 − β1)·g cancels when g changes sign, so its f32 error is
+    // relative to m_abs = β1·m_abs + (1 − β1)·|g| (a few ulp per step: 8u over three steps), not to m. v has no
+    // cancellation (1e-6 relative). Each parameter update lr/(1 − β1ᵗ)·m/(√v̂ + ε) inherits m's error through
+    // the numerator plus a few ulp of itself; the parameter adds its own rounding (a relative 5e-7 over 3 steps).
+    let u = 1.0 / 16_777_216.0;
+    let (b1, b2) = (config.beta1 as f64, config.beta2 as f64);
+    let mut m_abs = vec![0f64; n];
+    let mut param_tol = vec![0f64; n];
+    for (t, g) in grads.iter().enumerate() {
+        let t = t as i32 + 1;
+        let step_size = config.lr as f64 / (1.0 - b1.powi(t));
+        adam_cpu(&config, t as u32, &mut param, g, &mut m, &mut v);
+        for i in 0..n {
+            m_abs[i] = b1 * m_abs[i] + (1.0 - b1) * (g[i] as f64).abs();
+            let denom = (v[i] as f64 / (1.0 - b2.powi(t))).sqrt() + config.eps as f64;
+            param_tol[i] +=
+                step_size * (8.0 * u * m_abs[i] + 8.0 * u * (m[i] as f64).abs()) / denom;
+        }
+    }
+    let got_m = read(&mb, 0, n);
+    crate::assert_close_by(&format!("adam n={n} m"), &got_m, &m, |i| 8.0 * u * m_abs[i]);
+    assert_close(&format!("adam n={n} v"), &read(&vb, 0, n), &v, 1e-30, 1e-6);
+    crate::assert_close_by(
+        &format!("adam n={n} param"),
+        &read(&pb, 0, n),
+        &param,
+        |i| param_tol[i] + 5e-7 * (param[i] as f64).abs(),
+    );
+}
+
+#[test]
+fn adam_one_parameter() {
+    check(1);
+}
+
+#[test]
+fn adam_awkward_size() {
+    check(1001);
+}
+
+#[test]
+fn adam_real_parameter_count() {
+    // The 784-400-20 VAE's 652,824 parameters.
+    check(652_824);
+}
+
+#[test]
+fn adam_more_than_65535_workgroups() {
+    // Past 65,535 workgroups of 256 the dispatch needs a second grid dimension (`grid`): a wrong flat index there
+    // would skip or repeat the tail.
+    check(65_535 * 256 + 3);
+}
+
+#[test]
+fn adam_known_values() {
+    let gpu = gpu();
+    let config = AdamConfig::default();
+    // At t = 1 the bias-corrected update is lr·g/(|g| + ε') ≈ lr·sign(g): each parameter moves by 1e-3 against
+    // its gradient whatever the gradient's size (and not at all for a zero gradient).
+    let pb = gpu.storage_init("param", &[1f32, 1.0, 1.0, 1.0]).unwrap();
+    let gb = gpu.storage_init("grad", &[5f32, -0.01, 0.0, 1e3]).unwrap();
+    let mb = gpu.storage_init("m", &[0f32; 4]).unwrap();
+    let vb = gpu.storage_init("v", &[0f32; 4]).unwrap();
+    let mut row = StepParams::default();
+    config.fill(&mut row, 1);
+    let table = step_table(&[row]);
+    run(
+        &[&adam(gpu, "adam", &config, &pb, &gb, &mb, &vb, 4, &table).unwrap()],
+        0,
+    );
+    assert_close(
+        "adam t=1",
+        &read(&pb, 0, 4),
+        &[0.999, 1.001, 1.0, 0.999],
+        2e-7,
+        0.0,
+    );
+    assert_close(
+        "adam m",
+        &read(&mb, 0, 4),
+        &[0.5, -0.001, 0.0, 100.0],
+        0.0,
+        1e-6,
+    );
+}

@@ -1,0 +1,79 @@
+use vae_wgpu::kernels::StepParams;
+use vae_wgpu::kernels::gather::{ByteMatrix, gather, gather_cpu};
+
+use crate::{gpu, poisoned, read, rng, run, step_table};
+
+fn check(data_rows: u32, cols: u32, rows: u32, batch_offset: u32) {
+    let gpu = gpu();
+    let mut r = rng(data_rows as u64 * 1000 + cols as u64);
+    let bytes: Vec<u8> = (0..data_rows * cols).map(|_| r.below(256) as u8).collect();
+    let index = r.permutation(data_rows);
+    let data = ByteMatrix::upload(gpu, "data", &bytes, cols).unwrap();
+    let index_buf = gpu.storage_init("index", &index).unwrap();
+    let x = poisoned((rows * cols) as usize + 7);
+    let step = step_table(&[
+        StepParams::default(),
+        StepParams {
+            batch_offset,
+            ..Default::default()
+        },
+    ]);
+    let d = gather(gpu, "gather", &data, &index_buf, &x, rows, &step).unwrap();
+    run(&[&d], 1);
+    let got = read(&x, 0, (rows * cols) as usize);
+    let want = gather_cpu(
+        &bytes,
+        cols as usize,
+        &index,
+        batch_offset as usize,
+        rows as usize,
+    );
+    // Exact: byte / 255 is one correctly rounded f32 division on both sides.
+    assert_eq!(
+        got, want,
+        "gather {data_rows}×{cols}, {rows} rows from {batch_offset}"
+    );
+    // Nothing past the batch was written.
+    assert!(
+        read(&x, (rows * cols) as usize, 7)
+            .iter()
+            .all(|v| v.is_nan())
+    );
+}
+
+#[test]
+fn gather_single_row() {
+    check(5, 784, 1, 3);
+}
+
+#[test]
+fn gather_rows_not_word_aligned() {
+    // 29-byte rows start mid-word; 13 rows of 377 elements do not fill the last workgroup.
+    check(37, 29, 13, 20);
+}
+
+#[test]
+fn gather_real_batch() {
+    check(1000, 784, 128, 872);
+}
+
+#[test]
+fn gather_known_values() {
+    let gpu = gpu();
+    // Two rows of three bytes; the index picks row 1 then row 0.
+    let data = ByteMatrix::upload(gpu, "data", &[0, 255, 51, 1, 2, 3], 3).unwrap();
+    let index = gpu.storage_init("index", &[1u32, 0, 9]).unwrap();
+    let x = poisoned(9);
+    let step = step_table(&[StepParams::default()]);
+    run(
+        &[&gather(gpu, "gather", &data, &index, &x, 3, &step).unwrap()],
+        0,
+    );
+    let got = read(&x, 0, 9);
+    assert_eq!(
+        &got[..6],
+        &[1.0 / 255.0, 2.0 / 255.0, 3.0 / 255.0, 0.0, 1.0, 0.2]
+    );
+    // Index 9 is past the dataset: the row is NaN, never some other row's data.
+    assert!(got[6..].iter().all(|v| v.is_nan()), "{got:?}");
+}

@@ -1,0 +1,318 @@
+use vae_wgpu::kernels::StepParams;
+use vae_wgpu::kernels::loss::{
+    PartialsAt, bce_logits, bce_logits_cpu, kl_backward, kl_backward_cpu, loss_groups,
+};
+
+use crate::{
+    assert_close, assert_close_by, gpu, poisoned, read, rng, run, step_table, uniform_vec,
+};
+
+const U: f64 = 1.0 / 16_777_216.0;
+
+/// The loss partials summed on the host in f64 (the reduce kernel is tested on its own).
+fn partial_sum(buf: &wgpu::Buffer, offset: usize, n: u64) -> f64 {
+    let groups = loss_groups(n) as usize;
+    read(buf, offset, groups).iter().map(|&v| v as f64).sum()
+}
+
+fn check_bce(rows: u32, cols: u32) {
+    let gpu = gpu();
+    let n = (rows * cols) as usize;
+    let mut r = rng(rows as u64 * 31 + cols as u64);
+    // Logits mostly moderate, some far out where exp overflows or log(1 + e) underflows.
+    let logits: Vec<f32> = (0..n)
+        .map(|_| match r.below(10) {
+            0 => r.range(-120.0, 120.0),
+            _ => r.range(-8.0, 8.0),
+        })
+        .collect();
+    // Targets as the dataset has them: k/255, with exact 0 and 1 common.
+    let x: Vec<f32> = (0..n)
+        .map(|_| [0, 255, r.below(256)][r.below(3) as usize] as f32 / 255.0)
+        .collect();
+    let l = gpu.storage_init("logits", &logits).unwrap();
+    let xb = gpu.storage_init("x", &x).unwrap();
+    let dl = poisoned(n);
+    let partials = poisoned(300);
+    let d = bce_logits(
+        gpu,
+        "bce",
+        &l,
+        &xb,
+        &dl,
+        PartialsAt {
+            buffer: &partials,
+            offset: 3,
+        },
+        (rows, cols),
+        true,
+    )
+    .unwrap();
+    run(&[&d], 0);
+    let (want_loss, want_grad) = bce_logits_cpu(&logits, &x);
+    // ∂ = σ(l) − x: σ in f32 is within a few ulp of 1 (exp 3 ulp, one division), x exact.
+    assert_close(
+        &format!("bce {rows}×{cols} gradient"),
+        &read(&dl, 0, n),
+        &want_grad,
+        4e-7,
+        4e-6,
+    );
+    // The loss: each term within a few ulp of its value; the f32 sum of n non-negative terms in a strided, then
+    // tree order within n·u of the total (all terms are ≥ 0, so Σ|term| is the loss itself).
+    let got = partial_sum(&partials, 3, n as u64);
+    let tol = (8.0 + n as f64) * U * want_loss + 1e-30;
+    assert!(
+        (got - want_loss).abs() <= tol,
+        "bce {rows}×{cols}: loss {got} want {want_loss} (tol {tol:e})"
+    );
+    // Partials outside the kernel's slots stay untouched.
+    let groups = loss_groups(n as u64) as usize;
+    assert!(read(&partials, 0, 3).iter().all(|v| v.is_nan()));
+    assert!(
+        read(&partials, 3 + groups, 300 - 3 - groups)
+            .iter()
+            .all(|v| v.is_nan())
+    );
+
+    // Loss only (evaluation): same loss, gradient buffer left alone.
+    let dl2 = poisoned(n);
+    let d = bce_logits(
+        gpu,
+        "bce.eval",
+        &l,
+        &xb,
+        &dl2,
+        PartialsAt {
+            buffer: &partials,
+            offset: 0,
+        },
+        (rows, cols),
+        false,
+    )
+    .unwrap();
+    run(&[&d], 0);
+    let got = partial_sum(&partials, 0, n as u64);
+    assert!(
+        (got - want_loss).abs() <= tol,
+        "bce eval loss {got} want {want_loss}"
+    );
+    assert!(
+        read(&dl2, 0, n).iter().all(|v| v.is_nan()),
+        "evaluation wrote a gradient"
+    );
+}
+
+#[test]
+fn bce_batch_one_and_one_element() {
+    check_bce(1, 1);
+    check_bce(1, 784);
+}
+
+#[test]
+fn bce_sizes_that_do_not_fill_a_workgroup() {
+    check_bce(3, 257);
+    check_bce(7, 29);
+}
+
+#[test]
+fn bce_real_batch() {
+    // 100,352 elements: more than 256 workgroups' worth, so every invocation strides.
+    check_bce(128, 784);
+}
+
+#[test]
+fn bce_known_values() {
+    let gpu = gpu();
+    let logits = [0.0f32, 100.0, -100.0, 2.0];
+    let x = [0.5f32, 1.0, 1.0, 0.0];
+    let l = gpu.storage_init("logits", &logits).unwrap();
+    let xb = gpu.storage_init("x", &x).unwrap();
+    let dl = poisoned(4);
+    let partials = poisoned(1);
+    run(
+        &[&bce_logits(
+            gpu,
+            "bce",
+            &l,
+            &xb,
+            &dl,
+            PartialsAt {
+                buffer: &partials,
+                offset: 0,
+            },
+            (1, 4),
+            true,
+        )
+        .unwrap()],
+        0,
+    );
+    // ln 2 + e^−100 + 100 + (2 + ln(1 + e^−2)).
+    let want = 2f64.ln() + 100.0 + 2.0 + (-2f64).exp().ln_1p();
+    let got = read(&partials, 0, 1)[0] as f64;
+    assert!((got - want).abs() < 1e-4, "loss {got} want {want}");
+    let s2 = 1.0 / (1.0 + (-2f32).exp());
+    assert_close(
+        "bce known gradient",
+        &read(&dl, 0, 4),
+        &[0.0, 0.0, -1.0, s2],
+        1e-7,
+        0.0,
+    );
+}
+
+fn check_kl(rows: u32, latent: u32, kl_weight: f32) {
+    let gpu = gpu();
+    let (r_, l_) = (rows as usize, latent as usize);
+    let n = r_ * l_;
+    let mut r = rng(rows as u64 * 7 + latent as u64);
+    let mut heads = uniform_vec(&mut r, 2 * n, -2.0, 2.0);
+    for row in 0..r_ {
+        for j in 0..l_ {
+            heads[row * 2 * l_ + l_ + j] = r.range(-6.0, 3.0);
+        }
+    }
+    let eps: Vec<f32> = (0..n).map(|_| r.normal()).collect();
+    let dz = uniform_vec(&mut r, n, -3.0, 3.0);
+    let hb = gpu.storage_init("heads", &heads).unwrap();
+    let eb = gpu.storage_init("eps", &eps).unwrap();
+    let db = gpu.storage_init("dz", &dz).unwrap();
+    let dh = poisoned(2 * n);
+    let partials = poisoned(260);
+    let table = step_table(&[
+        StepParams::default(),
+        StepParams {
+            kl_weight,
+            ..Default::default()
+        },
+    ]);
+    let d = kl_backward(
+        gpu,
+        "kl",
+        &hb,
+        &eb,
+        &db,
+        &dh,
+        PartialsAt {
+            buffer: &partials,
+            offset: 2,
+        },
+        (rows, latent),
+        true,
+        &table,
+    )
+    .unwrap();
+    run(&[&d], 1);
+    let (want_kl, want_dh) = kl_backward_cpu(&heads, &eps, &dz, (r_, l_), kl_weight);
+    // Each gradient is a few f32 operations on values up to e^3 ≈ 20 (exp and sqrt within 3 ulp): a relative
+    // 1e-5 of the largest term involved.
+    let got_dh = read(&dh, 0, 2 * n);
+    assert_close_by(
+        &format!("kl {rows}×{latent} w={kl_weight} gradient"),
+        &got_dh,
+        &want_dh,
+        |i| {
+            let row = i / (2 * l_);
+            let j = i % l_;
+            let lv = heads[row * 2 * l_ + l_ + j] as f64;
+            let scale = 1.0
+                + dz[row * l_ + j].abs() as f64
+                    * (1.0 + eps[row * l_ + j].abs() as f64)
+                    * (0.5 * lv).exp()
+                + lv.exp();
+            1e-5 * scale
+        },
+    );
+    // Each term within a few ulp of (μ² + σ² + 1 + |log σ²|); the sum within n·u of Σ of those.
+    let mags: f64 = (0..n)
+        .map(|i| {
+            let (mu, lv) = (
+                heads[(i / l_) * 2 * l_ + i % l_] as f64,
+                heads[(i / l_) * 2 * l_ + l_ + i % l_] as f64,
+            );
+            mu * mu + lv.exp() + 1.0 + lv.abs()
+        })
+        .sum();
+    let got = partial_sum(&partials, 2, n as u64);
+    let tol = (8.0 + n as f64) * U * mags;
+    assert!(
+        (got - want_kl).abs() <= tol,
+        "kl {rows}×{latent}: {got} want {want_kl} (tol {tol:e})"
+    );
+    let groups = loss_groups(n as u64) as usize;
+    assert!(read(&partials, 0, 2).iter().all(|v| v.is_nan()));
+    assert!(
+        read(&partials, 2 + groups, 260 - 2 - groups)
+            .iter()
+            .all(|v| v.is_nan())
+    );
+}
+
+#[test]
+fn kl_batch_one() {
+    check_kl(1, 1, 1.0);
+    check_kl(1, 20, 1.0);
+}
+
+#[test]
+fn kl_awkward_sizes_and_weights() {
+    check_kl(13, 3, 1.0);
+    check_kl(37, 7, 0.25);
+    check_kl(5, 2, 0.0);
+}
+
+#[test]
+fn kl_real_batch() {
+    check_kl(128, 20, 1.0);
+    check_kl(128, 2, 1.0);
+    // More than 256 workgroups' worth of elements: every invocation strides.
+    check_kl(4096, 20, 1.0);
+}
+
+#[test]
+fn kl_known_values() {
+    let gpu = gpu();
+    // Row 0: μ = 0, log σ² = 0 (the prior itself): KL 0, ∂μ = ∂z, ∂log σ² = ½·∂z·ε.
+    // Row 1: μ = 2, log σ² = ln 4 (σ = 2): KL ½(4 + 4 − 1 − ln 4), ∂μ = ∂z + 2, ∂log σ² = ½·∂z·ε·2 + ½·3.
+    let heads = [0.0f32, 0.0, 2.0, 4f32.ln()];
+    let eps = [0.5f32, -1.0];
+    let dz = [3.0f32, 1.0];
+    let hb = gpu.storage_init("heads", &heads).unwrap();
+    let eb = gpu.storage_init("eps", &eps).unwrap();
+    let db = gpu.storage_init("dz", &dz).unwrap();
+    let dh = poisoned(4);
+    let partials = poisoned(1);
+    let table = step_table(&[StepParams {
+        kl_weight: 1.0,
+        ..Default::default()
+    }]);
+    run(
+        &[&kl_backward(
+            gpu,
+            "kl",
+            &hb,
+            &eb,
+            &db,
+            &dh,
+            PartialsAt {
+                buffer: &partials,
+                offset: 0,
+            },
+            (2, 1),
+            true,
+            &table,
+        )
+        .unwrap()],
+        0,
+    );
+    let want_kl = 0.5 * (7.0 - 4f64.ln());
+    let got = read(&partials, 0, 1)[0] as f64;
+    assert!((got - want_kl).abs() < 1e-6, "kl {got} want {want_kl}");
+    assert_close(
+        "kl known gradient",
+        &read(&dh, 0, 4),
+        &[3.0, 0.75, 3.0, -1.0 + 1.5],
+        1e-6,
+        1e-6,
+    );
+}

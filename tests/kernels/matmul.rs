@@ -1,0 +1,259 @@
+use vae_wgpu::kernels::matmul::{
+    Epilogue, EpilogueCpu, Layout, Operand, bias_grad_cpu, matmul, matmul_cpu,
+};
+
+use crate::{assert_close_by, gpu, poisoned, read, rng, run, uniform_vec};
+
+const U: f64 = 1.0 / 16_777_216.0; // unit roundoff of f32
+
+#[derive(Clone, Copy, Debug)]
+enum Epi {
+    None,
+    Bias,
+    BiasRelu,
+    ReluMask,
+    BiasGrad,
+}
+
+/// Runs C = A·B (+ epilogue) on the GPU with every operand at an awkward offset inside a larger buffer, and
+/// compares with the f64 reference.
+///
+/// Tolerance: f32 accumulation of k products (with or without FMA, in any order) is within γ_k·Σ|a||b| of the
+/// exact sum (Higham, Accuracy and Stability of Numerical Algorithms, §3.1), γ_k = k·u/(1 − k·u); the bias add and
+/// the final rounding add two more u. A wrong index, sign or bound gives errors of the order of Σ|a||b| itself.
+fn check(layout: Layout, (m, n, k): (u32, u32, u32), epi: Epi) {
+    let gpu = gpu();
+    let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+    let mut r = rng((m as u64) << 40 | (n as u64) << 20 | k as u64);
+    let a = uniform_vec(&mut r, mu * ku, -1.0, 1.0);
+    let b = uniform_vec(&mut r, ku * nu, -1.0, 1.0);
+    let bias = uniform_vec(&mut r, nu, -1.0, 1.0);
+    // The mask has exact zeros and negatives, as a ReLU's output has zeros.
+    let mask: Vec<f32> = (0..mu * nu)
+        .map(|_| [0.0, 0.5, -0.25, 2.0][r.below(4) as usize])
+        .collect();
+
+    let (a_off, b_off, c_off, aux_off) = (5usize, 3usize, 11usize, 7usize);
+    let padded = |off: usize, v: &[f32]| {
+        let mut p = vec![f32::NAN; off];
+        p.extend_from_slice(v);
+        p.extend_from_slice(&[f32::NAN; 3]);
+        p
+    };
+    let a_buf = gpu.storage_init("a", &padded(a_off, &a)).unwrap();
+    let b_buf = gpu.storage_init("b", &padded(b_off, &b)).unwrap();
+    let aux_src = match epi {
+        Epi::ReluMask => mask.clone(),
+        _ => bias.clone(),
+    };
+    let aux_buf = gpu.storage_init("aux", &padded(aux_off, &aux_src)).unwrap();
+    // C's buffer also holds the bias gradient (m values) after the matrix, as the flat gradient buffer does.
+    let bias_off = c_off + mu * nu + 2;
+    let c_buf = poisoned(bias_off + mu + 5);
+
+    let aux = Operand {
+        buffer: &aux_buf,
+        offset: aux_off,
+    };
+    let epilogue = match epi {
+        Epi::None => Epilogue::None,
+        Epi::Bias => Epilogue::Bias(aux),
+        Epi::BiasRelu => Epilogue::BiasRelu(aux),
+        Epi::ReluMask => Epilogue::ReluMask(aux),
+        Epi::BiasGrad => Epilogue::BiasGrad { offset: bias_off },
+    };
+    let d = matmul(
+        gpu,
+        "matmul",
+        layout,
+        (m, n, k),
+        Operand {
+            buffer: &a_buf,
+            offset: a_off,
+        },
+        Operand {
+            buffer: &b_buf,
+            offset: b_off,
+        },
+        Operand {
+            buffer: &c_buf,
+            offset: c_off,
+        },
+        epilogue,
+    )
+    .unwrap();
+    run(&[&d], 0);
+
+    let epi_cpu = match epi {
+        Epi::None | Epi::BiasGrad => EpilogueCpu::None,
+        Epi::Bias => EpilogueCpu::Bias(&bias),
+        Epi::BiasRelu => EpilogueCpu::BiasRelu(&bias),
+        Epi::ReluMask => EpilogueCpu::ReluMask(&mask),
+    };
+    let want = matmul_cpu(layout, (mu, nu, ku), &a, &b, epi_cpu);
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+    let bound = matmul_cpu(layout, (mu, nu, ku), &abs(&a), &abs(&b), EpilogueCpu::None);
+    let gamma = ku as f64 * U / (1.0 - ku as f64 * U) + 2.0 * U;
+    let with_bias = matches!(epi, Epi::Bias | Epi::BiasRelu);
+    let got = read(&c_buf, c_off, mu * nu);
+    let what = format!("{layout:?} {m}×{n}×{k} {epi:?}");
+    assert_close_by(&what, &got, &want, |i| {
+        let b = if with_bias {
+            bias[i % nu].abs() as f64
+        } else {
+            0.0
+        };
+        gamma * (bound[i] as f64 + b)
+    });
+
+    // Nothing outside C (and the bias gradient, when asked for) was written.
+    let before = read(&c_buf, 0, c_off);
+    let after = read(&c_buf, c_off + mu * nu, bias_off + mu + 5 - c_off - mu * nu);
+    let gap_and_tail_nan = before.iter().all(|v| v.is_nan())
+        && after[..2].iter().all(|v| v.is_nan())
+        && after[2 + mu..].iter().all(|v| v.is_nan());
+    assert!(gap_and_tail_nan, "{what}: wrote outside its output");
+    let grad = &after[2..2 + mu];
+    if let Epi::BiasGrad = epi {
+        assert_eq!(
+            layout,
+            Layout::TN,
+            "bias gradients come with the weight gradient"
+        );
+        // A is ∂Y (k rows of m): the bias gradient is its column sums.
+        let want = bias_grad_cpu(&a, ku, mu);
+        let bound = bias_grad_cpu(&abs(&a), ku, mu);
+        assert_close_by(&format!("{what} bias gradient"), grad, &want, |i| {
+            gamma * bound[i] as f64
+        });
+    } else {
+        assert!(
+            grad.iter().all(|v| v.is_nan()),
+            "{what}: wrote a bias gradient"
+        );
+    }
+}
+
+const EPIS: [Epi; 4] = [Epi::None, Epi::Bias, Epi::BiasRelu, Epi::ReluMask];
+
+#[test]
+fn matmul_one_element() {
+    for layout in [Layout::NT, Layout::NN, Layout::TN] {
+        for epi in EPIS {
+            check(layout, (1, 1, 1), epi);
+        }
+    }
+    check(Layout::TN, (1, 1, 1), Epi::BiasGrad);
+}
+
+#[test]
+fn matmul_batch_one() {
+    // One image through the heads (400 → 2·20) and the decoder's output layer (400 → 784).
+    check(Layout::NT, (1, 40, 400), Epi::Bias);
+    check(Layout::NT, (1, 784, 400), Epi::Bias);
+    check(Layout::NN, (1, 400, 784), Epi::ReluMask);
+    check(Layout::TN, (784, 400, 1), Epi::BiasGrad);
+}
+
+#[test]
+fn matmul_sizes_that_do_not_divide_the_tile() {
+    for (m, n, k) in [(67, 45, 33), (65, 129, 17), (3, 70, 200), (130, 1, 5)] {
+        for layout in [Layout::NT, Layout::NN, Layout::TN] {
+            for epi in EPIS {
+                check(layout, (m, n, k), epi);
+            }
+        }
+        check(Layout::TN, (m, n, k), Epi::BiasGrad);
+    }
+}
+
+#[test]
+fn matmul_real_fc1_forward_and_weight_gradient() {
+    check(Layout::NT, (128, 400, 784), Epi::BiasRelu); // h1 = relu(x·W1ᵀ + b1)
+    check(Layout::TN, (400, 784, 128), Epi::BiasGrad); // ∂W1 = ∂h1ᵀ·x, ∂b1
+}
+
+#[test]
+fn matmul_real_fc4_forward_and_backward() {
+    check(Layout::NT, (128, 784, 400), Epi::Bias); // logits = h3·W4ᵀ + b4
+    check(Layout::NN, (128, 400, 784), Epi::ReluMask); // ∂h3 = (∂logits·W4) ⊙ [h3 > 0]
+    check(Layout::TN, (784, 400, 128), Epi::BiasGrad); // ∂W4 = ∂logitsᵀ·h3, ∂b4
+}
+
+#[test]
+fn matmul_real_latent_shapes() {
+    check(Layout::NT, (128, 40, 400), Epi::Bias); // heads
+    check(Layout::NN, (128, 400, 40), Epi::ReluMask); // ∂h1 from the heads
+    check(Layout::NN, (128, 20, 400), Epi::None); // ∂z = ∂h3·W3
+    check(Layout::TN, (400, 20, 128), Epi::BiasGrad); // ∂W3, ∂b3
+}
+
+#[test]
+fn matmul_known_values() {
+    let gpu = gpu();
+    // A = [[1, 2], [3, 4]], W = [[5, 6], [7, 8]] (out, in): A·Wᵀ = [[17, 23], [39, 53]].
+    let a = gpu.storage_init("a", &[1f32, 2., 3., 4.]).unwrap();
+    let w = gpu.storage_init("w", &[5f32, 6., 7., 8.]).unwrap();
+    let bias = gpu.storage_init("bias", &[-20f32, 1.]).unwrap();
+    let c = poisoned(4);
+    let d = matmul(
+        gpu,
+        "known",
+        Layout::NT,
+        (2, 2, 2),
+        (&a).into(),
+        (&w).into(),
+        (&c).into(),
+        Epilogue::BiasRelu((&bias).into()),
+    )
+    .unwrap();
+    run(&[&d], 0);
+    assert_eq!(read(&c, 0, 4), vec![0., 24., 19., 54.]);
+    // A·W = [[19, 22], [43, 50]]; ∂Wᵀ-style Aᵀ·W = [[26, 30], [38, 44]] with row sums of Aᵀ = [4, 6].
+    let c2 = poisoned(6);
+    let d = matmul(
+        gpu,
+        "known.nn",
+        Layout::NN,
+        (2, 2, 2),
+        (&a).into(),
+        (&w).into(),
+        (&c2).into(),
+        Epilogue::None,
+    )
+    .unwrap();
+    run(&[&d], 0);
+    assert_eq!(read(&c2, 0, 4), vec![19., 22., 43., 50.]);
+    let d = matmul(
+        gpu,
+        "known.tn",
+        Layout::TN,
+        (2, 2, 2),
+        (&a).into(),
+        (&w).into(),
+        (&c2).into(),
+        Epilogue::BiasGrad { offset: 4 },
+    )
+    .unwrap();
+    run(&[&d], 0);
+    assert_eq!(read(&c2, 0, 6), vec![26., 30., 38., 44., 4., 6.]);
+}
+
+#[test]
+fn matmul_rejects_operands_that_do_not_fit() {
+    let gpu = gpu();
+    let small = gpu.storage::<f32>("small", 10).unwrap();
+    let c = gpu.storage::<f32>("c", 100).unwrap();
+    let e = matmul(
+        gpu,
+        "bad",
+        Layout::NT,
+        (4, 4, 4),
+        (&small).into(),
+        (&small).into(),
+        (&c).into(),
+        Epilogue::None,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("A needs elements 0..16"), "{e}");
+}

@@ -1,0 +1,62 @@
+use vae_wgpu::kernels::StepParams;
+use vae_wgpu::kernels::reduce::{reduce, reduce_cpu};
+
+use crate::{gpu, poisoned, read, rng, run, step_table, uniform_vec};
+
+#[test]
+fn reduce_terms_into_their_step_slot() {
+    let gpu = gpu();
+    let stride = 256usize;
+    let counts = [1u32, 256, 37];
+    let mut r = rng(5);
+    let partials = uniform_vec(&mut r, 3 * stride, -1000.0, 1000.0);
+    let pb = gpu.storage_init("partials", &partials).unwrap();
+    let slots = 4;
+    let log = poisoned(slots * counts.len());
+    let rows: Vec<StepParams> = (0..slots as u32)
+        .map(|s| StepParams {
+            loss_slot: s,
+            ..Default::default()
+        })
+        .collect();
+    let table = step_table(&rows);
+    let d = reduce(gpu, "reduce", &pb, stride as u32, &counts, &log, &table).unwrap();
+    run(&[&d], 2);
+    let got = read(&log, 0, slots * counts.len());
+    let want = reduce_cpu(&partials, stride, &counts);
+    for (t, w) in want.iter().enumerate() {
+        let g = got[2 * counts.len() + t] as f64;
+        // A tree of ≤ 256 f32 additions: within log2(256)·u·Σ|p| (plus one rounding) of the exact sum.
+        let mag: f64 = partials[t * stride..t * stride + counts[t] as usize]
+            .iter()
+            .map(|v| v.abs() as f64)
+            .sum();
+        let tol = 9.0 * mag / 16_777_216.0;
+        assert!((g - w).abs() <= tol, "term {t}: {g} want {w} (tol {tol:e})");
+    }
+    // Only row 2 of the log was written.
+    for (i, v) in got.iter().enumerate() {
+        if i / counts.len() != 2 {
+            assert!(v.is_nan(), "log[{i}] written: {v}");
+        }
+    }
+}
+
+#[test]
+fn reduce_known_values() {
+    let gpu = gpu();
+    // Term 0: 256 ones; term 1: 1..=100 (5050), both exact in f32.
+    let mut partials = vec![1f32; 512];
+    for (i, p) in partials[256..].iter_mut().enumerate() {
+        *p = if i < 100 { i as f32 + 1.0 } else { f32::NAN };
+    }
+    let pb = gpu.storage_init("partials", &partials).unwrap();
+    let log = poisoned(2);
+    let table = step_table(&[StepParams::default()]);
+    run(
+        &[&reduce(gpu, "reduce", &pb, 256, &[256, 100], &log, &table).unwrap()],
+        0,
+    );
+    // The NaNs past term 1's count must not be read.
+    assert_eq!(read(&log, 0, 2), vec![256.0, 5050.0]);
+}
