@@ -47,6 +47,9 @@ pub enum Error {
     #[error("reading back {what} from the GPU failed: {message}")]
     Readback { what: String, message: String },
 
+    #[error("{path}: {message}")]
+    Data { path: String, message: String },
+
     #[error("{op}: {message}")]
     Shape { op: &'static str, message: String },
 
@@ -61,6 +64,12 @@ pub enum Error {
         limit_name: &'static str,
         hint: String,
     },
+
+    #[error("{what}: {message}")]
+    Io { what: String, message: String },
+
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

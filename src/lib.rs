@@ -3,10 +3,18 @@
 //! keeps a plain-Rust reference of every kernel for the tests.
 
 pub mod bench;
+pub mod download;
 pub mod error;
 pub mod gpu;
+pub mod images;
 pub mod kernels;
+pub mod mnist;
+pub mod model;
+pub mod net;
 pub mod philox;
+pub mod reference;
+pub mod run;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
