@@ -1,6 +1,7 @@
 //! `vae`: the command-line program. Each subcommand lives in the library; this file parses arguments and turns
 //! errors into a message and a non-zero exit.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ enum Command {
         #[arg(long)]
         backend: Option<String>,
     },
+    /// Train the VAE on MNIST (or any IDX set of 8-bit images), writing metrics.csv and pictures per epoch.
+    Train(Box<TrainArgs>),
     /// Benchmarks (see BENCHMARKS.md). `vae bench matmul`: the model's matmul shapes and a large square, in
     /// GFLOP/s, each checked against the CPU reference before it is timed.
     Bench {
@@ -34,6 +37,49 @@ enum Command {
         #[command(flatten)]
         gpu: GpuArgs,
     },
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Directory with the four IDX files (gzipped or not); missing files are downloaded there.
+    #[arg(long, default_value = "data/mnist")]
+    data: PathBuf,
+    /// Output directory for metrics.csv and the pictures [default: runs/<UTC date-time>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Number of passes over the training set.
+    #[arg(long, default_value_t = 10)]
+    epochs: u32,
+    /// Examples per step; the last partial batch of an epoch is trained too.
+    #[arg(long, default_value_t = 128)]
+    batch_size: u32,
+    /// Latent dimensions (2 can be drawn directly; 20 is the PyTorch example's setting).
+    #[arg(long, default_value_t = 2)]
+    latent: u32,
+    /// Units of the encoder's and decoder's hidden layers.
+    #[arg(long, default_value_t = 400)]
+    hidden: u32,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
+    lr: f32,
+    /// Seed of the initialization, the shuffling and the noise (runs with the same seed on the same adapter
+    /// give the same losses).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Use only the first N training examples (quick runs and tests).
+    #[arg(long, value_name = "N")]
+    train_samples: Option<usize>,
+    /// Use only the first N test examples.
+    #[arg(long, value_name = "N")]
+    test_samples: Option<usize>,
+    /// Steps between loss readbacks (and per GPU submission).
+    #[arg(long, default_value_t = 50)]
+    log_interval: u32,
+    /// Download MNIST from this URL prefix instead of the built-in mirrors (repeatable).
+    #[arg(long = "mirror", value_name = "URL")]
+    mirrors: Vec<String>,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 #[derive(Subcommand)]
@@ -81,6 +127,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Devices { backend } => devices(backend),
+        Command::Train(args) => train(*args),
         Command::Bench { what, gpu } => match what {
             BenchWhat::Matmul {
                 batch,
@@ -162,4 +209,28 @@ fn bench_matmul(
         );
     }
     Ok(())
+}
+
+fn train(a: TrainArgs) -> vae_wgpu::Result<()> {
+    let opts = vae_wgpu::run::TrainOptions {
+        data: a.data,
+        out: a.out,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        latent: a.latent,
+        hidden: a.hidden,
+        lr: a.lr,
+        seed: a.seed,
+        train_samples: a.train_samples,
+        test_samples: a.test_samples,
+        log_interval: a.log_interval,
+        gpu: GpuOptions {
+            backend: a.gpu.backend,
+            adapter: a.gpu.adapter,
+            power: None,
+        },
+        mirrors: a.mirrors,
+        verbose: true,
+    };
+    vae_wgpu::run::train(&opts).map(|_| ())
 }

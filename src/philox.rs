@@ -19,6 +19,8 @@ pub mod stream {
     pub const SHUFFLE: u32 = 3;
     /// Host-side test inputs.
     pub const TEST_INPUT: u32 = 0xFFFF_0000;
+    /// Parameter initialization.
+    pub const INIT: u32 = 4;
 }
 
 /// The generator's key for a 64-bit seed: its low and high words.
@@ -68,12 +70,13 @@ pub fn normal_at(key: [u32; 2], element: u32, step: u32, stream: u32) -> f64 {
     normal(w[0], w[1])
 }
 
-/// A sequential generator on the host: counter (i, i >> 32, stream, 0) for the i-th block of four words.
+/// A sequential generator on the host: counter (i, i >> 32, stream, lane) for the i-th block of four words.
 #[derive(Clone, Debug)]
 pub struct Philox {
     key: [u32; 2],
     stream: u32,
     block: u64,
+    lane: u32,
     words: [u32; 4],
     used: usize,
 }
@@ -84,15 +87,30 @@ impl Philox {
             key: key(seed),
             stream,
             block: 0,
+            lane: 0,
             words: [0; 4],
             used: 4,
+        }
+    }
+
+    /// A generator whose counters carry `lane` in their last word: independent of every other lane, e.g. one
+    /// shuffle per epoch.
+    pub fn with_lane(seed: u64, stream: u32, lane: u32) -> Philox {
+        Philox {
+            lane,
+            ..Philox::new(seed, stream)
         }
     }
 
     pub fn next_u32(&mut self) -> u32 {
         if self.used == 4 {
             self.words = philox4x32_10(
-                [self.block as u32, (self.block >> 32) as u32, self.stream, 0],
+                [
+                    self.block as u32,
+                    (self.block >> 32) as u32,
+                    self.stream,
+                    self.lane,
+                ],
                 self.key,
             );
             self.block += 1;
