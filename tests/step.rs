@@ -1,0 +1,172 @@
+//! The whole training step: GPU against the f64 CPU reference for three steps, and the reference against finite
+//! differences.
+
+use vae_wgpu::kernels::adam::{AdamConfig, adam_cpu};
+use vae_wgpu::kernels::gather::gather_cpu;
+use vae_wgpu::mnist::Split;
+use vae_wgpu::model::ModelConfig;
+use vae_wgpu::philox::{Philox, stream};
+use vae_wgpu::reference::loss_and_grad;
+use vae_wgpu::train::{TrainConfig, Trainer};
+use vae_wgpu::{Gpu, GpuOptions};
+
+fn gpu() -> Gpu {
+    Gpu::new(GpuOptions::default()).unwrap_or_else(|e| {
+        panic!("the step tests need a GPU adapter and found none: {e}\nThey are not skipped without a GPU.")
+    })
+}
+
+fn random_split(n: usize, pixels: usize, seed: u64) -> Split {
+    let mut r = Philox::new(seed, stream::TEST_INPUT);
+    Split {
+        // Images like MNIST's: mostly 0, some 255, some in between.
+        images: (0..n * pixels)
+            .map(|_| match r.below(4) {
+                0 | 1 => 0,
+                2 => 255,
+                _ => r.below(256) as u8,
+            })
+            .collect(),
+        labels: (0..n).map(|_| r.below(10) as u8).collect(),
+        n,
+        rows: 1,
+        cols: pixels,
+    }
+}
+
+/// Three steps of the real 784-400-20 model at batch 50 (which divides no tile): each step's loss and gradients
+/// against the CPU reference from the GPU's own parameters, batch and ε, then the Adam update against `adam_cpu`.
+#[test]
+fn gpu_step_matches_cpu_reference_for_three_steps() {
+    let gpu = gpu();
+    let model = ModelConfig::new(784, 400, 20).unwrap();
+    let batch = 50u32;
+    let seed = 11;
+    let train = random_split(batch as usize, 784, 1);
+    let test = random_split(10, 784, 2);
+    let adam = AdamConfig::default();
+    let config = TrainConfig {
+        model,
+        batch,
+        adam,
+        seed,
+        kl_weight: 1.0,
+        log_interval: 1,
+    };
+    // One step per epoch: the whole (50-example) set is one batch, reshuffled each epoch.
+    let mut trainer = Trainer::new(&gpu, config, &train, &test, &model.init(seed)).unwrap();
+    let n = model.layout().len;
+    let read = |b: &wgpu::Buffer, len: usize| -> Vec<f32> { gpu.read(b, 0, len).unwrap() };
+    for epoch in 1..=3u32 {
+        let p0 = read(&trainer.net.params, n);
+        let (m0, v0) = (read(&trainer.net.m, n), read(&trainer.net.v, n));
+        let loss = trainer.train_epoch(epoch, |_, _| {}).unwrap();
+        let grads = read(&trainer.net.grads, n);
+        let p1 = read(&trainer.net.params, n);
+        let eps = read(&trainer.train_ws.eps, (batch * 20) as usize);
+
+        let order = Philox::with_lane(seed, stream::SHUFFLE, epoch).permutation(batch);
+        let x: Vec<f64> = gather_cpu(&train.images, 784, &order, 0, batch as usize)
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let p0d: Vec<f64> = p0.iter().map(|&v| v as f64).collect();
+        let epsd: Vec<f64> = eps.iter().map(|&v| v as f64).collect();
+        let want = loss_and_grad(model, &p0d, &x, &epsd, batch as usize, 1.0);
+
+        // Losses: sums of 39,200 (BCE) and 1,000 (KL) non-negative f32 terms, each a few ulp off; the inputs
+        // to them (logits, heads) carry the matmuls' relative ~1e-6. 1e-5 relative covers both with margin.
+        assert!(
+            (loss.bce - want.bce).abs() <= 1e-5 * want.bce,
+            "step {epoch} bce {} want {}",
+            loss.bce,
+            want.bce
+        );
+        assert!(
+            (loss.kl - want.kl).abs() <= 1e-5 * want.kl + 1e-3,
+            "step {epoch} kl {} want {}",
+            loss.kl,
+            want.kl
+        );
+
+        // Gradients, tensor by tensor: each is a sum over the batch of products that passed through two or three
+        // f32 matmuls (k up to 784); errors relative to the tensor's largest gradient measured at most 7e-7 on
+        // lavapipe; 1e-5 leaves room for other summation orders. A wrong index or sign gives errors of the order of the gradient itself.
+        let layout = model.layout();
+        for l in [layout.fc1, layout.heads, layout.fc3, layout.fc4] {
+            for (what, range) in [
+                ("weight", l.weight..l.bias()),
+                ("bias", l.bias()..l.weight + l.len()),
+            ] {
+                let scale = want.grads[range.clone()]
+                    .iter()
+                    .fold(0f64, |a, g| a.max(g.abs()));
+                let mut worst = (0f64, 0usize);
+                for i in range.clone() {
+                    let e = (grads[i] as f64 - want.grads[i]).abs();
+                    if e > worst.0 || grads[i].is_nan() {
+                        worst = (if grads[i].is_nan() { f64::INFINITY } else { e }, i);
+                    }
+                }
+                assert!(
+                    worst.0 <= 1e-5 * scale,
+                    "step {epoch} {}.{what}: gradient error {:e} at {} (got {} want {}), scale {scale:e}",
+                    l.name,
+                    worst.0,
+                    worst.1,
+                    grads[worst.1],
+                    want.grads[worst.1]
+                );
+            }
+        }
+
+        // Adam: from the GPU's state and gradients, the CPU update must agree to the adam kernel test's bounds.
+        let (mut p, mut m, mut v) = (p0.clone(), m0, v0);
+        adam_cpu(&adam, epoch, &mut p, &grads, &mut m, &mut v);
+        let bad = (0..n)
+            .filter(|&i| {
+                (p1[i] as f64 - p[i] as f64).abs()
+                    > 2e-9 + 1e-6 * (p[i] as f64).abs() + 1e-6 * adam.lr as f64
+            })
+            .count();
+        assert_eq!(
+            bad, 0,
+            "step {epoch}: {bad} parameters differ from the CPU Adam update"
+        );
+        // And the step moved the parameters.
+        assert!(p0.iter().zip(&p1).filter(|(a, b)| a != b).count() > n / 2);
+    }
+}
+
+/// The CPU reference's gradient against central differences of its own loss, in f64, on a small model.
+#[test]
+fn reference_gradient_matches_finite_differences() {
+    let model = ModelConfig::new(7, 5, 3).unwrap();
+    let rows = 4;
+    let mut r = Philox::new(3, stream::TEST_INPUT);
+    let params: Vec<f64> = model.init(5).iter().map(|&v| v as f64 * 3.0).collect();
+    let x: Vec<f64> = (0..rows * 7).map(|_| r.uniform() as f64).collect();
+    let eps: Vec<f64> = (0..rows * 3).map(|_| r.normal() as f64).collect();
+    for kl_weight in [1.0, 0.3] {
+        let base = loss_and_grad(model, &params, &x, &eps, rows, kl_weight);
+        let objective = |p: &[f64]| {
+            let s = loss_and_grad(model, p, &x, &eps, rows, kl_weight);
+            s.bce + kl_weight * s.kl
+        };
+        let h = 1e-6;
+        for i in 0..params.len() {
+            let mut plus = params.clone();
+            let mut minus = params.clone();
+            plus[i] += h;
+            minus[i] -= h;
+            let fd = (objective(&plus) - objective(&minus)) / (2.0 * h);
+            // Central differences: truncation O(h²) ≈ 1e-12 times the third derivative, rounding ≈ 1e-16·|f|/h ≈
+            // 1e-9 for |f| ≈ 10. 1e-6 absolute plus 1e-6 relative is far below any real error.
+            let g = base.grads[i];
+            assert!(
+                (fd - g).abs() <= 1e-6 + 1e-6 * g.abs(),
+                "param {i} (w={kl_weight}): analytic {g} vs finite difference {fd}"
+            );
+        }
+    }
+}
