@@ -28,21 +28,6 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-var<workgroup> scratch: array<f32, 256>;
-
-// Sums `value` over the workgroup; invocation 0 writes the total to partials (see each entry point).
-fn workgroup_sum(lid: u32, value: f32) -> f32 {
-    scratch[lid] = value;
-    workgroupBarrier();
-    for (var half = 128u; half > 0u; half >>= 1u) {
-        if lid < half {
-            scratch[lid] += scratch[lid + half];
-        }
-        workgroupBarrier();
-    }
-    return scratch[0];
-}
-
 // log(1 + e) for e in [0, 1], accurate where plain log(1 + e) would round 1 + e: the ratio e / ((1 + e) − 1)
 // cancels the rounding of the sum (Goldberg, "What every computer scientist should know about floating-point").
 fn log1p_small(e: f32) -> f32 {

@@ -19,8 +19,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> partials: array<f32>;
 @group(0) @binding(2) var<storage, read_write> loss_log: array<f32>;
 
-var<workgroup> scratch: array<f32, 256>;
-
 @compute @workgroup_size(256)
 fn reduce_partials(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let term = wg.x;
@@ -29,15 +27,8 @@ fn reduce_partials(@builtin(local_invocation_index) lid: u32, @builtin(workgroup
     for (var i = lid; i < count; i += 256u) {
         sum += partials[term * p.stride + i];
     }
-    scratch[lid] = sum;
-    workgroupBarrier();
-    for (var half = 128u; half > 0u; half >>= 1u) {
-        if lid < half {
-            scratch[lid] += scratch[lid + half];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(lid, sum);
     if lid == 0u {
-        loss_log[step.loss_slot * p.terms + term] = scratch[0];
+        loss_log[step.loss_slot * p.terms + term] = total;
     }
 }

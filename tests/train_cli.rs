@@ -39,6 +39,19 @@ fn vae(args: &[&str]) -> Output {
     Command::new(VAE).args(args).output().expect("run vae")
 }
 
+/// `vae train --data <data> --out <out> <extra...>`.
+fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    vae(&args)
+}
+
 #[track_caller]
 fn ok(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -78,19 +91,18 @@ fn png_size(path: &Path) -> (u32, u32) {
 fn short_run_lowers_the_test_loss_and_writes_metrics_and_pictures() {
     let out = scratch("short");
     let data = mnist_dir();
-    let stdout = ok(&vae(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--train-samples",
-        "2048",
-        "--test-samples",
-        "1000",
-        "--epochs",
-        "2",
-    ]));
+    let stdout = ok(&train(
+        &data,
+        &out,
+        &[
+            "--train-samples",
+            "2048",
+            "--test-samples",
+            "1000",
+            "--epochs",
+            "2",
+        ],
+    ));
     assert!(stdout.contains("epoch   2"), "{stdout}");
     let rows = metrics(&out);
     assert_eq!(rows.len(), 2);
@@ -129,25 +141,24 @@ fn the_same_seed_gives_the_same_losses() {
     let data = mnist_dir();
     let run = |seed: &str| {
         let out = scratch("seed");
-        ok(&vae(&[
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--train-samples",
-            "1000",
-            "--test-samples",
-            "300",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "96",
-            "--latent",
-            "3",
-            "--seed",
-            seed,
-        ]));
+        ok(&train(
+            &data,
+            &out,
+            &[
+                "--train-samples",
+                "1000",
+                "--test-samples",
+                "300",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "96",
+                "--latent",
+                "3",
+                "--seed",
+                seed,
+            ],
+        ));
         let rows = metrics(&out);
         std::fs::remove_dir_all(&out).ok();
         rows[0][..7].to_vec() // the losses, not the timings
@@ -247,17 +258,7 @@ fn missing_data_is_downloaded_md5_checked_from_the_first_good_mirror() {
     // Only the bad mirror: refused, nothing kept, a message naming the md5 mismatch.
     let data = scratch("download-bad");
     let out = scratch("download-bad-out");
-    let o = vae(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--mirror",
-        &bad_url,
-        "--epochs",
-        "1",
-    ]);
+    let o = train(&data, &out, &["--mirror", &bad_url, "--epochs", "1"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(stderr.contains("does not match the published"), "{stderr}");
@@ -266,23 +267,22 @@ fn missing_data_is_downloaded_md5_checked_from_the_first_good_mirror() {
 
     // The bad mirror first, then the good one: every file arrives intact and a short run trains.
     let out = scratch("download-out");
-    ok(&vae(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--mirror",
-        &bad_url,
-        "--mirror",
-        &good_url,
-        "--train-samples",
-        "256",
-        "--test-samples",
-        "100",
-        "--epochs",
-        "1",
-    ]));
+    ok(&train(
+        &data,
+        &out,
+        &[
+            "--mirror",
+            &bad_url,
+            "--mirror",
+            &good_url,
+            "--train-samples",
+            "256",
+            "--test-samples",
+            "100",
+            "--epochs",
+            "1",
+        ],
+    ));
     for n in names {
         assert_eq!(
             std::fs::read(data.join(n)).unwrap(),

@@ -43,6 +43,55 @@ pub struct PartialsAt<'a> {
     pub offset: u32,
 }
 
+/// Checks each (name, buffer, elements) and the partials' room, then builds the dispatch of a loss entry point
+/// whose bindings are `inputs` in order followed by the partials.
+#[allow(clippy::too_many_arguments)]
+fn loss_dispatch(
+    gpu: &Gpu,
+    label: &str,
+    entry: &'static str,
+    storage: &'static [Access],
+    inputs: &[(&str, &wgpu::Buffer, u64)],
+    partials: PartialsAt,
+    (rows, cols): (u32, u32),
+    grad: bool,
+    step: Option<&StepTable>,
+) -> Result<Dispatch> {
+    let n = rows as u64 * cols as u64;
+    if n == 0 {
+        return Err(Error::shape(
+            "loss",
+            format!("{label}: empty ({rows}×{cols})"),
+        ));
+    }
+    for (what, buf, elems) in inputs {
+        check(label, what, buf, *elems)?;
+    }
+    let groups = loss_groups(n);
+    check(
+        label,
+        "partials",
+        partials.buffer,
+        (partials.offset + groups) as u64,
+    )?;
+    let spec = KernelSpec {
+        family: &LOSS,
+        entry,
+        constants: vec![("GRAD", grad as u8 as f64)],
+        storage,
+        uses_step: step.is_some(),
+    };
+    let params = Params {
+        rows,
+        cols,
+        partial_off: partials.offset,
+        _pad: 0,
+    };
+    let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|(_, b, _)| *b).collect();
+    buffers.push(partials.buffer);
+    gpu.dispatch(label, &spec, &params, &buffers, [groups, 1, 1], step)
+}
+
 /// Records BCE-with-logits of `logits` against `x` (both (rows, cols)); with `grad`, also writes
 /// ∂L/∂logits = σ(l) − x to `dlogits` (which must be bound either way).
 #[allow(clippy::too_many_arguments)]
@@ -57,46 +106,20 @@ pub fn bce_logits(
     grad: bool,
 ) -> Result<Dispatch> {
     let n = rows as u64 * cols as u64;
-    if n == 0 {
-        return Err(Error::shape(
-            "loss",
-            format!("{label}: empty ({rows}×{cols})"),
-        ));
-    }
-    check(label, "logits", logits, n)?;
-    check(label, "x", x, n)?;
-    check(label, "dlogits", dlogits, n)?;
-    let groups = loss_groups(n);
-    check(
+    loss_dispatch(
+        gpu,
         label,
-        "partials",
-        partials.buffer,
-        (partials.offset + groups) as u64,
-    )?;
-    let spec = KernelSpec {
-        family: &LOSS,
-        entry: "bce_logits",
-        constants: vec![("GRAD", grad as u8 as f64)],
-        storage: &[
+        "bce_logits",
+        &[
             Access::Read,
             Access::Read,
             Access::ReadWrite,
             Access::ReadWrite,
         ],
-        uses_step: false,
-    };
-    let params = Params {
-        rows,
-        cols,
-        partial_off: partials.offset,
-        _pad: 0,
-    };
-    gpu.dispatch(
-        label,
-        &spec,
-        &params,
-        &[logits, x, dlogits, partials.buffer],
-        [groups, 1, 1],
+        &[("logits", logits, n), ("x", x, n), ("dlogits", dlogits, n)],
+        partials,
+        (rows, cols),
+        grad,
         None,
     )
 }
@@ -118,48 +141,26 @@ pub fn kl_backward(
     step: &StepTable,
 ) -> Result<Dispatch> {
     let n = rows as u64 * latent as u64;
-    if n == 0 {
-        return Err(Error::shape(
-            "loss",
-            format!("{label}: empty ({rows}×{latent})"),
-        ));
-    }
-    check(label, "heads", heads, 2 * n)?;
-    check(label, "eps", eps, n)?;
-    check(label, "dz", dz, n)?;
-    check(label, "dheads", dheads, 2 * n)?;
-    let groups = loss_groups(n);
-    check(
+    loss_dispatch(
+        gpu,
         label,
-        "partials",
-        partials.buffer,
-        (partials.offset + groups) as u64,
-    )?;
-    let spec = KernelSpec {
-        family: &LOSS,
-        entry: "kl_backward",
-        constants: vec![("GRAD", grad as u8 as f64)],
-        storage: &[
+        "kl_backward",
+        &[
             Access::Read,
             Access::Read,
             Access::Read,
             Access::ReadWrite,
             Access::ReadWrite,
         ],
-        uses_step: true,
-    };
-    let params = Params {
-        rows,
-        cols: latent,
-        partial_off: partials.offset,
-        _pad: 0,
-    };
-    gpu.dispatch(
-        label,
-        &spec,
-        &params,
-        &[heads, eps, dz, dheads, partials.buffer],
-        [groups, 1, 1],
+        &[
+            ("heads", heads, 2 * n),
+            ("eps", eps, n),
+            ("dz", dz, n),
+            ("dheads", dheads, 2 * n),
+        ],
+        partials,
+        (rows, latent),
+        grad,
         Some(step),
     )
 }

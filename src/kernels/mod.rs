@@ -63,11 +63,19 @@ pub const PHILOX: Family = Family {
 };
 pub const LOSS: Family = Family {
     name: "loss",
-    files: &[shader!("step.wgsl"), shader!("loss.wgsl")],
+    files: &[
+        shader!("step.wgsl"),
+        shader!("workgroup_sum.wgsl"),
+        shader!("loss.wgsl"),
+    ],
 };
 pub const REDUCE: Family = Family {
     name: "reduce",
-    files: &[shader!("step.wgsl"), shader!("reduce.wgsl")],
+    files: &[
+        shader!("step.wgsl"),
+        shader!("workgroup_sum.wgsl"),
+        shader!("reduce.wgsl"),
+    ],
 };
 pub const ADAM: Family = Family {
     name: "adam",
