@@ -4,14 +4,24 @@
 //   index: the epoch's order of dataset rows (u32); batch row r is dataset row index[step.batch_offset + r]
 //   x:     (rows, cols) f32 row-major; x = byte / 255, as torchvision's ToTensor
 //
+// With the pipeline constant BINARIZE (dynamic binarization, the standard setup of the log-likelihood literature),
+// x = 1 where a Philox uniform u < byte / 255, else 0: element i draws from counter (i, step.rng_step, p.stream, 0)
+// under key (p.key_lo, p.key_hi), so every step sees a fresh binarization that the CPU can repeat.
+//
 // Dispatch: one invocation per element of x, 256 per workgroup, workgroups on a 2-D grid (`grid` in
 // src/kernels/mod.rs). An index past the dataset writes NaN, so a host bug cannot pass for data.
+
+override BINARIZE: bool = false;
 
 struct Params {
     rows: u32,
     cols: u32,
     data_rows: u32,
-    _pad: u32,
+    stream: u32,
+    key_lo: u32,
+    key_hi: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -34,5 +44,11 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     }
     let byte = row * p.cols + c;
     let value = (data[byte >> 2u] >> ((byte & 3u) * 8u)) & 0xffu;
-    x[i] = f32(value) / 255.0;
+    let scaled = f32(value) / 255.0;
+    if BINARIZE {
+        let u = philox_uniform(philox4x32_10(vec4<u32>(i, step.rng_step, p.stream, 0u), vec2<u32>(p.key_lo, p.key_hi)).x);
+        x[i] = select(0.0, 1.0, u < scaled);
+    } else {
+        x[i] = scaled;
+    }
 }

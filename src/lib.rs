@@ -3,6 +3,7 @@
 //! keeps a plain-Rust reference of every kernel for the tests.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod download;
 pub mod error;
 pub mod gpu;

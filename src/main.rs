@@ -50,22 +50,35 @@ struct TrainArgs {
     /// Number of passes over the training set.
     #[arg(long, default_value_t = 10)]
     epochs: u32,
-    /// Examples per step; the last partial batch of an epoch is trained too.
-    #[arg(long, default_value_t = 128)]
-    batch_size: u32,
-    /// Latent dimensions (2 can be drawn directly; 20 is the PyTorch example's setting).
-    #[arg(long, default_value_t = 2)]
-    latent: u32,
-    /// Units of the encoder's and decoder's hidden layers.
-    #[arg(long, default_value_t = 400)]
-    hidden: u32,
-    /// Adam's learning rate.
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
-    lr: f32,
-    /// Seed of the initialization, the shuffling and the noise (runs with the same seed on the same adapter
-    /// give the same losses).
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// Examples per step; the last partial batch of an epoch is trained too [default: 128].
+    #[arg(long)]
+    batch_size: Option<u32>,
+    /// Latent dimensions: 2 can be drawn directly; 20 is the PyTorch example's setting [default: 2].
+    #[arg(long)]
+    latent: Option<u32>,
+    /// Units of the encoder's and decoder's hidden layers [default: 400].
+    #[arg(long)]
+    hidden: Option<u32>,
+    /// Adam's learning rate [default: 0.001].
+    #[arg(long, allow_negative_numbers = true)]
+    lr: Option<f32>,
+    /// Seed of the initialization, the shuffling and the noise; the same seed on the same adapter gives the same
+    /// losses [default: 1].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Weight on the KL term (β-VAE); 1 trains the ELBO [default: 1].
+    #[arg(long, allow_negative_numbers = true)]
+    beta: Option<f32>,
+    /// Epochs over which the KL weight ramps linearly from 0 to --beta [default: 0, no warm-up].
+    #[arg(long, value_name = "EPOCHS", allow_negative_numbers = true)]
+    kl_warmup: Option<f32>,
+    /// Dynamically binarize each batch on the GPU (pixel = 1 with probability grey level / 255), the setup of the
+    /// log-likelihood literature; the test set is binarized once, the same way every epoch.
+    #[arg(long)]
+    binarize: bool,
+    /// Continue the run saved in this checkpoint (its settings are kept; --epochs is the total).
+    #[arg(long, value_name = "CHECKPOINT")]
+    resume: Option<PathBuf>,
     /// Use only the first N training examples (quick runs and tests).
     #[arg(long, value_name = "N")]
     train_samples: Option<usize>,
@@ -221,6 +234,10 @@ fn train(a: TrainArgs) -> vae_wgpu::Result<()> {
         hidden: a.hidden,
         lr: a.lr,
         seed: a.seed,
+        beta: a.beta,
+        kl_warmup: a.kl_warmup,
+        binarize: a.binarize,
+        resume: a.resume,
         train_samples: a.train_samples,
         test_samples: a.test_samples,
         log_interval: a.log_interval,

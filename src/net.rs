@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::kernels::gather::{ByteMatrix, gather};
+use crate::kernels::gather::{Binarize, ByteMatrix, gather};
 use crate::kernels::loss::{MAX_PARTIALS, PartialsAt, bce_logits, kl_backward, loss_groups};
 use crate::kernels::matmul::{Epilogue, Layout as Mm, Operand, matmul};
 use crate::kernels::reduce::reduce;
@@ -180,6 +180,8 @@ pub struct Source<'a> {
     pub index: &'a wgpu::Buffer,
     pub seed: u64,
     pub stream: u32,
+    /// Dynamic binarization of the inputs, when asked for.
+    pub binarize: Option<Binarize>,
 }
 
 /// The forward pass and both loss terms for `rows` examples, their totals reduced into `log` at the step table
@@ -204,7 +206,16 @@ pub fn forward(
     } = net.layout;
     let (p, l) = (net.config.pixels, net.config.latent);
     let mut d = vec![
-        gather(gpu, "gather", src.data, src.index, &ws.x, rows, step)?,
+        gather(
+            gpu,
+            "gather",
+            src.data,
+            src.index,
+            &ws.x,
+            rows,
+            step,
+            src.binarize,
+        )?,
         linear_forward(gpu, net, fc1, rows, &ws.x, &ws.h1, true)?,
         linear_forward(gpu, net, heads, rows, &ws.h1, &ws.heads, false)?,
         reparam(

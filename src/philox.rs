@@ -21,6 +21,14 @@ pub mod stream {
     pub const TEST_INPUT: u32 = 0xFFFF_0000;
     /// Parameter initialization.
     pub const INIT: u32 = 4;
+    /// Dynamic binarization of training batches.
+    pub const BINARIZE_TRAIN: u32 = 5;
+    /// Binarization of the test set (the same every epoch).
+    pub const BINARIZE_EVAL: u32 = 6;
+    /// Importance-sampling noise (`vae eval --iw-samples`).
+    pub const IW_NOISE: u32 = 7;
+    /// Latent codes encoded for pictures (reconstructions, interpolation, the scatter).
+    pub const PICTURES: u32 = 8;
 }
 
 /// The generator's key for a 64-bit seed: its low and high words.

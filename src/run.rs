@@ -1,9 +1,9 @@
 //! `vae train`: the whole run, from options to metrics.csv and pictures.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::images::{Grid, write_atomic};
@@ -18,11 +18,16 @@ pub struct TrainOptions {
     pub data: PathBuf,
     pub out: Option<PathBuf>,
     pub epochs: u32,
-    pub batch_size: u32,
-    pub latent: u32,
-    pub hidden: u32,
-    pub lr: f32,
-    pub seed: u64,
+    /// Unset options take their defaults, or the checkpoint's values when resuming.
+    pub batch_size: Option<u32>,
+    pub latent: Option<u32>,
+    pub hidden: Option<u32>,
+    pub lr: Option<f32>,
+    pub seed: Option<u64>,
+    pub beta: Option<f32>,
+    pub kl_warmup: Option<f32>,
+    pub binarize: bool,
+    pub resume: Option<PathBuf>,
     pub train_samples: Option<usize>,
     pub test_samples: Option<usize>,
     pub log_interval: u32,
@@ -39,32 +44,124 @@ fn invalid(msg: String) -> Error {
     Error::Invalid(msg)
 }
 
+/// The run's settings once defaults (or a checkpoint's values) are filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub batch_size: u32,
+    pub latent: u32,
+    pub hidden: u32,
+    pub lr: f32,
+    pub seed: u64,
+    pub beta: f32,
+    pub kl_warmup: f32,
+    pub binarize: bool,
+    pub train_samples: Option<usize>,
+    pub test_samples: Option<usize>,
+}
+
+impl Settings {
+    pub const DEFAULT: Settings = Settings {
+        batch_size: 128,
+        latent: 2,
+        hidden: 400,
+        lr: 1e-3,
+        seed: 1,
+        beta: 1.0,
+        kl_warmup: 0.0,
+        binarize: false,
+        train_samples: None,
+        test_samples: None,
+    };
+
+    /// As checkpoint metadata (with the model's sizes and seed, which the checkpoint keeps apart).
+    pub fn to_meta(&self) -> Vec<(String, String)> {
+        let opt = |v: Option<usize>| v.map_or("all".to_string(), |n| n.to_string());
+        vec![
+            ("batch_size".into(), self.batch_size.to_string()),
+            ("lr".into(), self.lr.to_string()),
+            ("beta".into(), self.beta.to_string()),
+            ("kl_warmup".into(), self.kl_warmup.to_string()),
+            ("binarize".into(), self.binarize.to_string()),
+            ("train_samples".into(), opt(self.train_samples)),
+            ("test_samples".into(), opt(self.test_samples)),
+        ]
+    }
+
+    fn from_checkpoint(ck: &Checkpoint, path: &Path) -> Result<Settings> {
+        let get = |k: &str| {
+            ck.meta.get(k).cloned().ok_or_else(|| Error::Data {
+                path: path.display().to_string(),
+                message: format!("checkpoint metadata {k:?} is missing; it cannot be resumed"),
+            })
+        };
+        let parse_err = |k: &str| Error::Data {
+            path: path.display().to_string(),
+            message: format!("checkpoint metadata {k:?} is not valid"),
+        };
+        let count = |k: &str| -> Result<Option<usize>> {
+            let v = get(k)?;
+            if v == "all" {
+                Ok(None)
+            } else {
+                v.parse().map(Some).map_err(|_| parse_err(k))
+            }
+        };
+        Ok(Settings {
+            batch_size: get("batch_size")?
+                .parse()
+                .map_err(|_| parse_err("batch_size"))?,
+            latent: ck.model.latent,
+            hidden: ck.model.hidden,
+            lr: get("lr")?.parse().map_err(|_| parse_err("lr"))?,
+            seed: ck.seed,
+            beta: get("beta")?.parse().map_err(|_| parse_err("beta"))?,
+            kl_warmup: get("kl_warmup")?
+                .parse()
+                .map_err(|_| parse_err("kl_warmup"))?,
+            binarize: get("binarize")?
+                .parse()
+                .map_err(|_| parse_err("binarize"))?,
+            train_samples: count("train_samples")?,
+            test_samples: count("test_samples")?,
+        })
+    }
+}
+
 impl TrainOptions {
     /// Rejects option values that cannot work, before anything is loaded or written.
     pub fn check(&self) -> Result<()> {
         if self.epochs == 0 {
             return Err(invalid("--epochs 0: train at least 1 epoch".into()));
         }
-        if self.batch_size == 0 {
+        if self.batch_size == Some(0) {
             return Err(invalid(
                 "--batch-size 0: use at least 1 (the reference uses 128)".into(),
             ));
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
+        if let Some(lr) = self.lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
             return Err(invalid(format!(
-                "--lr {}: the learning rate must be a positive finite number (the reference uses 1e-3)",
-                self.lr
+                "--lr {lr}: the learning rate must be a positive finite number (the reference uses 1e-3)"
             )));
         }
-        if self.latent == 0 {
+        if self.latent == Some(0) {
             return Err(invalid(
                 "--latent 0: the latent space needs at least 1 dimension (default 2)".into(),
             ));
         }
-        if self.hidden == 0 {
+        if self.hidden == Some(0) {
             return Err(invalid(
                 "--hidden 0: the hidden layers need at least 1 unit (default 400)".into(),
             ));
+        }
+        if let Some(b) = self.beta.filter(|b| !(b.is_finite() && *b >= 0.0)) {
+            return Err(invalid(format!(
+                "--beta {b}: the KL weight must be a finite number ≥ 0 (default 1)"
+            )));
+        }
+        if let Some(w) = self.kl_warmup.filter(|w| !(w.is_finite() && *w >= 0.0)) {
+            return Err(invalid(format!(
+                "--kl-warmup {w}: give a number of epochs ≥ 0 (default 0: no warm-up)"
+            )));
         }
         if self.train_samples == Some(0) || self.test_samples == Some(0) {
             return Err(invalid(
@@ -75,6 +172,54 @@ impl TrainOptions {
             return Err(invalid("--log-interval 0: use at least 1 step".into()));
         }
         Ok(())
+    }
+
+    /// The settings: the options given, over the checkpoint's values when resuming (where a given option must
+    /// agree with the checkpoint, or the run would not be the same run), over the defaults.
+    pub fn settings(&self, resume: Option<(&Checkpoint, &Path)>) -> Result<Settings> {
+        let base = match resume {
+            Some((ck, path)) => Settings::from_checkpoint(ck, path)?,
+            None => Settings::DEFAULT,
+        };
+        let mut s = base.clone();
+        macro_rules! take {
+            ($field:ident, $flag:literal) => {
+                if let Some(v) = self.$field {
+                    if resume.is_some() && v != base.$field {
+                        return Err(invalid(format!(
+                            "{} {v} does not match the checkpoint's {}: a resumed run continues with the settings it started with; leave the option out, or start a new run",
+                            $flag, base.$field
+                        )));
+                    }
+                    s.$field = v;
+                }
+            };
+        }
+        take!(batch_size, "--batch-size");
+        take!(latent, "--latent");
+        take!(hidden, "--hidden");
+        take!(lr, "--lr");
+        take!(seed, "--seed");
+        take!(beta, "--beta");
+        take!(kl_warmup, "--kl-warmup");
+        if resume.is_none() {
+            s.binarize = self.binarize;
+            s.train_samples = self.train_samples;
+            s.test_samples = self.test_samples;
+        } else if self.binarize && !base.binarize {
+            return Err(invalid(
+                "--binarize does not match the checkpoint's run (trained on grey levels)".into(),
+            ));
+        } else {
+            if self.train_samples.is_some() && self.train_samples != base.train_samples
+                || self.test_samples.is_some() && self.test_samples != base.test_samples
+            {
+                return Err(invalid(
+                    "--train-samples/--test-samples do not match the checkpoint's run; leave them out when resuming".into(),
+                ));
+            }
+        }
+        Ok(s)
     }
 }
 
@@ -114,20 +259,15 @@ fn prepare_out(out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn metrics_csv(rows: &[EpochStats], n_train: u32) -> String {
-    let mut s = format!("{METRICS_HEADER}\n");
-    for e in rows {
-        let (tl, tb, tk) = e.train.per_example();
-        let (vl, vb, vk) = e.test.per_example();
-        let _ = writeln!(
-            s,
-            "{},{tl:.4},{tb:.4},{tk:.4},{vl:.4},{vb:.4},{vk:.4},{:.3},{:.1}",
-            e.epoch,
-            e.seconds,
-            n_train as f64 / e.seconds
-        );
-    }
-    s
+fn metrics_line(e: &EpochStats, n_train: u32) -> String {
+    let (tl, tb, tk) = e.train.per_example();
+    let (vl, vb, vk) = e.test.per_example();
+    format!(
+        "{},{tl:.4},{tb:.4},{tk:.4},{vl:.4},{vb:.4},{vk:.4},{:.3},{:.1}",
+        e.epoch,
+        e.seconds,
+        n_train as f64 / e.seconds
+    )
 }
 
 fn save_pictures(
@@ -156,64 +296,102 @@ fn save_pictures(
     grid.save(&out.join(format!("sample_{epoch}.png")))
 }
 
-/// Runs `vae train`; returns the per-epoch statistics.
+/// Runs `vae train`; returns the per-epoch statistics of the epochs it trained.
 pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
     opts.check()?;
-    let data = mnist::ensure(&opts.data, &opts.mirrors, opts.verbose)?;
-    let train_split = data.train.take(opts.train_samples);
-    let test_split = data.test.take(opts.test_samples);
-    if opts.batch_size as usize > train_split.n {
+    let resumed = match &opts.resume {
+        Some(path) => Some((Checkpoint::load(path)?, path.clone())),
+        None => None,
+    };
+    let settings = opts.settings(resumed.as_ref().map(|(c, p)| (c, p.as_path())))?;
+    let first_epoch = resumed.as_ref().map_or(0, |(c, _)| c.epoch) + 1;
+    if first_epoch > opts.epochs {
         return Err(invalid(format!(
-            "--batch-size {} is larger than the training set ({} examples); use at most {}",
-            opts.batch_size, train_split.n, train_split.n
+            "the checkpoint has already trained {} epochs and --epochs is {}: --epochs is the total, so ask for more",
+            first_epoch - 1,
+            opts.epochs
         )));
     }
-    let model = ModelConfig::new(train_split.pixels() as u32, opts.hidden, opts.latent)?;
+    let data = mnist::ensure(&opts.data, &opts.mirrors, opts.verbose)?;
+    let train_split = data.train.take(settings.train_samples);
+    let test_split = data.test.take(settings.test_samples);
+    if settings.batch_size as usize > train_split.n {
+        return Err(invalid(format!(
+            "--batch-size {} is larger than the training set ({} examples); use at most {}",
+            settings.batch_size, train_split.n, train_split.n
+        )));
+    }
+    let model = ModelConfig::new(
+        train_split.pixels() as u32,
+        settings.hidden,
+        settings.latent,
+    )?;
+    if let Some((ck, path)) = &resumed
+        && ck.model != model
+    {
+        return Err(Error::Data {
+            path: path.display().to_string(),
+            message: format!(
+                "the checkpoint is for a {}-{}-{} model but the data has {} pixels per image: resume with the dataset it was trained on",
+                ck.model.pixels, ck.model.hidden, ck.model.latent, model.pixels
+            ),
+        });
+    }
     let gpu = Gpu::new(opts.gpu.clone())?;
     let out = opts.out.clone().unwrap_or_else(default_out_dir);
     let config = TrainConfig {
         model,
-        batch: opts.batch_size,
+        batch: settings.batch_size,
         adam: AdamConfig {
-            lr: opts.lr,
+            lr: settings.lr,
             ..Default::default()
         },
-        seed: opts.seed,
-        kl_weight: 1.0,
+        seed: settings.seed,
+        beta: settings.beta,
+        kl_warmup: settings.kl_warmup,
+        binarize: settings.binarize,
         log_interval: opts.log_interval,
     };
-    let params = model.init(opts.seed);
+    let params = match &resumed {
+        Some((ck, _)) => ck.params.clone(),
+        None => model.init(settings.seed),
+    };
     let mut trainer = Trainer::new(&gpu, config, &train_split, &test_split, &params)?;
+    let mut lines: Vec<String> = Vec::new();
+    if let Some((ck, _)) = &resumed {
+        trainer.restore(&ck.m, &ck.v, ck.step)?;
+        // The earlier epochs' rows, so the new metrics.csv tells the whole run.
+        if let Some(m) = ck.meta.get("metrics") {
+            lines.extend(m.lines().skip(1).map(String::from));
+        }
+    }
     prepare_out(&out)?;
+    let data_kind = if settings.binarize {
+        "binarized (dynamic)"
+    } else {
+        "grey levels / 255"
+    };
     if opts.verbose {
         eprintln!(
-            "training {}-{}-{} on {} ({} train / {} test examples, batch {}), writing to {}",
+            "training {}-{}-{} on {} ({} train / {} test examples, batch {}, data {data_kind}){}, writing to {}",
             model.pixels,
             model.hidden,
             model.latent,
             gpu.info,
             trainer.n_train(),
             trainer.n_test(),
-            opts.batch_size,
+            settings.batch_size,
+            if resumed.is_some() {
+                format!(", resuming at epoch {first_epoch}")
+            } else {
+                String::new()
+            },
             out.display()
         );
     }
     let mut history = Vec::new();
-    for epoch in 1..=opts.epochs {
-        let bar = if opts.verbose {
-            let bar = indicatif::ProgressBar::new(trainer.steps_per_epoch() as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} ({eta})",
-                )
-                .expect("a valid template")
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(format!("{epoch}/{}", opts.epochs));
-            bar
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+    for epoch in first_epoch..=opts.epochs {
+        let bar = progress_bar(opts.verbose, trainer.steps_per_epoch(), epoch, opts.epochs);
         let start = Instant::now();
         let train = trainer.train_epoch(epoch, |done, sum| {
             bar.set_position(done as u64);
@@ -237,9 +415,15 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
             )));
         }
         history.push(stats);
-        write_atomic(
-            &out.join("metrics.csv"),
-            metrics_csv(&history, trainer.n_train()).as_bytes(),
+        lines.push(metrics_line(&stats, trainer.n_train()));
+        let csv = format!("{METRICS_HEADER}\n{}\n", lines.join("\n"));
+        write_atomic(&out.join("metrics.csv"), csv.as_bytes())?;
+        save_checkpoint(
+            &trainer,
+            &settings,
+            epoch,
+            &csv,
+            &out.join("checkpoint.safetensors"),
         )?;
         save_pictures(&trainer, &out, epoch, train_split.rows, train_split.cols)?;
         if opts.verbose {
@@ -250,4 +434,44 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
         }
     }
     Ok(history)
+}
+
+fn progress_bar(verbose: bool, steps: u32, epoch: u32, epochs: u32) -> indicatif::ProgressBar {
+    if !verbose {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} ({eta})",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{epoch}/{epochs}"));
+    bar
+}
+
+fn save_checkpoint(
+    trainer: &Trainer,
+    settings: &Settings,
+    epoch: u32,
+    csv: &str,
+    path: &Path,
+) -> Result<()> {
+    let (m, v) = trainer.moments()?;
+    let mut meta: std::collections::BTreeMap<String, String> =
+        settings.to_meta().into_iter().collect();
+    meta.insert("metrics".into(), csv.to_string());
+    Checkpoint {
+        model: trainer.net.config,
+        params: trainer.params()?,
+        m,
+        v,
+        step: trainer.step,
+        epoch,
+        seed: settings.seed,
+        meta,
+    }
+    .save(path)
 }

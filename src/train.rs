@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::adam::{AdamConfig, adam};
-use crate::kernels::gather::ByteMatrix;
+use crate::kernels::gather::{Binarize, ByteMatrix};
 use crate::kernels::reparam::reparam;
 use crate::kernels::{Dispatch, StepParams, StepTable};
 use crate::mnist::Split;
@@ -20,8 +20,12 @@ pub struct TrainConfig {
     pub batch: u32,
     pub adam: AdamConfig,
     pub seed: u64,
-    /// Weight on the KL term (1: the ELBO).
-    pub kl_weight: f32,
+    /// Weight on the KL term once warmed up (β of a β-VAE; 1: the ELBO).
+    pub beta: f32,
+    /// Epochs over which the KL weight ramps linearly from 0 to `beta` (0: no warm-up).
+    pub kl_warmup: f32,
+    /// Dynamic binarization of the inputs (train: fresh each step; test: fixed).
+    pub binarize: bool,
     /// Steps recorded per submission, and between loss readbacks.
     pub log_interval: u32,
 }
@@ -156,7 +160,7 @@ impl<'g> Trainer<'g> {
                 batch_offset: b * config.batch,
                 loss_slot: b,
                 rng_step: b,
-                kl_weight: config.kl_weight,
+                kl_weight: config.beta,
                 ..Default::default()
             })
             .collect();
@@ -164,17 +168,25 @@ impl<'g> Trainer<'g> {
 
         let train_ws = Workspace::new(gpu, "train", cfg, config.batch)?;
         let eval_ws = Workspace::new(gpu, "eval", cfg, config.batch.max(RECON_IMAGES))?;
+        let binarize = |stream| {
+            config.binarize.then_some(Binarize {
+                seed: config.seed,
+                stream,
+            })
+        };
         let train_src = Source {
             data: &train_data,
             index: &train_index,
             seed: config.seed,
             stream: stream::TRAIN_NOISE,
+            binarize: binarize(stream::BINARIZE_TRAIN),
         };
         let test_src = Source {
             data: &test_data,
             index: &test_index,
             seed: config.seed,
             stream: stream::EVAL_NOISE,
+            binarize: binarize(stream::BINARIZE_EVAL),
         };
         let train_plan = |rows| -> Result<Vec<Dispatch>> {
             let mut d = net::forward(
@@ -261,6 +273,42 @@ impl<'g> Trainer<'g> {
         })
     }
 
+    /// The KL weight of step `i` (0-based) of `epoch` (1-based): β, ramped linearly over the warm-up epochs.
+    pub fn kl_weight(&self, epoch: u32, i: u32, steps: u32) -> f32 {
+        let (beta, warmup) = (self.config.beta, self.config.kl_warmup);
+        if warmup <= 0.0 {
+            return beta;
+        }
+        let progress = (epoch - 1) as f64 + (i + 1) as f64 / steps as f64;
+        (beta as f64 * (progress / warmup as f64).min(1.0)) as f32
+    }
+
+    /// Continues from a checkpoint's optimizer state: Adam's moments and its step count.
+    pub fn restore(&mut self, m: &[f32], v: &[f32], step: u32) -> Result<()> {
+        if m.len() != self.net.layout.len || v.len() != self.net.layout.len {
+            return Err(Error::Invalid(
+                "optimizer state does not match the model".into(),
+            ));
+        }
+        self.gpu
+            .queue
+            .write_buffer(&self.net.m, 0, bytemuck::cast_slice(m));
+        self.gpu
+            .queue
+            .write_buffer(&self.net.v, 0, bytemuck::cast_slice(v));
+        self.step = step;
+        Ok(())
+    }
+
+    /// Adam's moments, read back (checkpoints only).
+    pub fn moments(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let n = self.net.layout.len;
+        Ok((
+            self.gpu.read(&self.net.m, 0, n)?,
+            self.gpu.read(&self.net.v, 0, n)?,
+        ))
+    }
+
     pub fn steps_per_epoch(&self) -> u32 {
         self.n_train.div_ceil(self.config.batch)
     }
@@ -287,7 +335,7 @@ impl<'g> Trainer<'g> {
                     batch_offset: i as u32 * b,
                     loss_slot: i as u32,
                     rng_step: t,
-                    kl_weight: self.config.kl_weight,
+                    kl_weight: self.kl_weight(epoch, i as u32, sizes.len() as u32),
                     ..Default::default()
                 };
                 self.config.adam.fill(&mut row, t);
@@ -346,6 +394,10 @@ impl<'g> Trainer<'g> {
                 index: &self.test_index,
                 seed: self.config.seed,
                 stream: stream::EVAL_NOISE,
+                binarize: self.config.binarize.then_some(Binarize {
+                    seed: self.config.seed,
+                    stream: stream::BINARIZE_EVAL,
+                }),
             },
             n,
             &self.eval_steps,

@@ -50,7 +50,9 @@ fn gpu_step_matches_cpu_reference_for_three_steps() {
         batch,
         adam,
         seed,
-        kl_weight: 1.0,
+        beta: 1.0,
+        kl_warmup: 0.0,
+        binarize: false,
         log_interval: 1,
     };
     // One step per epoch: the whole (50-example) set is one batch, reshuffled each epoch.

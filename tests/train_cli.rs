@@ -294,3 +294,93 @@ fn missing_data_is_downloaded_md5_checked_from_the_first_good_mirror() {
     std::fs::remove_dir_all(&data).ok();
     std::fs::remove_dir_all(&out).ok();
 }
+
+/// Train 2 epochs, stop, resume to 3: the third epoch equals a straight 3-epoch run's, to the bit.
+#[test]
+fn an_interrupted_and_resumed_run_equals_a_straight_one() {
+    let data = mnist_dir();
+    let common = [
+        "--train-samples",
+        "1000",
+        "--test-samples",
+        "300",
+        "--batch-size",
+        "100",
+        "--latent",
+        "3",
+    ];
+    let straight = scratch("straight");
+    ok(&train(
+        &data,
+        &straight,
+        &[&common[..], &["--epochs", "3"]].concat(),
+    ));
+    let first = scratch("first");
+    ok(&train(
+        &data,
+        &first,
+        &[&common[..], &["--epochs", "2"]].concat(),
+    ));
+    let resumed = scratch("resumed");
+    let ck = first.join("checkpoint.safetensors");
+    ok(&train(
+        &data,
+        &resumed,
+        &["--resume", ck.to_str().unwrap(), "--epochs", "3"],
+    ));
+    let (a, b) = (metrics(&straight), metrics(&resumed));
+    assert_eq!(
+        b.len(),
+        3,
+        "the resumed run's metrics.csv tells the whole run"
+    );
+    for epoch in 0..3 {
+        assert_eq!(
+            a[epoch][..7],
+            b[epoch][..7],
+            "epoch {}: losses differ",
+            epoch + 1
+        );
+    }
+    // The checkpoints agree too (parameters, moments, step count).
+    let load = |d: &Path| {
+        vae_wgpu::checkpoint::Checkpoint::load(&d.join("checkpoint.safetensors")).unwrap()
+    };
+    let (ca, cb) = (load(&straight), load(&resumed));
+    assert_eq!(
+        (ca.params == cb.params, ca.m == cb.m, ca.v == cb.v, ca.step),
+        (true, true, true, cb.step)
+    );
+
+    // A mismatched option is refused, naming it; so is an --epochs already reached.
+    let o = train(
+        &data,
+        &scratch("mismatch"),
+        &[
+            "--resume",
+            ck.to_str().unwrap(),
+            "--epochs",
+            "3",
+            "--latent",
+            "20",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && stderr.contains("--latent 20 does not match the checkpoint's 3"),
+        "{stderr}"
+    );
+    let o = train(
+        &data,
+        &scratch("done"),
+        &["--resume", ck.to_str().unwrap(), "--epochs", "2"],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && stderr.contains("already trained 2 epochs"),
+        "{stderr}"
+    );
+    for d in [straight, first, resumed] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}

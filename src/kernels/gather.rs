@@ -4,6 +4,7 @@
 use super::{Access, Dispatch, GATHER, KernelSpec, StepTable, WG, grid};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::philox;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -11,7 +12,18 @@ struct Params {
     rows: u32,
     cols: u32,
     data_rows: u32,
-    _pad: u32,
+    stream: u32,
+    key_lo: u32,
+    key_hi: u32,
+    _pad: [u32; 2],
+}
+
+/// Dynamic binarization: each element becomes 1 with probability byte / 255, drawn from Philox under `seed` on
+/// `stream` with the step table's `rng_step`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binarize {
+    pub seed: u64,
+    pub stream: u32,
 }
 
 /// A u8 dataset on the GPU: `rows` rows of `cols` bytes, packed four to a word.
@@ -53,7 +65,8 @@ impl ByteMatrix {
 }
 
 /// Records `x[r, c] = data[index[batch_offset + r], c] / 255` for `rows` rows, where `batch_offset` comes from
-/// the step table row the dispatch is recorded with.
+/// the step table row the dispatch is recorded with; binarized when `binarize` is given.
+#[allow(clippy::too_many_arguments)]
 pub fn gather(
     gpu: &Gpu,
     label: &str,
@@ -62,6 +75,7 @@ pub fn gather(
     x: &wgpu::Buffer,
     rows: u32,
     step: &StepTable,
+    binarize: Option<Binarize>,
 ) -> Result<Dispatch> {
     let n = rows as u64 * data.cols as u64;
     if x.size() < n * 4 {
@@ -78,7 +92,7 @@ pub fn gather(
     let spec = KernelSpec {
         family: &GATHER,
         entry: "gather",
-        constants: vec![],
+        constants: vec![("BINARIZE", binarize.is_some() as u8 as f64)],
         storage: &[Access::Read, Access::Read, Access::ReadWrite],
         uses_step: true,
     };
@@ -86,7 +100,10 @@ pub fn gather(
         rows,
         cols: data.cols,
         data_rows: data.rows,
-        _pad: 0,
+        stream: binarize.map_or(0, |b| b.stream),
+        key_lo: binarize.map_or(0, |b| philox::key(b.seed)[0]),
+        key_hi: binarize.map_or(0, |b| philox::key(b.seed)[1]),
+        _pad: [0; 2],
     };
     gpu.dispatch(
         label,
@@ -114,4 +131,27 @@ pub fn gather_cpu(
         }
     }
     x
+}
+
+/// CPU reference for the binarized gather: x = 1 where the Philox uniform of counter
+/// (i, rng_step, stream, 0) is below byte / 255 (computed in f32 as the kernel does), else 0.
+pub fn gather_binarized_cpu(
+    data: &[u8],
+    cols: usize,
+    index: &[u32],
+    batch_offset: usize,
+    rows: usize,
+    b: Binarize,
+    rng_step: u32,
+) -> Vec<f32> {
+    let key = philox::key(b.seed);
+    gather_cpu(data, cols, index, batch_offset, rows)
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let u =
+                philox::uniform(philox::philox4x32_10([i as u32, rng_step, b.stream, 0], key)[0]);
+            if u < x { 1.0 } else { 0.0 }
+        })
+        .collect()
 }

@@ -43,7 +43,11 @@ macro_rules! shader {
 
 pub const GATHER: Family = Family {
     name: "gather",
-    files: &[shader!("step.wgsl"), shader!("gather.wgsl")],
+    files: &[
+        shader!("step.wgsl"),
+        shader!("philox.wgsl"),
+        shader!("gather.wgsl"),
+    ],
 };
 pub const MATMUL: Family = Family {
     name: "matmul",

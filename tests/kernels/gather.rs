@@ -1,5 +1,5 @@
 use vae_wgpu::kernels::StepParams;
-use vae_wgpu::kernels::gather::{ByteMatrix, gather, gather_cpu};
+use vae_wgpu::kernels::gather::{Binarize, ByteMatrix, gather, gather_binarized_cpu, gather_cpu};
 
 use crate::{gpu, poisoned, read, rng, run, step_table};
 
@@ -18,7 +18,7 @@ fn check(data_rows: u32, cols: u32, rows: u32, batch_offset: u32) {
             ..Default::default()
         },
     ]);
-    let d = gather(gpu, "gather", &data, &index_buf, &x, rows, &step).unwrap();
+    let d = gather(gpu, "gather", &data, &index_buf, &x, rows, &step, None).unwrap();
     run(&[&d], 1);
     let got = read(&x, 0, (rows * cols) as usize);
     let want = gather_cpu(
@@ -66,7 +66,7 @@ fn gather_known_values() {
     let x = poisoned(9);
     let step = step_table(&[StepParams::default()]);
     run(
-        &[&gather(gpu, "gather", &data, &index, &x, 3, &step).unwrap()],
+        &[&gather(gpu, "gather", &data, &index, &x, 3, &step, None).unwrap()],
         0,
     );
     let got = read(&x, 0, 9);
@@ -76,4 +76,75 @@ fn gather_known_values() {
     );
     // Index 9 is past the dataset: the row is NaN, never some other row's data.
     assert!(got[6..].iter().all(|v| v.is_nan()), "{got:?}");
+}
+
+#[test]
+fn gather_binarized_matches_cpu() {
+    let gpu = gpu();
+    let (data_rows, cols, rows, batch_offset, rng_step) = (300u32, 784u32, 77u32, 123u32, 42u32);
+    let mut r = rng(77);
+    let bytes: Vec<u8> = (0..data_rows * cols).map(|_| r.below(256) as u8).collect();
+    let index = r.permutation(data_rows);
+    let data = ByteMatrix::upload(gpu, "data", &bytes, cols).unwrap();
+    let index_buf = gpu.storage_init("index", &index).unwrap();
+    let x = poisoned((rows * cols) as usize);
+    let step = step_table(&[StepParams {
+        batch_offset,
+        rng_step,
+        ..Default::default()
+    }]);
+    let b = Binarize { seed: 9, stream: 5 };
+    run(
+        &[&gather(
+            gpu,
+            "gather.binarize",
+            &data,
+            &index_buf,
+            &x,
+            rows,
+            &step,
+            Some(b),
+        )
+        .unwrap()],
+        0,
+    );
+    let got = read(&x, 0, (rows * cols) as usize);
+    let want = gather_binarized_cpu(
+        &bytes,
+        cols as usize,
+        &index,
+        batch_offset as usize,
+        rows as usize,
+        b,
+        rng_step,
+    );
+    assert!(
+        got.iter().all(|&v| v == 0.0 || v == 1.0),
+        "binarized values must be 0 or 1"
+    );
+    // Bit-identical uniforms, so only a division rounded differently (≤ 2.5 ulp, see above) could flip an
+    // element, and only when u lies within ulps of byte / 255: none on lavapipe, allow 1 in 10,000 elsewhere.
+    let flips = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+    assert!(
+        flips * 10_000 <= got.len(),
+        "{flips} of {} elements differ from the CPU",
+        got.len()
+    );
+    // Bytes 0 and 255 are never flipped; the mean tracks the grey level.
+    let mean_x: f64 = want.iter().map(|&v| v as f64).sum::<f64>() / want.len() as f64;
+    let mean_p: f64 = gather_cpu(
+        &bytes,
+        cols as usize,
+        &index,
+        batch_offset as usize,
+        rows as usize,
+    )
+    .iter()
+    .map(|&v| v as f64)
+    .sum::<f64>()
+        / want.len() as f64;
+    assert!(
+        (mean_x - mean_p).abs() < 0.01,
+        "binarized mean {mean_x} vs grey mean {mean_p}"
+    );
 }

@@ -1,0 +1,218 @@
+//! Checkpoints in the safetensors format, named and shaped as PyTorch's VAE example (`fc1.weight` (400, 784),
+//! `fc1.bias`, `fc21.*`, `fc22.*`, `fc3.*`, `fc4.*`), so `model.load_state_dict` takes them after dropping the
+//! `optimizer.` tensors: Adam's moments, under `optimizer.exp_avg.<name>` and `optimizer.exp_avg_sq.<name>`.
+//! The step count, the seed, the model's sizes, the training options and the metrics so far are metadata.
+//! Other widths use the same names (`--hidden` changes the shapes, not the names).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::images::write_atomic;
+use crate::model::ModelConfig;
+
+/// Identifies our checkpoints (and their version) in the metadata.
+pub const FORMAT: &str = "vae-wgpu-checkpoint/1";
+
+/// A training run's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub model: ModelConfig,
+    pub params: Vec<f32>,
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+    /// Adam steps taken.
+    pub step: u32,
+    /// Epochs completed.
+    pub epoch: u32,
+    pub seed: u64,
+    /// The run's other options and its metrics so far (string values, as safetensors metadata is).
+    pub meta: BTreeMap<String, String>,
+}
+
+/// PyTorch's name, the range in the flat layout, and the shape of each tensor.
+pub fn tensors(model: &ModelConfig) -> Vec<(&'static str, Range<usize>, Vec<usize>)> {
+    let l = model.layout();
+    let (latent, hidden) = (model.latent as usize, model.hidden as usize);
+    let whole = |lin: crate::model::Linear| {
+        (
+            lin.weight..lin.bias(),
+            vec![lin.out as usize, lin.inp as usize],
+            lin.bias()..lin.weight + lin.len(),
+            vec![lin.out as usize],
+        )
+    };
+    let (w1, s1, b1, t1) = whole(l.fc1);
+    let (w3, s3, b3, t3) = whole(l.fc3);
+    let (w4, s4, b4, t4) = whole(l.fc4);
+    let hw = l.heads.weight;
+    let hb = l.heads.bias();
+    vec![
+        ("fc1.weight", w1, s1),
+        ("fc1.bias", b1, t1),
+        (
+            "fc21.weight",
+            hw..hw + latent * hidden,
+            vec![latent, hidden],
+        ),
+        ("fc21.bias", hb..hb + latent, vec![latent]),
+        (
+            "fc22.weight",
+            hw + latent * hidden..hb,
+            vec![latent, hidden],
+        ),
+        ("fc22.bias", hb + latent..hb + 2 * latent, vec![latent]),
+        ("fc3.weight", w3, s3),
+        ("fc3.bias", b3, t3),
+        ("fc4.weight", w4, s4),
+        ("fc4.bias", b4, t4),
+    ]
+}
+
+fn bad(path: &Path, message: impl Into<String>) -> Error {
+    Error::Data {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+impl Checkpoint {
+    /// The file's bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut views = Vec::new();
+        for (name, range, shape) in tensors(&self.model) {
+            for (prefix, data) in [
+                ("", &self.params),
+                ("optimizer.exp_avg.", &self.m),
+                ("optimizer.exp_avg_sq.", &self.v),
+            ] {
+                let bytes: &[u8] = bytemuck::cast_slice(&data[range.clone()]);
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    shape.clone(),
+                    bytes,
+                )
+                .map_err(|e| Error::Invalid(format!("checkpoint tensor {name}: {e}")))?;
+                views.push((format!("{prefix}{name}"), view));
+            }
+        }
+        let mut meta: HashMap<String, String> = self.meta.clone().into_iter().collect();
+        for (k, v) in [
+            ("format", FORMAT.to_string()),
+            ("pixels", self.model.pixels.to_string()),
+            ("hidden", self.model.hidden.to_string()),
+            ("latent", self.model.latent.to_string()),
+            ("step", self.step.to_string()),
+            ("epoch", self.epoch.to_string()),
+            ("seed", self.seed.to_string()),
+        ] {
+            meta.insert(k.into(), v);
+        }
+        safetensors::serialize(views, Some(meta))
+            .map_err(|e| Error::Invalid(format!("writing a checkpoint: {e}")))
+    }
+
+    /// Writes the checkpoint atomically: a crash leaves the previous file or the new one, never half of one.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomic(path, &self.to_bytes()?)
+    }
+
+    pub fn load(path: &Path) -> Result<Checkpoint> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| bad(path, format!("cannot read the checkpoint: {e}")))?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Parses and checks a checkpoint: format, sizes, every tensor's presence, dtype and shape.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint> {
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
+            bad(
+                path,
+                format!(
+                    "not a readable safetensors file ({e}); it may be truncated or not a checkpoint"
+                ),
+            )
+        })?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+            .map_err(|e| bad(path, format!("unreadable safetensors header: {e}")))?;
+        let meta: BTreeMap<String, String> = header
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        match meta.get("format") {
+            Some(f) if f == FORMAT => {}
+            Some(f) => {
+                return Err(bad(
+                    path,
+                    format!("checkpoint format {f:?}; this program reads {FORMAT:?}"),
+                ));
+            }
+            None => {
+                return Err(bad(
+                    path,
+                    "a safetensors file, but not a vae-wgpu checkpoint (no format metadata); pass a checkpoint.safetensors written by `vae train`",
+                ));
+            }
+        }
+        let num = |key: &str| -> Result<u64> {
+            meta.get(key)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| bad(path, format!("metadata {key:?} is missing or not a number")))
+        };
+        let small = |key: &str| -> Result<u32> {
+            u32::try_from(num(key)?)
+                .map_err(|_| bad(path, format!("metadata {key:?} is out of range")))
+        };
+        let model = ModelConfig::new(small("pixels")?, small("hidden")?, small("latent")?)
+            .map_err(|e| bad(path, e.to_string()))?;
+        let len = model.layout().len;
+        let (mut params, mut m, mut v) = (vec![0f32; len], vec![0f32; len], vec![0f32; len]);
+        for (name, range, shape) in tensors(&model) {
+            for (prefix, out) in [
+                ("", &mut params),
+                ("optimizer.exp_avg.", &mut m),
+                ("optimizer.exp_avg_sq.", &mut v),
+            ] {
+                let full = format!("{prefix}{name}");
+                let t = st
+                    .tensor(&full)
+                    .map_err(|_| bad(path, format!("tensor {full} is missing")))?;
+                if t.dtype() != safetensors::Dtype::F32 || t.shape() != shape.as_slice() {
+                    return Err(bad(
+                        path,
+                        format!(
+                            "tensor {full} is {:?} {:?}, expected F32 {shape:?} for a {}-{}-{} model",
+                            t.dtype(),
+                            t.shape(),
+                            model.pixels,
+                            model.hidden,
+                            model.latent
+                        ),
+                    ));
+                }
+                for (dst, src) in out[range.clone()].iter_mut().zip(t.data().chunks_exact(4)) {
+                    *dst = f32::from_le_bytes(src.try_into().expect("4 bytes"));
+                }
+            }
+        }
+        let mut rest = meta.clone();
+        for k in [
+            "format", "pixels", "hidden", "latent", "step", "epoch", "seed",
+        ] {
+            rest.remove(k);
+        }
+        Ok(Checkpoint {
+            model,
+            params,
+            m,
+            v,
+            step: small("step")?,
+            epoch: small("epoch")?,
+            seed: num("seed")?,
+            meta: rest,
+        })
+    }
+}

@@ -1,0 +1,96 @@
+//! Checkpoint files: PyTorch's names and shapes, a faithful round trip, and clear refusals.
+
+use std::path::Path;
+
+use vae_wgpu::checkpoint::Checkpoint;
+use vae_wgpu::model::ModelConfig;
+
+fn sample(latent: u32) -> Checkpoint {
+    let model = ModelConfig::new(784, 400, latent).unwrap();
+    let params = model.init(3);
+    let n = params.len();
+    Checkpoint {
+        model,
+        m: (0..n).map(|i| i as f32 * 1e-6).collect(),
+        v: (0..n).map(|i| (i % 97) as f32 * 1e-9).collect(),
+        params,
+        step: 938,
+        epoch: 2,
+        seed: 3,
+        meta: [("lr".to_string(), "0.001".to_string())]
+            .into_iter()
+            .collect(),
+    }
+}
+
+#[test]
+fn names_and_shapes_are_pytorchs() {
+    let bytes = sample(20).to_bytes().unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let want: [(&str, &[usize]); 10] = [
+        ("fc1.weight", &[400, 784]),
+        ("fc1.bias", &[400]),
+        ("fc21.weight", &[20, 400]),
+        ("fc21.bias", &[20]),
+        ("fc22.weight", &[20, 400]),
+        ("fc22.bias", &[20]),
+        ("fc3.weight", &[400, 20]),
+        ("fc3.bias", &[400]),
+        ("fc4.weight", &[784, 400]),
+        ("fc4.bias", &[784]),
+    ];
+    for (name, shape) in want {
+        let t = st.tensor(name).unwrap();
+        assert_eq!(
+            (t.dtype(), t.shape()),
+            (safetensors::Dtype::F32, shape),
+            "{name}"
+        );
+    }
+    // Model tensors plus two Adam moments each, nothing else.
+    assert_eq!(st.names().len(), 30);
+    // fc22.bias is the second half of the stacked heads' bias, i.e. log σ²'s.
+    let c = sample(20);
+    let l = c.model.layout();
+    let got: Vec<f32> = st
+        .tensor("fc22.bias")
+        .unwrap()
+        .data()
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(got, c.params[l.heads.bias() + 20..l.heads.bias() + 40]);
+}
+
+#[test]
+fn round_trip_is_exact() {
+    let c = sample(2);
+    let back = Checkpoint::from_bytes(Path::new("x"), &c.to_bytes().unwrap()).unwrap();
+    assert_eq!(back, c);
+}
+
+#[test]
+fn truncated_or_foreign_files_are_refused_clearly() {
+    let bytes = sample(2).to_bytes().unwrap();
+    for cut in [0, 7, 100, bytes.len() / 2, bytes.len() - 1] {
+        let e = Checkpoint::from_bytes(Path::new("ck.safetensors"), &bytes[..cut])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ck.safetensors") && e.contains("not a readable safetensors file"),
+            "cut {cut}: {e}"
+        );
+    }
+    let e = Checkpoint::from_bytes(Path::new("x.png"), b"\x89PNG\r\n\x1a\n....")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a readable safetensors file"), "{e}");
+    // A safetensors file that is not ours.
+    let t =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0u8; 4]).unwrap();
+    let foreign = safetensors::serialize([("w", t)], None).unwrap();
+    let e = Checkpoint::from_bytes(Path::new("f"), &foreign)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a vae-wgpu checkpoint"), "{e}");
+}
