@@ -2,7 +2,7 @@
 //
 // bce_logits — Bernoulli reconstruction loss on the decoder's logits l against the image x in [0, 1]:
 //   logits, x, dlogits: (rows, cols) f32
-//   loss  = Σ max(l, 0) − l·x + log(1 + exp(−|l|))      (stable for any l; WGSL has no log1p, see log1p_small)
+//   loss  = Σ max(l, 0) − l·x + log(1 + exp(−|l|))      (stable for any l: bce_term in logistic.wgsl)
 //   dlogits = σ(l) − x                                   (the gradient of the summed loss)
 //
 // kl_backward — KL(q(z|x) ‖ N(0, I)) fused with the reparameterization backward:
@@ -28,25 +28,6 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-// log(1 + e) for e in [0, 1], accurate where plain log(1 + e) would round 1 + e: the ratio e / ((1 + e) − 1)
-// cancels the rounding of the sum (Goldberg, "What every computer scientist should know about floating-point").
-fn log1p_small(e: f32) -> f32 {
-    let u = 1.0 + e;
-    if u == 1.0 {
-        return e;
-    }
-    return log(u) * e / (u - 1.0);
-}
-
-// σ(l) without overflow for any l.
-fn sigmoid(l: f32) -> f32 {
-    if l >= 0.0 {
-        return 1.0 / (1.0 + exp(-l));
-    }
-    let e = exp(l);
-    return e / (1.0 + e);
-}
-
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> target_x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
@@ -63,7 +44,7 @@ fn bce_logits(
     for (var i = wg.x * 256u + lid; i < n; i += groups.x * 256u) {
         let l = logits[i];
         let x = target_x[i];
-        sum += max(l, 0.0) - l * x + log1p_small(exp(-abs(l)));
+        sum += bce_term(l, x);
         if GRAD {
             dlogits[i] = sigmoid(l) - x;
         }

@@ -21,13 +21,15 @@ fn check(n: usize) {
                 .collect()
         })
         .collect();
-    let pb = gpu.storage_init("param", &param).unwrap();
+    // Five spare elements after each buffer hold a sentinel the kernel must not touch.
+    let spare = |v: &[f32]| [v, &[7.0f32; 5][..]].concat();
+    let pb = gpu.storage_init("param", &spare(&param)).unwrap();
     let gbs: Vec<_> = grads
         .iter()
-        .map(|g| gpu.storage_init("grad", g).unwrap())
+        .map(|g| gpu.storage_init("grad", &spare(g)).unwrap())
         .collect();
-    let mb = gpu.storage_init("m", &vec![0f32; n]).unwrap();
-    let vb = gpu.storage_init("v", &vec![0f32; n]).unwrap();
+    let mb = gpu.storage_init("m", &spare(&vec![0f32; n])).unwrap();
+    let vb = gpu.storage_init("v", &spare(&vec![0f32; n])).unwrap();
     let rows: Vec<StepParams> = (1..=3)
         .map(|t| {
             let mut row = StepParams::default();
@@ -65,6 +67,13 @@ fn check(n: usize) {
             param_tol[i] +=
                 step_size * (8.0 * u * m_abs[i] + 8.0 * u * (m[i] as f64).abs()) / denom;
         }
+    }
+    for b in [&pb, &mb, &vb] {
+        assert_eq!(
+            read(b, n, 5),
+            vec![7.0f32; 5],
+            "adam n={n} wrote past its parameters"
+        );
     }
     let got_m = read(&mb, 0, n);
     crate::assert_close_by(&format!("adam n={n} m"), &got_m, &m, |i| 8.0 * u * m_abs[i]);

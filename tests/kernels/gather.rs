@@ -62,7 +62,7 @@ fn gather_known_values() {
     let gpu = gpu();
     // Two rows of three bytes; the index picks row 1 then row 0.
     let data = ByteMatrix::upload(gpu, "data", &[0, 255, 51, 1, 2, 3], 3).unwrap();
-    let index = gpu.storage_init("index", &[1u32, 0, 9]).unwrap();
+    let index = gpu.storage_init("index", &[1u32, 0, 2]).unwrap();
     let x = poisoned(9);
     let step = step_table(&[StepParams::default()]);
     run(
@@ -74,7 +74,7 @@ fn gather_known_values() {
         &got[..6],
         &[1.0 / 255.0, 2.0 / 255.0, 3.0 / 255.0, 0.0, 1.0, 0.2]
     );
-    // Index 9 is past the dataset: the row is NaN, never some other row's data.
+    // Index 2 is one past the dataset's last row: the row is NaN, never some other row's data.
     assert!(got[6..].iter().all(|v| v.is_nan()), "{got:?}");
 }
 
@@ -146,5 +146,32 @@ fn gather_binarized_matches_cpu() {
     assert!(
         (mean_x - mean_p).abs() < 0.01,
         "binarized mean {mean_x} vs grey mean {mean_p}"
+    );
+}
+
+#[test]
+fn gather_more_than_65535_workgroups() {
+    // 22,000 rows of 784 = 17.2 M elements: past 65,535 workgroups of 256 the grid needs its second dimension,
+    // and a wrong flat index there leaves the tail unwritten (gather rewrites equal values, so only a large
+    // enough tail shows it).
+    let gpu = gpu();
+    let (data_rows, cols, rows) = (10u32, 784u32, 22_000u32);
+    let mut r = rng(1);
+    let bytes: Vec<u8> = (0..data_rows * cols).map(|_| r.below(256) as u8).collect();
+    let index: Vec<u32> = (0..rows).map(|i| (i * 7) % data_rows).collect();
+    let data = ByteMatrix::upload(gpu, "data", &bytes, cols).unwrap();
+    let ib = gpu.storage_init("index", &index).unwrap();
+    let n = (rows * cols) as usize;
+    let x = poisoned(n + 7);
+    let step = step_table(&[StepParams::default()]);
+    run(
+        &[&gather(gpu, "gather.large", &data, &ib, &x, rows, &step, None).unwrap()],
+        0,
+    );
+    let want = gather_cpu(&bytes, cols as usize, &index, 0, rows as usize);
+    crate::assert_close("gather 22000×784", &read(&x, 0, n), &want, 0.0, 3.6e-7);
+    assert!(
+        read(&x, n, 7).iter().all(|v| v.is_nan()),
+        "wrote past the batch"
     );
 }

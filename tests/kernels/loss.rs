@@ -316,3 +316,41 @@ fn kl_known_values() {
         1e-6,
     );
 }
+
+#[test]
+fn bce_is_accurate_where_the_loss_is_tiny() {
+    // x = 1 and a confident logit l: the loss log(1 + e^−l) is tiny, and each pixel's term must still be accurate
+    // relative to itself (a driver that folds (1 + e) − 1 to e defeated the textbook fix; see logistic.wgsl).
+    let gpu = gpu();
+    let ls = [0.5f32, 4.0, 4.2, 8.0, 12.0, 15.0, 16.5, 17.0, 30.0];
+    let l = gpu.storage_init("logits", &ls).unwrap();
+    let ones = gpu.storage_init("x", &[1.0f32; 9]).unwrap();
+    let dl = poisoned(9);
+    for (i, &lv) in ls.iter().enumerate() {
+        let partials = poisoned(1);
+        let one = gpu.storage_init("logit", &[lv]).unwrap();
+        let d = bce_logits(
+            gpu,
+            "bce.tiny",
+            &one,
+            &ones,
+            &dl,
+            PartialsAt {
+                buffer: &partials,
+                offset: 0,
+            },
+            (1, 1),
+            true,
+        )
+        .unwrap();
+        run(&[&d], 0);
+        let want = (-(lv as f64)).exp().ln_1p();
+        let got = read(&partials, 0, 1)[0] as f64;
+        // exp within 3 ulp, the series or log within a few more: 1e-5 relative.
+        assert!(
+            ((got - want) / want).abs() < 1e-5,
+            "l = {lv}: {got:e} want {want:e} ({i})"
+        );
+    }
+    let _ = l;
+}

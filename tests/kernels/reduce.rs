@@ -60,3 +60,18 @@ fn reduce_known_values() {
     // The NaNs past term 1's count must not be read.
     assert_eq!(read(&log, 0, 2), vec![256.0, 5050.0]);
 }
+
+#[test]
+fn reduce_more_partials_than_invocations() {
+    // 1..=1000 in one term: each invocation strides over several partials. 500,500 is exact in f32.
+    let gpu = gpu();
+    let partials: Vec<f32> = (1..=1000).map(|i| i as f32).collect();
+    let pb = gpu.storage_init("partials", &partials).unwrap();
+    let log = poisoned(1);
+    let table = step_table(&[StepParams::default()]);
+    run(
+        &[&reduce(gpu, "reduce", &pb, 1000, &[1000], &log, &table).unwrap()],
+        0,
+    );
+    assert_eq!(read(&log, 0, 1), vec![500_500.0]);
+}

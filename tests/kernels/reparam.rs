@@ -9,10 +9,17 @@ fn words_on_gpu(counters: &[[u32; 4]], key: [u32; 2]) -> Vec<u32> {
     let gpu = gpu();
     let n = counters.len() as u32;
     let c = gpu.storage_init("counters", counters).unwrap();
-    let w = gpu.storage::<u32>("words", 8 * n as usize).unwrap();
+    // One counter's worth of spare room, which must keep its sentinel.
+    let w = gpu.storage::<u32>("words", 8 * n as usize + 8).unwrap();
     gpu.fill(&w, 0xdead_beefu32);
     run(&[&philox_words(gpu, &c, &w, n, key).unwrap()], 0);
-    gpu.read(&w, 0, 8 * n as usize).unwrap()
+    let all: Vec<u32> = gpu.read(&w, 0, 8 * n as usize + 8).unwrap();
+    assert_eq!(
+        all[8 * n as usize..],
+        [0xdead_beefu32; 8],
+        "wrote past the last counter"
+    );
+    all[..8 * n as usize].to_vec()
 }
 
 #[test]
@@ -71,7 +78,7 @@ fn eps_tol(e: f32) -> f64 {
     6e-4 * (1.0 + e.abs() as f64)
 }
 
-fn check(rows: u32, latent: u32, seed: u64, rng_step: u32) {
+fn check(rows: u32, latent: u32, seed: u64, rng_step: u32, stream: u32) {
     let gpu = gpu();
     let (r_, l_) = (rows as usize, latent as usize);
     let mut r = rng(seed ^ rows as u64);
@@ -83,8 +90,9 @@ fn check(rows: u32, latent: u32, seed: u64, rng_step: u32) {
         }
     }
     let h = gpu.storage_init("heads", &heads).unwrap();
-    let z = crate::poisoned(r_ * l_);
-    let eps = crate::poisoned(r_ * l_);
+    // Spare room after each output must stay NaN: an off-by-one bound writes into it.
+    let z = crate::poisoned(r_ * l_ + 5);
+    let eps = crate::poisoned(r_ * l_ + 5);
     let table = step_table(&[
         StepParams::default(),
         StepParams {
@@ -100,12 +108,19 @@ fn check(rows: u32, latent: u32, seed: u64, rng_step: u32) {
         &eps,
         (rows, latent),
         seed,
-        stream::TRAIN_NOISE,
+        stream,
         &table,
     )
     .unwrap();
     run(&[&d], 1);
-    let (want_z, want_eps) = reparam_cpu(&heads, (r_, l_), seed, rng_step, stream::TRAIN_NOISE);
+    let (want_z, want_eps) = reparam_cpu(&heads, (r_, l_), seed, rng_step, stream);
+    assert!(
+        read(&z, r_ * l_, 5)
+            .iter()
+            .chain(&read(&eps, r_ * l_, 5))
+            .all(|v| v.is_nan()),
+        "wrote past the output"
+    );
     let got_eps = read(&eps, 0, r_ * l_);
     let got_z = read(&z, 0, r_ * l_);
     let what = format!("reparam {rows}×{latent} seed {seed} step {rng_step}");
@@ -122,19 +137,19 @@ fn check(rows: u32, latent: u32, seed: u64, rng_step: u32) {
 
 #[test]
 fn reparam_batch_one() {
-    check(1, 2, 1, 1);
+    check(1, 2, 1, 1, stream::TRAIN_NOISE);
 }
 
 #[test]
 fn reparam_sizes_that_do_not_fill_a_workgroup() {
-    check(13, 3, 7, 12345);
-    check(37, 20, u64::MAX - 3, u32::MAX);
+    check(13, 3, 7, 12345, stream::TRAIN_NOISE);
+    check(37, 20, u64::MAX - 3, u32::MAX, stream::SAMPLE); // another stream, an extreme key and step
 }
 
 #[test]
 fn reparam_real_batch() {
-    check(128, 20, 1, 469);
-    check(128, 2, 2, 1);
+    check(128, 20, 1, 469, stream::TRAIN_NOISE);
+    check(128, 2, 2, 1, stream::EVAL_NOISE);
 }
 
 #[test]
