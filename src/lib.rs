@@ -8,13 +8,16 @@ pub mod download;
 pub mod error;
 pub mod gpu;
 pub mod images;
+pub mod infer;
 pub mod kernels;
 pub mod mnist;
 pub mod model;
 pub mod net;
 pub mod philox;
+pub mod plots;
 pub mod reference;
 pub mod run;
+pub mod tools;
 pub mod train;
 
 pub use error::{Error, Result};

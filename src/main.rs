@@ -6,7 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use vae_wgpu::bench;
+use vae_wgpu::checkpoint::Checkpoint;
 use vae_wgpu::gpu::{self, Gpu, GpuOptions};
+use vae_wgpu::infer::Inference;
+use vae_wgpu::kernels::gather::ByteMatrix;
+use vae_wgpu::mnist::{self, Split};
+use vae_wgpu::tools;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +34,54 @@ enum Command {
     },
     /// Train the VAE on MNIST (or any IDX set of 8-bit images), writing metrics.csv and pictures per epoch.
     Train(Box<TrainArgs>),
+    /// The test-set ELBO of a checkpoint (with its BCE and KL parts) and, with --iw-samples, an importance-
+    /// sampled estimate of log p(x).
+    Eval {
+        #[command(flatten)]
+        common: ModelArgs,
+        /// Importance samples per image for the log-likelihood estimate (IWAE bound; 5000 in the IWAE paper).
+        #[arg(long, value_name = "K")]
+        iw_samples: Option<u32>,
+    },
+    /// A grid of images decoded from z ~ N(0, I).
+    Sample {
+        #[command(flatten)]
+        common: ModelArgs,
+        /// Number of images (drawn as a square grid, rounded up).
+        #[arg(long, default_value_t = 64)]
+        n: usize,
+        /// Seed of the latent draws.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// The first test images (top) over their reconstructions (bottom).
+    Reconstruct {
+        #[command(flatten)]
+        common: ModelArgs,
+        /// Number of test images.
+        #[arg(long, default_value_t = 8)]
+        n: usize,
+    },
+    /// Decoded straight lines in latent space between pairs of test images, one pair per row.
+    Interpolate {
+        #[command(flatten)]
+        common: ModelArgs,
+        /// Number of pairs (rows).
+        #[arg(long, default_value_t = 6)]
+        pairs: usize,
+        /// Points along each line.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+    },
+    /// The latent space: the test set's latent means coloured by digit (first two principal components beyond
+    /// 2-D) and, for 2-D latents, the manifold of decoded grid points (the paper's Figure 4).
+    Latent {
+        #[command(flatten)]
+        common: ModelArgs,
+        /// Grid points per side of the manifold.
+        #[arg(long, default_value_t = 20)]
+        side: usize,
+    },
     /// Benchmarks (see BENCHMARKS.md). `vae bench matmul`: the model's matmul shapes and a large square, in
     /// GFLOP/s, each checked against the CPU reference before it is timed.
     Bench {
@@ -37,6 +90,25 @@ enum Command {
         #[command(flatten)]
         gpu: GpuArgs,
     },
+}
+
+/// What the commands on a trained model share.
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// A checkpoint written by `vae train` (<run>/checkpoint.safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Directory with the IDX files the model was trained on.
+    #[arg(long, default_value = "data/mnist")]
+    data: PathBuf,
+    /// Use only the first N test images.
+    #[arg(long, value_name = "N")]
+    test_samples: Option<usize>,
+    /// Where to write the picture(s): a .png file, or a directory for `latent` [default: beside the checkpoint].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 #[derive(clap::Args)]
@@ -141,6 +213,47 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices { backend } => devices(backend),
         Command::Train(args) => train(*args),
+        Command::Eval { common, iw_samples } => eval(common, iw_samples),
+        Command::Sample { common, n, seed } => with_model(common, "sample.png", |m, out| {
+            let side = (n as f64).sqrt().ceil() as usize;
+            tools::sample_grid(&m.inference()?, side.max(1), seed, m.tile(), out)
+        }),
+        Command::Reconstruct { common, n } => with_model(common, "reconstruction.png", |m, out| {
+            tools::reconstruct(&m.inference()?, &m.images()?, &m.test, n, out)
+        }),
+        Command::Interpolate {
+            common,
+            pairs,
+            steps,
+        } => with_model(common, "interpolation.png", |m, out| {
+            tools::interpolate(
+                &m.inference()?,
+                &m.images()?,
+                &m.test,
+                pairs,
+                steps.max(2),
+                out,
+            )
+        }),
+        Command::Latent { common, side } => with_model(common, "", |m, out| {
+            std::fs::create_dir_all(out).map_err(|e| vae_wgpu::Error::Io {
+                what: format!("creating {}", out.display()),
+                message: e.to_string(),
+            })?;
+            let inf = m.inference()?;
+            tools::latent_scatter(&inf, &m.images()?, &m.test, &out.join("latent_scatter.png"))?;
+            println!("wrote {}", out.join("latent_scatter.png").display());
+            if m.ck.model.latent == 2 {
+                tools::manifold(&inf, side.max(1), m.tile(), &out.join("manifold.png"))?;
+                println!("wrote {}", out.join("manifold.png").display());
+            } else {
+                println!(
+                    "(the manifold is drawn for 2-D latent spaces; this model has {})",
+                    m.ck.model.latent
+                );
+            }
+            Ok(())
+        }),
         Command::Bench { what, gpu } => match what {
             BenchWhat::Matmul {
                 batch,
@@ -250,4 +363,96 @@ fn train(a: TrainArgs) -> vae_wgpu::Result<()> {
         verbose: true,
     };
     vae_wgpu::run::train(&opts).map(|_| ())
+}
+
+/// A checkpoint, its test data and a device: what every command on a trained model starts from.
+struct Loaded {
+    ck: Checkpoint,
+    test: Split,
+    gpu: Gpu,
+}
+
+impl Loaded {
+    fn open(a: &ModelArgs) -> vae_wgpu::Result<Loaded> {
+        let ck = Checkpoint::load(&a.checkpoint)?;
+        let test = mnist::load(&a.data)?.test.take(a.test_samples);
+        tools::check_data(&ck, &a.checkpoint, &test)?;
+        let gpu = a.gpu.open()?;
+        Ok(Loaded { ck, test, gpu })
+    }
+    fn inference(&self) -> vae_wgpu::Result<Inference<'_>> {
+        Inference::new(
+            &self.gpu,
+            self.ck.model,
+            &self.ck.params,
+            tools::INFER_ROWS,
+            self.ck.seed,
+        )
+    }
+    fn images(&self) -> vae_wgpu::Result<ByteMatrix> {
+        ByteMatrix::upload(
+            &self.gpu,
+            "test.images",
+            &self.test.images,
+            self.ck.model.pixels,
+        )
+    }
+    fn tile(&self) -> (usize, usize) {
+        (self.test.rows, self.test.cols)
+    }
+}
+
+/// Opens the model, runs `f` with the output path (`--out`, else `default` beside the checkpoint) and says what
+/// it wrote.
+fn with_model(
+    a: ModelArgs,
+    default: &str,
+    f: impl FnOnce(&Loaded, &std::path::Path) -> vae_wgpu::Result<()>,
+) -> vae_wgpu::Result<()> {
+    let m = Loaded::open(&a)?;
+    let out = a.out.clone().unwrap_or_else(|| {
+        let dir = a
+            .checkpoint
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default();
+        if default.is_empty() {
+            dir
+        } else {
+            dir.join(default)
+        }
+    });
+    f(&m, &out)?;
+    if !default.is_empty() {
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+fn eval(a: ModelArgs, iw_samples: Option<u32>) -> vae_wgpu::Result<()> {
+    let m = Loaded::open(&a)?;
+    let binarize = m.ck.meta.get("binarize").is_some_and(|b| b == "true");
+    let report = tools::evaluate(&m.gpu, &m.ck, &m.test, iw_samples)?;
+    let data = if binarize {
+        "binarized test set"
+    } else {
+        "grey-level test set"
+    };
+    println!(
+        "{} test images ({data}), {} on {}",
+        m.test.n,
+        a.checkpoint.display(),
+        m.gpu.info
+    );
+    println!(
+        "ELBO:     -{:.3} nats per image (loss {:.3} = BCE {:.3} + KL {:.3}; one z sample per image)",
+        report.loss, report.loss, report.bce, report.kl
+    );
+    if let (Some(k), Some(ll)) = (iw_samples, report.log_likelihood) {
+        println!(
+            "log p(x) ≈ {ll:.3} nats per image (importance sampling, K = {k}); {:.3} nats above the ELBO",
+            ll + report.loss
+        );
+    }
+    Ok(())
 }

@@ -184,6 +184,51 @@ pub struct Source<'a> {
     pub binarize: Option<Binarize>,
 }
 
+/// The forward pass alone: gather, encoder, reparameterization, decoder, leaving logits in `ws.logits`.
+pub fn forward_only(
+    gpu: &Gpu,
+    net: &Net,
+    ws: &Workspace,
+    src: &Source,
+    rows: u32,
+    step: &StepTable,
+) -> Result<Vec<Dispatch>> {
+    let Layout {
+        fc1,
+        heads,
+        fc3,
+        fc4,
+        ..
+    } = net.layout;
+    Ok(vec![
+        gather(
+            gpu,
+            "gather",
+            src.data,
+            src.index,
+            &ws.x,
+            rows,
+            step,
+            src.binarize,
+        )?,
+        linear_forward(gpu, net, fc1, rows, &ws.x, &ws.h1, true)?,
+        linear_forward(gpu, net, heads, rows, &ws.h1, &ws.heads, false)?,
+        reparam(
+            gpu,
+            "reparam.forward",
+            &ws.heads,
+            &ws.z,
+            &ws.eps,
+            (rows, net.config.latent),
+            src.seed,
+            src.stream,
+            step,
+        )?,
+        linear_forward(gpu, net, fc3, rows, &ws.z, &ws.h3, true)?,
+        linear_forward(gpu, net, fc4, rows, &ws.h3, &ws.logits, false)?,
+    ])
+}
+
 /// The forward pass and both loss terms for `rows` examples, their totals reduced into `log` at the step table
 /// row's slot. With `grad`, the loss kernels also write ∂logits and ∂heads (the start of the backward pass).
 #[allow(clippy::too_many_arguments)]
@@ -205,46 +250,20 @@ pub fn forward(
         ..
     } = net.layout;
     let (p, l) = (net.config.pixels, net.config.latent);
-    let mut d = vec![
-        gather(
-            gpu,
-            "gather",
-            src.data,
-            src.index,
-            &ws.x,
-            rows,
-            step,
-            src.binarize,
-        )?,
-        linear_forward(gpu, net, fc1, rows, &ws.x, &ws.h1, true)?,
-        linear_forward(gpu, net, heads, rows, &ws.h1, &ws.heads, false)?,
-        reparam(
-            gpu,
-            "reparam.forward",
-            &ws.heads,
-            &ws.z,
-            &ws.eps,
-            (rows, l),
-            src.seed,
-            src.stream,
-            step,
-        )?,
-        linear_forward(gpu, net, fc3, rows, &ws.z, &ws.h3, true)?,
-        linear_forward(gpu, net, fc4, rows, &ws.h3, &ws.logits, false)?,
-        bce_logits(
-            gpu,
-            if grad { "bce.backward" } else { "bce.forward" },
-            &ws.logits,
-            &ws.x,
-            &ws.dlogits,
-            PartialsAt {
-                buffer: &ws.partials,
-                offset: 0,
-            },
-            (rows, p),
-            grad,
-        )?,
-    ];
+    let mut d = forward_only(gpu, net, ws, src, rows, step)?;
+    d.extend([bce_logits(
+        gpu,
+        if grad { "bce.backward" } else { "bce.forward" },
+        &ws.logits,
+        &ws.x,
+        &ws.dlogits,
+        PartialsAt {
+            buffer: &ws.partials,
+            offset: 0,
+        },
+        (rows, p),
+        grad,
+    )?]);
     if grad {
         // The decoder's backward comes before the KL kernel, which needs ∂z.
         d.push(linear_weight_grad(

@@ -65,6 +65,55 @@ fn relu_mask(dx: &mut [f64], y: &[f64]) {
     }
 }
 
+/// The activations of a forward pass.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    pub h1: Vec<f64>,
+    /// μ | log σ² per row.
+    pub heads: Vec<f64>,
+    pub z: Vec<f64>,
+    pub h3: Vec<f64>,
+    pub logits: Vec<f64>,
+}
+
+/// The forward pass of one batch: `x` (rows, pixels) in [0, 1], `eps` (rows, latent) the noise.
+pub fn forward(
+    config: ModelConfig,
+    params: &[f64],
+    x: &[f64],
+    eps: &[f64],
+    rows: usize,
+) -> Forward {
+    let Layout {
+        fc1,
+        heads,
+        fc3,
+        fc4,
+        ..
+    } = config.layout();
+    let latent = config.latent as usize;
+    let mut h1 = linear(params, fc1, x, rows);
+    relu(&mut h1);
+    let hd = linear(params, heads, &h1, rows);
+    let mut z = vec![0.0; rows * latent];
+    for r in 0..rows {
+        for j in 0..latent {
+            let (mu, lv) = (hd[r * 2 * latent + j], hd[r * 2 * latent + latent + j]);
+            z[r * latent + j] = mu + eps[r * latent + j] * (0.5 * lv).exp();
+        }
+    }
+    let mut h3 = linear(params, fc3, &z, rows);
+    relu(&mut h3);
+    let logits = linear(params, fc4, &h3, rows);
+    Forward {
+        h1,
+        heads: hd,
+        z,
+        h3,
+        logits,
+    }
+}
+
 /// Forward and backward of one batch: `x` (rows, pixels) in [0, 1], `eps` (rows, latent) the noise.
 pub fn loss_and_grad(
     config: ModelConfig,
@@ -82,19 +131,13 @@ pub fn loss_and_grad(
         len,
     } = config.layout();
     let latent = config.latent as usize;
-    let mut h1 = linear(params, fc1, x, rows);
-    relu(&mut h1);
-    let hd = linear(params, heads, &h1, rows);
-    let mut z = vec![0.0; rows * latent];
-    for r in 0..rows {
-        for j in 0..latent {
-            let (mu, lv) = (hd[r * 2 * latent + j], hd[r * 2 * latent + latent + j]);
-            z[r * latent + j] = mu + eps[r * latent + j] * (0.5 * lv).exp();
-        }
-    }
-    let mut h3 = linear(params, fc3, &z, rows);
-    relu(&mut h3);
-    let logits = linear(params, fc4, &h3, rows);
+    let Forward {
+        h1,
+        heads: hd,
+        z,
+        h3,
+        logits,
+    } = forward(config, params, x, eps, rows);
 
     let mut bce = 0.0;
     let mut dlogits = vec![0.0; logits.len()];

@@ -390,6 +390,7 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
         );
     }
     let mut history = Vec::new();
+    let mut last: Option<(Checkpoint, String)> = None;
     for epoch in first_epoch..=opts.epochs {
         let bar = progress_bar(opts.verbose, trainer.steps_per_epoch(), epoch, opts.epochs);
         let start = Instant::now();
@@ -418,13 +419,14 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
         lines.push(metrics_line(&stats, trainer.n_train()));
         let csv = format!("{METRICS_HEADER}\n{}\n", lines.join("\n"));
         write_atomic(&out.join("metrics.csv"), csv.as_bytes())?;
-        save_checkpoint(
+        let ck = save_checkpoint(
             &trainer,
             &settings,
             epoch,
             &csv,
             &out.join("checkpoint.safetensors"),
         )?;
+        last = Some((ck, csv));
         save_pictures(&trainer, &out, epoch, train_split.rows, train_split.cols)?;
         if opts.verbose {
             println!(
@@ -432,6 +434,10 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
                 trainer.n_train() as f64 / seconds
             );
         }
+    }
+    if let Some((ck, csv)) = last {
+        // The training curve, the latent scatter and (2-D) the manifold.
+        crate::tools::end_of_training(&gpu, &ck, &test_split, &csv, &out)?;
     }
     Ok(history)
 }
@@ -458,12 +464,12 @@ fn save_checkpoint(
     epoch: u32,
     csv: &str,
     path: &Path,
-) -> Result<()> {
+) -> Result<Checkpoint> {
     let (m, v) = trainer.moments()?;
     let mut meta: std::collections::BTreeMap<String, String> =
         settings.to_meta().into_iter().collect();
     meta.insert("metrics".into(), csv.to_string());
-    Checkpoint {
+    let ck = Checkpoint {
         model: trainer.net.config,
         params: trainer.params()?,
         m,
@@ -472,6 +478,7 @@ fn save_checkpoint(
         epoch,
         seed: settings.seed,
         meta,
-    }
-    .save(path)
+    };
+    ck.save(path)?;
+    Ok(ck)
 }

@@ -8,6 +8,7 @@
 
 pub mod adam;
 pub mod gather;
+pub mod iwae;
 pub mod loss;
 pub mod matmul;
 pub mod reduce;
@@ -70,6 +71,7 @@ pub const LOSS: Family = Family {
     files: &[
         shader!("step.wgsl"),
         shader!("workgroup_sum.wgsl"),
+        shader!("logistic.wgsl"),
         shader!("loss.wgsl"),
     ],
 };
@@ -86,8 +88,19 @@ pub const ADAM: Family = Family {
     files: &[shader!("step.wgsl"), shader!("adam.wgsl")],
 };
 
+pub const IWAE: Family = Family {
+    name: "iwae",
+    files: &[
+        shader!("workgroup_sum.wgsl"),
+        shader!("logistic.wgsl"),
+        shader!("iwae.wgsl"),
+    ],
+};
+
 /// Every shader module the crate builds.
-pub const FAMILIES: &[&Family] = &[&GATHER, &MATMUL, &REPARAM, &PHILOX, &LOSS, &REDUCE, &ADAM];
+pub const FAMILIES: &[&Family] = &[
+    &GATHER, &MATMUL, &REPARAM, &PHILOX, &LOSS, &REDUCE, &ADAM, &IWAE,
+];
 
 impl Family {
     /// The module's WGSL: its files concatenated.

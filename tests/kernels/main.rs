@@ -5,6 +5,7 @@
 
 mod adam;
 mod gather;
+mod iwae;
 mod loss;
 mod matmul;
 mod reduce;

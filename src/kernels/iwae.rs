@@ -1,0 +1,133 @@
+//! iwae: per-sample importance log-weights and their stable log-mean-exp per image (`shaders/iwae.wgsl`).
+
+use super::{Access, Dispatch, IWAE, KernelSpec};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    pixels: u32,
+    latent: u32,
+    samples: u32,
+    out_off: u32,
+}
+
+/// The buffers of one chunk of sample rows, as the forward pass leaves them.
+pub struct Rows<'a> {
+    pub logits: &'a wgpu::Buffer,
+    pub x: &'a wgpu::Buffer,
+    pub heads: &'a wgpu::Buffer,
+    pub z: &'a wgpu::Buffer,
+    pub eps: &'a wgpu::Buffer,
+}
+
+/// Records log w for `rows` sample rows into `logw[out_off ..]`.
+pub fn iw_log_weights(
+    gpu: &Gpu,
+    rows_in: &Rows,
+    (rows, pixels, latent): (u32, u32, u32),
+    logw: &wgpu::Buffer,
+    out_off: u32,
+) -> Result<Dispatch> {
+    if logw.size() < (out_off as u64 + rows as u64) * 4 {
+        return Err(Error::shape("iwae", "log-weight buffer too small"));
+    }
+    let spec = KernelSpec {
+        family: &IWAE,
+        entry: "iw_log_weights",
+        constants: vec![],
+        storage: &[
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+        ],
+        uses_step: false,
+    };
+    let params = Params {
+        pixels,
+        latent,
+        samples: 0,
+        out_off,
+    };
+    gpu.dispatch(
+        "iwae.log_weights",
+        &spec,
+        &params,
+        &[
+            rows_in.logits,
+            rows_in.x,
+            rows_in.heads,
+            rows_in.z,
+            rows_in.eps,
+            logw,
+        ],
+        [rows, 1, 1],
+        None,
+    )
+}
+
+/// Records `estimate[out_off + i] = log mean exp(logw[i·samples .. (i+1)·samples])` for `images` images.
+pub fn iw_logsumexp(
+    gpu: &Gpu,
+    logw: &wgpu::Buffer,
+    (images, samples): (u32, u32),
+    estimate: &wgpu::Buffer,
+    out_off: u32,
+) -> Result<Dispatch> {
+    if logw.size() < images as u64 * samples as u64 * 4
+        || estimate.size() < (out_off + images) as u64 * 4
+    {
+        return Err(Error::shape(
+            "iwae",
+            "buffers too small for the log-mean-exp",
+        ));
+    }
+    let spec = KernelSpec {
+        family: &IWAE,
+        entry: "iw_logsumexp",
+        constants: vec![],
+        storage: &[Access::Read, Access::ReadWrite],
+        uses_step: false,
+    };
+    let params = Params {
+        pixels: 0,
+        latent: 0,
+        samples,
+        out_off,
+    };
+    gpu.dispatch(
+        "iwae.logsumexp",
+        &spec,
+        &params,
+        &[logw, estimate],
+        [images, 1, 1],
+        None,
+    )
+}
+
+/// CPU reference of one log-weight, in f64.
+pub fn iw_log_weight_cpu(logits: &[f32], x: &[f32], heads: &[f32], z: &[f32], eps: &[f32]) -> f64 {
+    let latent = z.len();
+    let bce: f64 = logits
+        .iter()
+        .zip(x)
+        .map(|(&l, &x)| {
+            let (l, x) = (l as f64, x as f64);
+            l.max(0.0) - l * x + (-l.abs()).exp().ln_1p()
+        })
+        .sum();
+    let lat: f64 = (0..latent)
+        .map(|j| 0.5 * ((eps[j] as f64).powi(2) - (z[j] as f64).powi(2) + heads[latent + j] as f64))
+        .sum();
+    lat - bce
+}
+
+/// CPU reference: log mean exp, stable, in f64.
+pub fn log_mean_exp_cpu(w: &[f64]) -> f64 {
+    let top = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    top + (w.iter().map(|v| (v - top).exp()).sum::<f64>() / w.len() as f64).ln()
+}
