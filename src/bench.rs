@@ -161,3 +161,40 @@ pub fn median(v: &mut [f64]) -> f64 {
         0.5 * (v[n / 2 - 1] + v[n / 2])
     }
 }
+
+/// One row of the epoch benchmark.
+#[derive(Clone, Debug)]
+pub struct EpochRow {
+    pub batch: u32,
+    pub samples: u32,
+    pub median_ms: f64,
+    pub samples_per_second: f64,
+    pub runs: Vec<f64>,
+}
+
+/// Times whole training epochs (as `vae train` runs them, losses read back once per epoch): `warmup` untimed
+/// epochs, then `reps` timed ones; reports the median.
+pub fn epoch_bench(
+    trainer: &mut crate::train::Trainer,
+    warmup: u32,
+    reps: u32,
+) -> Result<EpochRow> {
+    let mut runs = Vec::new();
+    for e in 0..warmup + reps {
+        let start = Instant::now();
+        trainer.train_epoch(e + 1, |_, _| {})?;
+        trainer.gpu.wait()?;
+        if e >= warmup {
+            runs.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let mut sorted = runs.clone();
+    let median_ms = median(&mut sorted);
+    Ok(EpochRow {
+        batch: trainer.config.batch,
+        samples: trainer.n_train(),
+        median_ms,
+        samples_per_second: trainer.n_train() as f64 / (median_ms / 1e3),
+        runs,
+    })
+}

@@ -20,6 +20,8 @@ pub struct GpuOptions {
     pub adapter: Option<String>,
     /// "high", "low" or "none"; the default prefers a discrete GPU.
     pub power: Option<String>,
+    /// Ask for GPU timestamp queries where the adapter has them (`vae profile`).
+    pub timestamps: bool,
 }
 
 impl GpuOptions {
@@ -30,6 +32,7 @@ impl GpuOptions {
             backend: self.backend.or_else(|| env("WGPU_BACKEND")),
             adapter: self.adapter.or_else(|| env("WGPU_ADAPTER_NAME")),
             power: self.power.or_else(|| env("WGPU_POWER_PREF")),
+            timestamps: self.timestamps,
         }
     }
 
@@ -212,11 +215,12 @@ impl Gpu {
                 wanted: format!("backends {}: {e}", backend_names(backends)),
             })?,
         };
-        Self::open(adapter)
+        Self::open(adapter, options.timestamps)
     }
 
-    /// Opens a device on `adapter` with [`required_limits`], failing with the names of any limits it lacks.
-    pub fn open(adapter: wgpu::Adapter) -> Result<Gpu> {
+    /// Opens a device on `adapter` with [`required_limits`], failing with the names of any limits it lacks;
+    /// with `timestamps`, also the timestamp-query features the adapter has.
+    pub fn open(adapter: wgpu::Adapter, timestamps: bool) -> Result<Gpu> {
         let info = AdapterSummary::from(adapter.get_info());
         let available = adapter.limits();
         let mut required = required_limits();
@@ -235,7 +239,13 @@ impl Gpu {
 
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("vae-wgpu"),
-            required_features: wgpu::Features::empty(),
+            required_features: if timestamps {
+                adapter.features()
+                    & (wgpu::Features::TIMESTAMP_QUERY
+                        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+            } else {
+                wgpu::Features::empty()
+            },
             required_limits: required,
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -271,6 +281,13 @@ impl Gpu {
             lost,
             pipelines: Default::default(),
         })
+    }
+
+    /// Whether compute passes can carry GPU timestamps.
+    pub fn has_timestamps(&self) -> bool {
+        self.device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
     /// Fails if the device was lost or an error escaped every error scope since the last check.

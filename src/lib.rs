@@ -15,6 +15,7 @@ pub mod model;
 pub mod net;
 pub mod philox;
 pub mod plots;
+pub mod profile;
 pub mod reference;
 pub mod run;
 pub mod tools;

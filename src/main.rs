@@ -82,6 +82,22 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         side: usize,
     },
+    /// Per-kernel GPU timings of training steps (timestamp queries), a table and a Chrome/Perfetto trace.
+    Profile {
+        /// Training steps to profile.
+        #[arg(long, default_value_t = 20)]
+        steps: u32,
+        #[command(flatten)]
+        model: BenchModel,
+        /// Where to write the Chrome/Perfetto trace (open in chrome://tracing or ui.perfetto.dev).
+        #[arg(long, default_value = "profile_trace.json")]
+        trace: PathBuf,
+        /// Wrap the profiled steps in a graphics-debugger capture (when running under RenderDoc, Xcode or PIX).
+        #[arg(long)]
+        capture: bool,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
     /// Benchmarks (see BENCHMARKS.md). `vae bench matmul`: the model's matmul shapes and a large square, in
     /// GFLOP/s, each checked against the CPU reference before it is timed.
     Bench {
@@ -167,8 +183,42 @@ struct TrainArgs {
     gpu: GpuArgs,
 }
 
+/// The model and data a benchmark or profile trains on.
+#[derive(clap::Args, Clone, Debug)]
+struct BenchModel {
+    /// Directory with MNIST (random bytes of MNIST's shape are used when it is missing, and the output says so).
+    #[arg(long, default_value = "data/mnist")]
+    data: PathBuf,
+    /// Examples per step.
+    #[arg(long, default_value_t = 128)]
+    batch_size: u32,
+    /// Latent dimensions.
+    #[arg(long, default_value_t = 20)]
+    latent: u32,
+    /// Hidden units.
+    #[arg(long, default_value_t = 400)]
+    hidden: u32,
+    /// Use only the first N training examples.
+    #[arg(long, value_name = "N")]
+    train_samples: Option<usize>,
+}
+
 #[derive(Subcommand)]
 enum BenchWhat {
+    /// Training epochs over the full training set at each batch size: warm-up, repetitions, the median.
+    Epoch {
+        #[command(flatten)]
+        model: BenchModel,
+        /// Batch sizes to time (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "128,1024")]
+        batch_sizes: Vec<u32>,
+        /// Untimed epochs first.
+        #[arg(long, default_value_t = 1)]
+        warmup: u32,
+        /// Timed epochs (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        reps: u32,
+    },
     /// The matmuls of one training step (batch 128, 784-400-20) and a large square.
     Matmul {
         /// Batch size of the model shapes.
@@ -203,7 +253,7 @@ impl GpuArgs {
         Gpu::new(GpuOptions {
             backend: self.backend.clone(),
             adapter: self.adapter.clone(),
-            power: None,
+            ..Default::default()
         })
     }
 }
@@ -213,6 +263,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices { backend } => devices(backend),
         Command::Train(args) => train(*args),
+        Command::Profile {
+            steps,
+            model,
+            trace,
+            capture,
+            gpu,
+        } => profile(&gpu, &model, steps, &trace, capture),
         Command::Eval { common, iw_samples } => eval(common, iw_samples),
         Command::Sample { common, n, seed } => with_model(common, "sample.png", |m, out| {
             let side = (n as f64).sqrt().ceil() as usize;
@@ -261,6 +318,12 @@ fn main() -> ExitCode {
                 reps,
                 runs,
             } => bench_matmul(&gpu, batch, square, reps, runs),
+            BenchWhat::Epoch {
+                model,
+                batch_sizes,
+                warmup,
+                reps,
+            } => bench_epoch(&gpu, &model, &batch_sizes, warmup, reps),
         },
     };
     match result {
@@ -357,7 +420,7 @@ fn train(a: TrainArgs) -> vae_wgpu::Result<()> {
         gpu: GpuOptions {
             backend: a.gpu.backend,
             adapter: a.gpu.adapter,
-            power: None,
+            ..Default::default()
         },
         mirrors: a.mirrors,
         verbose: true,
@@ -454,5 +517,144 @@ fn eval(a: ModelArgs, iw_samples: Option<u32>) -> vae_wgpu::Result<()> {
             ll + report.loss
         );
     }
+    Ok(())
+}
+
+/// The training data for benchmarks: MNIST when present, else random bytes of its shape (said on stderr).
+fn bench_data(m: &BenchModel) -> (Split, Split) {
+    match mnist::load(&m.data) {
+        Ok(d) => (d.train.take(m.train_samples), d.test.take(Some(256))),
+        Err(e) => {
+            eprintln!("note: {e}\nnote: timing on random bytes of MNIST's shape instead");
+            let n = m.train_samples.unwrap_or(60_000);
+            let mut rng = vae_wgpu::philox::Philox::new(1, vae_wgpu::philox::stream::TEST_INPUT);
+            let mut split = |n: usize| Split {
+                images: (0..n * 784).map(|_| rng.below(256) as u8).collect(),
+                labels: vec![0; n],
+                n,
+                rows: 28,
+                cols: 28,
+            };
+            (split(n), split(256))
+        }
+    }
+}
+
+fn bench_trainer<'g>(
+    gpu: &'g Gpu,
+    m: &BenchModel,
+    batch: u32,
+    train: &Split,
+    test: &Split,
+) -> vae_wgpu::Result<vae_wgpu::train::Trainer<'g>> {
+    let model = vae_wgpu::model::ModelConfig::new(train.pixels() as u32, m.hidden, m.latent)?;
+    let steps = train.n.div_ceil(batch as usize) as u32;
+    let config = vae_wgpu::train::TrainConfig {
+        model,
+        batch,
+        adam: Default::default(),
+        seed: 1,
+        beta: 1.0,
+        kl_warmup: 0.0,
+        binarize: false,
+        // One readback per epoch, as a training run with a long log interval.
+        log_interval: steps,
+    };
+    vae_wgpu::train::Trainer::new(gpu, config, train, test, &model.init(1))
+}
+
+fn bench_epoch(
+    args: &GpuArgs,
+    m: &BenchModel,
+    batches: &[u32],
+    warmup: u32,
+    reps: u32,
+) -> vae_wgpu::Result<()> {
+    let gpu = args.open()?;
+    let (train, test) = bench_data(m);
+    println!(
+        "epoch benchmark on {} ({} training examples, 784-{}-{})",
+        gpu.info, train.n, m.hidden, m.latent
+    );
+    println!(
+        "{:>6} {:>12} {:>14} {:>6}  runs (ms)",
+        "batch", "median ms", "samples/s", "reps"
+    );
+    for &b in batches {
+        let mut trainer = bench_trainer(&gpu, m, b, &train, &test)?;
+        let row = bench::epoch_bench(&mut trainer, warmup, reps)?;
+        let runs: Vec<String> = row.runs.iter().map(|r| format!("{r:.1}")).collect();
+        println!(
+            "{:>6} {:>12.1} {:>14.0} {:>6}  {}",
+            row.batch,
+            row.median_ms,
+            row.samples_per_second,
+            reps,
+            runs.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn profile(
+    args: &GpuArgs,
+    m: &BenchModel,
+    steps: u32,
+    trace: &std::path::Path,
+    capture: bool,
+) -> vae_wgpu::Result<()> {
+    if steps == 0 {
+        return Err(vae_wgpu::Error::Invalid(
+            "--steps 0: profile at least 1 step".into(),
+        ));
+    }
+    let gpu = Gpu::new(GpuOptions {
+        backend: args.backend.clone(),
+        adapter: args.adapter.clone(),
+        timestamps: true,
+        ..Default::default()
+    })?;
+    let (train, test) = bench_data(m);
+    let mut trainer = bench_trainer(&gpu, m, m.batch_size, &train, &test)?;
+    let p = vae_wgpu::profile::profile(&mut trainer, steps, Some(trace), capture)?;
+    println!(
+        "profile of {} training steps (batch {}, 784-{}-{}) on {}",
+        p.steps, m.batch_size, m.hidden, m.latent, gpu.info
+    );
+    if p.kernels.is_empty() {
+        println!(
+            "this adapter has no timestamp queries: per-kernel times are unavailable (whole-step wall clock only)"
+        );
+    } else {
+        println!(
+            "{:<20} {:>6} {:>10} {:>10} {:>7} {:>9} {:>8}",
+            "kernel", "calls", "mean µs", "median µs", "share", "GFLOP/s", "GB/s"
+        );
+        for k in &p.kernels {
+            let gf = if k.gflops > 0.0 {
+                format!("{:.2}", k.gflops)
+            } else {
+                "-".into()
+            };
+            println!(
+                "{:<20} {:>6} {:>10.1} {:>10.1} {:>6.1}% {:>9} {:>8.2}",
+                k.label,
+                k.calls,
+                k.mean_us,
+                k.median_us,
+                100.0 * k.share,
+                gf,
+                k.gbps
+            );
+        }
+        println!("trace written to {}", trace.display());
+    }
+    if let Some(g) = p.gpu_step_us {
+        println!("GPU time per step (sum of kernels, one timed pass each): {g:.1} µs");
+    }
+    println!(
+        "wall-clock per step (recorded back to back in one pass, as training does): {:.1} µs",
+        p.wall_step_us
+    );
     Ok(())
 }

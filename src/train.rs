@@ -313,12 +313,9 @@ impl<'g> Trainer<'g> {
         self.n_train.div_ceil(self.config.batch)
     }
 
-    /// Trains one epoch (1-based `epoch`). `progress(steps_done, running)` is called at each log point.
-    pub fn train_epoch(
-        &mut self,
-        epoch: u32,
-        mut progress: impl FnMut(u32, &LossSum),
-    ) -> Result<LossSum> {
+    /// Uploads the epoch's shuffled order and its step-table rows; returns the batch sizes. `train_epoch` calls
+    /// it; `vae profile` and `vae bench` record the steps themselves.
+    pub fn begin_epoch(&mut self, epoch: u32) -> Result<Vec<u32>> {
         let gpu = self.gpu;
         let b = self.config.batch;
         let order =
@@ -326,16 +323,14 @@ impl<'g> Trainer<'g> {
         gpu.queue
             .write_buffer(&self.train_index, 0, bytemuck::cast_slice(&order));
         let sizes = batches(self.n_train, b);
-        let rows: Vec<StepParams> = sizes
-            .iter()
-            .enumerate()
-            .map(|(i, _)| {
-                let t = self.step + i as u32 + 1;
+        let rows: Vec<StepParams> = (0..sizes.len() as u32)
+            .map(|i| {
+                let t = self.step + i + 1;
                 let mut row = StepParams {
-                    batch_offset: i as u32 * b,
-                    loss_slot: i as u32,
+                    batch_offset: i * b,
+                    loss_slot: i,
                     rng_step: t,
-                    kl_weight: self.kl_weight(epoch, i as u32, sizes.len() as u32),
+                    kl_weight: self.kl_weight(epoch, i, sizes.len() as u32),
                     ..Default::default()
                 };
                 self.config.adam.fill(&mut row, t);
@@ -343,7 +338,22 @@ impl<'g> Trainer<'g> {
             })
             .collect();
         self.steps.write(gpu, 0, &rows)?;
+        Ok(sizes)
+    }
 
+    /// The dispatches of one training step of `rows` examples, in order.
+    pub fn step_plan(&self, rows: u32) -> &[Dispatch] {
+        self.train_plans.for_rows(rows)
+    }
+
+    /// Trains one epoch (1-based `epoch`). `progress(steps_done, running)` is called at each log point.
+    pub fn train_epoch(
+        &mut self,
+        epoch: u32,
+        mut progress: impl FnMut(u32, &LossSum),
+    ) -> Result<LossSum> {
+        let gpu = self.gpu;
+        let sizes = self.begin_epoch(epoch)?;
         let mut sum = LossSum::default();
         let interval = self.config.log_interval.max(1) as usize;
         for first in (0..sizes.len()).step_by(interval) {

@@ -100,6 +100,7 @@ pub fn adam(
         grid(n as u64, WG),
         Some(step),
     )
+    .map(|d| d.with_work(12.0 * n as f64, 28.0 * n as f64))
 }
 
 /// CPU reference: one Adam step at 1-based step `t`, in f64 from the f32 state, as torch.optim.Adam.

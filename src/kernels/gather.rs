@@ -113,6 +113,7 @@ pub fn gather(
         grid(n, WG),
         Some(step),
     )
+    .map(|d| d.with_work(n as f64, 5.0 * n as f64))
 }
 
 /// CPU reference: the same rows, in f64 then rounded, as `ToTensor` computes them.

@@ -90,6 +90,12 @@ fn loss_dispatch(
     let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|(_, b, _)| *b).collect();
     buffers.push(partials.buffer);
     gpu.dispatch(label, &spec, &params, &buffers, [groups, 1, 1], step)
+        .map(|d| {
+            d.with_work(
+                10.0 * n as f64,
+                4.0 * inputs.iter().map(|(_, _, e)| *e).sum::<u64>() as f64,
+            )
+        })
 }
 
 /// Records BCE-with-logits of `logits` against `x` (both (rows, cols)); with `grad`, also writes

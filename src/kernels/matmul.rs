@@ -191,6 +191,12 @@ pub fn matmul(
         workgroups,
         None,
     )
+    .map(|d| {
+        d.with_work(
+            flops(m, n, k),
+            4.0 * (m64 * k64 + k64 * n64 + m64 * n64) as f64,
+        )
+    })
 }
 
 /// What the CPU reference applies after the product; mirrors [`Epilogue`] on host slices.

@@ -388,6 +388,8 @@ impl Gpu {
             bind_group,
             step: step.map(|s| (s.bind_group.clone(), s.stride)),
             workgroups,
+            flops: 0.0,
+            bytes: 0.0,
         })
     }
 
@@ -405,9 +407,19 @@ pub struct Dispatch {
     /// The step table's bind group and its row stride, for kernels that read per-step values.
     step: Option<(wgpu::BindGroup, u32)>,
     pub workgroups: [u32; 3],
+    /// The kernel's useful work: floating-point operations and bytes moved (for `vae profile`'s GFLOP/s, GB/s).
+    pub flops: f64,
+    pub bytes: f64,
 }
 
 impl Dispatch {
+    /// Records what the kernel does, for throughput figures.
+    pub fn with_work(mut self, flops: f64, bytes: f64) -> Dispatch {
+        self.flops = flops;
+        self.bytes = bytes;
+        self
+    }
+
     /// Records the dispatch; `slot` picks the row of the step table it reads (ignored by kernels that read none).
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, slot: u32) {
         pass.push_debug_group(&self.label);

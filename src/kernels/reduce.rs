@@ -79,6 +79,7 @@ pub fn reduce(
         [terms as u32, 1, 1],
         Some(step),
     )
+    .map(|d| d.with_work(0.0, 4.0 * counts.iter().sum::<u32>() as f64))
 }
 
 /// CPU reference: each term's partials summed in f64.

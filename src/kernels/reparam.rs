@@ -76,6 +76,7 @@ pub fn reparam(
         grid(n, WG),
         Some(step),
     )
+    .map(|d| d.with_work(4.0 * n as f64, 16.0 * n as f64))
 }
 
 /// CPU reference: (z, ε) for the same counters, ε in f64 rounded once, z = μ + ε·exp(½·log σ²) in f64.

@@ -1,0 +1,175 @@
+//! `vae profile`: per-kernel GPU time of training steps from timestamp queries (wgpu-profiler: one timed compute
+//! pass per dispatch), a table with throughput from each kernel's known work, a Chrome/Perfetto trace, and an
+//! optional graphics-debugger capture around the profiled steps.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use wgpu_profiler::{GpuProfiler, GpuProfilerSettings, GpuTimerQueryResult};
+
+use crate::bench::median;
+use crate::error::{Error, Result};
+use crate::train::Trainer;
+
+/// One kernel's row of the table.
+#[derive(Clone, Debug)]
+pub struct KernelRow {
+    pub label: String,
+    pub calls: usize,
+    pub mean_us: f64,
+    pub median_us: f64,
+    /// Share of the summed kernel time of a step.
+    pub share: f64,
+    pub gflops: f64,
+    pub gbps: f64,
+}
+
+/// What `vae profile` measured.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// Per-kernel rows, largest share first; empty without timestamp support.
+    pub kernels: Vec<KernelRow>,
+    /// Wall-clock time per step of the same steps recorded back to back in one pass (no timestamps).
+    pub wall_step_us: f64,
+    /// Summed GPU kernel time per step (timestamps), when available.
+    pub gpu_step_us: Option<f64>,
+    pub steps: u32,
+}
+
+fn profiler_err(e: impl std::fmt::Display) -> Error {
+    Error::Internal {
+        context: "profiling".into(),
+        message: e.to_string(),
+    }
+}
+
+/// Profiles `steps` training steps: first timed per kernel (when the device has timestamp queries), then as
+/// ordinary steps by wall clock. `trace` receives the Chrome trace; `capture` wraps both in a graphics-debugger
+/// capture (RenderDoc, Xcode, PIX when the program runs under one).
+pub fn profile(
+    trainer: &mut Trainer,
+    steps: u32,
+    trace: Option<&Path>,
+    capture: bool,
+) -> Result<Profile> {
+    let gpu = trainer.gpu;
+    let sizes = trainer.begin_epoch(1)?;
+    let slot = |s: u32| s % sizes.len() as u32;
+    let rows_of = |s: u32| sizes[slot(s) as usize];
+    // Warm-up: pipelines are built, caches filled.
+    gpu.submit_pass("profile.warmup", |pass| {
+        for d in trainer.step_plan(rows_of(0)) {
+            d.record(pass, 0);
+        }
+    })?;
+    gpu.wait()?;
+
+    if capture {
+        // SAFETY: wgpu asks that no other capture be in progress on this device; this is the only one.
+        unsafe { gpu.device.start_graphics_debugger_capture() };
+    }
+    let mut kernels = Vec::new();
+    let mut gpu_step_us = None;
+    if gpu.has_timestamps() {
+        let mut profiler = GpuProfiler::new(
+            &gpu.device,
+            GpuProfilerSettings {
+                max_num_pending_frames: steps as usize + 2,
+                ..Default::default()
+            },
+        )
+        .map_err(profiler_err)?;
+        for s in 0..steps {
+            let mut encoder = gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("profile.step"),
+                });
+            {
+                let mut scope = profiler.scope(format!("step {s}"), &mut encoder);
+                for d in trainer.step_plan(rows_of(s)) {
+                    let mut pass = scope.scoped_compute_pass(d.label.clone());
+                    d.record(&mut pass, slot(s));
+                }
+            }
+            profiler.resolve_queries(&mut encoder);
+            gpu.queue.submit([encoder.finish()]);
+            profiler.end_frame().map_err(profiler_err)?;
+        }
+        gpu.wait()?;
+        let period = gpu.queue.get_timestamp_period();
+        let mut frames: Vec<GpuTimerQueryResult> = Vec::new();
+        while let Some(mut f) = profiler.process_finished_frame(period) {
+            frames.append(&mut f);
+        }
+        if let Some(path) = trace {
+            wgpu_profiler::chrometrace::write_chrometrace(path, &frames).map_err(|e| {
+                Error::Io {
+                    what: format!("writing the trace {}", path.display()),
+                    message: e.to_string(),
+                }
+            })?;
+        }
+        // Per label: durations in µs; work per call from the dispatches themselves.
+        let mut times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for step in &frames {
+            for k in &step.nested_queries {
+                if let Some(t) = &k.time {
+                    times
+                        .entry(k.label.clone())
+                        .or_default()
+                        .push((t.end - t.start) * 1e6);
+                }
+            }
+        }
+        let work: BTreeMap<&str, (f64, f64)> = trainer
+            .step_plan(rows_of(0))
+            .iter()
+            .map(|d| (d.label.as_str(), (d.flops, d.bytes)))
+            .collect();
+        let per_step: f64 =
+            times.values().map(|v| v.iter().sum::<f64>()).sum::<f64>() / steps as f64;
+        for (label, mut v) in times {
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            let calls = v.len();
+            let med = median(&mut v);
+            // Labels that occur several times per step (none today) would share one work figure.
+            let (flops, bytes) = work.get(label.as_str()).copied().unwrap_or_default();
+            let per_call = calls as f64 / steps as f64;
+            kernels.push(KernelRow {
+                share: mean * per_call / per_step,
+                gflops: flops / (med * 1e-6) / 1e9,
+                gbps: bytes / (med * 1e-6) / 1e9,
+                label,
+                calls,
+                mean_us: mean,
+                median_us: med,
+            });
+        }
+        kernels.sort_by(|a, b| b.share.total_cmp(&a.share));
+        gpu_step_us = Some(per_step);
+    }
+
+    // The same steps as training records them: one pass, back to back.
+    let start = Instant::now();
+    gpu.submit_pass("profile.wall", |pass| {
+        for s in 0..steps {
+            for d in trainer.step_plan(rows_of(s)) {
+                d.record(pass, slot(s));
+            }
+        }
+    })?;
+    gpu.wait()?;
+    let wall_step_us = start.elapsed().as_secs_f64() * 1e6 / steps as f64;
+    if capture {
+        // SAFETY: pairs with the start above.
+        unsafe { gpu.device.stop_graphics_debugger_capture() };
+    }
+    Ok(Profile {
+        kernels,
+        wall_step_us,
+        gpu_step_us,
+        steps,
+    })
+}
