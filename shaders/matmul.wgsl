@@ -140,3 +140,54 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
     store_row(rows.z, cols, acc2, ones);
     store_row(rows.w, cols, acc3, ones);
 }
+
+// matmul_big: 8×8 outputs per invocation, a 128×128 tile per workgroup: 16 loads per 64 multiply-adds instead of
+// 8 per 16. For software rasterizers (lavapipe): there every load of a lane-varying address is a gather, so loads,
+// not arithmetic, bound the kernel, and the accumulators' spills to the stack cost less than the gathers they
+// save (1.7× faster than `matmul` at the model's shapes, BENCHMARKS.md). On a GPU a 128-row tile would leave
+// most of the chip idle at batch 128, so the host picks `matmul` there.
+// Dispatch: (ceil(n' / 128), ceil(m / 128), 1).
+@compute @workgroup_size(16, 16)
+fn matmul_big(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wg.y * WY * 8u + lid.y;
+    let col0 = wg.x * WX * 8u + lid.x;
+    let rows_lo = vec4<u32>(row0, row0 + WY, row0 + 2u * WY, row0 + 3u * WY);
+    let rows_hi = rows_lo + vec4<u32>(4u * WY);
+    let cols_lo = vec4<u32>(col0, col0 + WX, col0 + 2u * WX, col0 + 3u * WX);
+    let cols_hi = cols_lo + vec4<u32>(4u * WX);
+    let last = vec4<u32>(p.m - 1u);
+    let rl = min(rows_lo, last);
+    let rh = min(rows_hi, last);
+    let cl = min(cols_lo, vec4<u32>(p.n - 1u));
+    let ch = min(cols_hi, vec4<u32>(p.n - 1u));
+    let ones_lo = (cols_lo == vec4<u32>(p.n)) & vec4<bool>(EPILOGUE == EPI_BIAS_GRAD);
+    let ones_hi = (cols_hi == vec4<u32>(p.n)) & vec4<bool>(EPILOGUE == EPI_BIAS_GRAD);
+    var a0 = vec4<f32>(0.0); var b0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var b4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
+    for (var k = 0u; k < p.k; k++) {
+        let x = load_b4(k, cl, ones_lo);
+        let y = load_b4(k, ch, ones_hi);
+        var s = vec4<f32>(load_a(rl.x, k)); a0 = fma(s, x, a0); b0 = fma(s, y, b0);
+        s = vec4<f32>(load_a(rl.y, k)); a1 = fma(s, x, a1); b1 = fma(s, y, b1);
+        s = vec4<f32>(load_a(rl.z, k)); a2 = fma(s, x, a2); b2 = fma(s, y, b2);
+        s = vec4<f32>(load_a(rl.w, k)); a3 = fma(s, x, a3); b3 = fma(s, y, b3);
+        s = vec4<f32>(load_a(rh.x, k)); a4 = fma(s, x, a4); b4 = fma(s, y, b4);
+        s = vec4<f32>(load_a(rh.y, k)); a5 = fma(s, x, a5); b5 = fma(s, y, b5);
+        s = vec4<f32>(load_a(rh.z, k)); a6 = fma(s, x, a6); b6 = fma(s, y, b6);
+        s = vec4<f32>(load_a(rh.w, k)); a7 = fma(s, x, a7); b7 = fma(s, y, b7);
+    }
+    store_row(rows_lo.x, cols_lo, a0, ones_lo); store_row(rows_lo.x, cols_hi, b0, ones_hi);
+    store_row(rows_lo.y, cols_lo, a1, ones_lo); store_row(rows_lo.y, cols_hi, b1, ones_hi);
+    store_row(rows_lo.z, cols_lo, a2, ones_lo); store_row(rows_lo.z, cols_hi, b2, ones_hi);
+    store_row(rows_lo.w, cols_lo, a3, ones_lo); store_row(rows_lo.w, cols_hi, b3, ones_hi);
+    store_row(rows_hi.x, cols_lo, a4, ones_lo); store_row(rows_hi.x, cols_hi, b4, ones_hi);
+    store_row(rows_hi.y, cols_lo, a5, ones_lo); store_row(rows_hi.y, cols_hi, b5, ones_hi);
+    store_row(rows_hi.z, cols_lo, a6, ones_lo); store_row(rows_hi.z, cols_hi, b6, ones_hi);
+    store_row(rows_hi.w, cols_lo, a7, ones_lo); store_row(rows_hi.w, cols_hi, b7, ones_hi);
+}

@@ -6,13 +6,16 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::matmul::{Epilogue, EpilogueCpu, Layout, flops, matmul, matmul_cpu};
+use crate::kernels::matmul::{
+    Epilogue, EpilogueCpu, Layout, Tile, flops, matmul_cpu, matmul_tiled,
+};
 use crate::philox::{Philox, stream};
 
 /// One timed matmul shape.
 #[derive(Clone, Debug)]
 pub struct MatmulRow {
     pub name: String,
+    pub tile: Tile,
     pub layout: Layout,
     pub shape: (u32, u32, u32),
     /// Largest |gpu − cpu| divided by its error bound γ_k·Σ|a||b| (≤ 1 passes).
@@ -60,6 +63,7 @@ pub fn model_shapes(
 /// runs `reps` dispatches per submission, `runs` times after one warm-up, and reports the median per dispatch.
 pub fn matmul_bench(
     gpu: &Gpu,
+    tile: Tile,
     name: &str,
     layout: Layout,
     (m, n, k): (u32, u32, u32),
@@ -74,8 +78,9 @@ pub fn matmul_bench(
     let b_buf = gpu.storage_init(&format!("{name}.b"), &b)?;
     let c_buf = gpu.storage::<f32>(&format!("{name}.c"), mu * nu)?;
     gpu.fill(&c_buf, f32::NAN);
-    let d = matmul(
+    let d = matmul_tiled(
         gpu,
+        tile,
         name,
         layout,
         (m, n, k),
@@ -142,6 +147,7 @@ pub fn matmul_bench(
     let median = median(&mut times);
     Ok(MatmulRow {
         name: name.into(),
+        tile,
         layout,
         shape: (m, n, k),
         error_ratio,

@@ -10,6 +10,7 @@ use vae_wgpu::checkpoint::Checkpoint;
 use vae_wgpu::gpu::{self, Gpu, GpuOptions};
 use vae_wgpu::infer::Inference;
 use vae_wgpu::kernels::gather::ByteMatrix;
+use vae_wgpu::kernels::matmul::Tile;
 use vae_wgpu::mnist::{self, Split};
 use vae_wgpu::tools;
 
@@ -378,24 +379,36 @@ fn bench_matmul(
             (square, square, square),
         ));
     }
+    let default = Tile::for_gpu(&gpu);
+    println!("(tile * = the one this adapter uses)");
     println!(
-        "{:<18} {:<6} {:>18} {:>10} {:>10} {:>9}",
-        "kernel", "layout", "m×n×k", "median µs", "GFLOP/s", "err/bound"
+        "{:<18} {:<6} {:<6} {:>18} {:>10} {:>10} {:>9}",
+        "kernel", "tile", "layout", "m×n×k", "median µs", "GFLOP/s", "err/bound"
     );
     for (name, layout, shape) in shapes {
         let big = shape.0 as u64 * shape.1 as u64 * shape.2 as u64 > 1 << 30;
-        let row =
-            bench::matmul_bench(&gpu, &name, layout, shape, if big { 2 } else { reps }, runs)?;
-        let (m, n, k) = row.shape;
-        println!(
-            "{:<18} {:<6} {:>18} {:>10.1} {:>10.2} {:>9.3}",
-            row.name,
-            format!("{:?}", row.layout),
-            format!("{m}×{n}×{k}"),
-            row.median_us,
-            row.gflops,
-            row.error_ratio
-        );
+        for tile in [Tile::T64, Tile::T128] {
+            let row = bench::matmul_bench(
+                &gpu,
+                tile,
+                &name,
+                layout,
+                shape,
+                if big { 2 } else { reps },
+                runs,
+            )?;
+            let (m, n, k) = row.shape;
+            println!(
+                "{:<18} {:<6} {:<6} {:>18} {:>10.1} {:>10.2} {:>9.3}",
+                row.name,
+                format!("{}{}", tile.size(), if tile == default { "*" } else { "" }),
+                format!("{:?}", row.layout),
+                format!("{m}×{n}×{k}"),
+                row.median_us,
+                row.gflops,
+                row.error_ratio
+            );
+        }
     }
     Ok(())
 }

@@ -5,8 +5,37 @@ use super::{Access, Dispatch, KernelSpec, MATMUL};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
-/// Output tile of one workgroup (rows × columns); must match `shaders/matmul.wgsl`.
-pub const TILE: (u32, u32) = (64, 64);
+/// Which kernel of `shaders/matmul.wgsl` computes a product: the output tile of one workgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tile {
+    /// `matmul`: 64×64 per workgroup, 4×4 per invocation. For GPUs: many workgroups even at batch 128.
+    T64,
+    /// `matmul_big`: 128×128 per workgroup, 8×8 per invocation. For CPU rasterizers, where loads are gathers.
+    T128,
+}
+
+impl Tile {
+    /// The tile for an adapter: T128 on CPU (software) adapters, T64 elsewhere.
+    pub fn for_gpu(gpu: &Gpu) -> Tile {
+        if gpu.info.device_type == wgpu::DeviceType::Cpu {
+            Tile::T128
+        } else {
+            Tile::T64
+        }
+    }
+    pub fn size(self) -> u32 {
+        match self {
+            Tile::T64 => 64,
+            Tile::T128 => 128,
+        }
+    }
+    fn entry(self) -> &'static str {
+        match self {
+            Tile::T64 => "matmul",
+            Tile::T128 => "matmul_big",
+        }
+    }
+}
 
 /// Which operand is transposed, in the order of the layer's passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,10 +133,37 @@ fn check_fits(label: &str, what: &str, op: Operand, elems: u64) -> Result<()> {
     Ok(())
 }
 
-/// Records C (m, n) = A·B (+ epilogue). Shapes are checked against the buffers here, once.
+/// Records C (m, n) = A·B (+ epilogue) with the adapter's tile ([`Tile::for_gpu`]). Shapes are checked against
+/// the buffers here, once.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     gpu: &Gpu,
+    label: &str,
+    layout: Layout,
+    dims: (u32, u32, u32),
+    a: Operand,
+    b: Operand,
+    c: Operand,
+    epilogue: Epilogue,
+) -> Result<Dispatch> {
+    matmul_tiled(
+        gpu,
+        Tile::for_gpu(gpu),
+        label,
+        layout,
+        dims,
+        a,
+        b,
+        c,
+        epilogue,
+    )
+}
+
+/// [`matmul`] with an explicit kernel.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_tiled(
+    gpu: &Gpu,
+    tile: Tile,
     label: &str,
     layout: Layout,
     (m, n, k): (u32, u32, u32),
@@ -172,7 +228,7 @@ pub fn matmul(
     };
     let spec = KernelSpec {
         family: &MATMUL,
-        entry: "matmul",
+        entry: tile.entry(),
         constants: vec![("LAYOUT", layout.code()), ("EPILOGUE", epilogue.code())],
         storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read],
         uses_step: false,
@@ -182,7 +238,7 @@ pub fn matmul(
     } else {
         n
     };
-    let workgroups = [cols.div_ceil(TILE.1), m.div_ceil(TILE.0), 1];
+    let workgroups = [cols.div_ceil(tile.size()), m.div_ceil(tile.size()), 1];
     gpu.dispatch(
         label,
         &spec,

@@ -1,5 +1,5 @@
 use vae_wgpu::kernels::matmul::{
-    Epilogue, EpilogueCpu, Layout, Operand, bias_grad_cpu, matmul, matmul_cpu,
+    Epilogue, EpilogueCpu, Layout, Operand, Tile, bias_grad_cpu, matmul, matmul_cpu, matmul_tiled,
 };
 
 use crate::{assert_close_by, gpu, poisoned, read, rng, run, uniform_vec};
@@ -21,7 +21,14 @@ enum Epi {
 /// Tolerance: f32 accumulation of k products (with or without FMA, in any order) is within γ_k·Σ|a||b| of the
 /// exact sum (Higham, Accuracy and Stability of Numerical Algorithms, §3.1), γ_k = k·u/(1 − k·u); the bias add and
 /// the final rounding add two more u. A wrong index, sign or bound gives errors of the order of Σ|a||b| itself.
-fn check(layout: Layout, (m, n, k): (u32, u32, u32), epi: Epi) {
+/// Both kernels: the 64×64 tile GPUs use and the 128×128 tile CPU rasterizers use.
+fn check(layout: Layout, dims: (u32, u32, u32), epi: Epi) {
+    for tile in [Tile::T64, Tile::T128] {
+        check_tile(tile, layout, dims, epi);
+    }
+}
+
+fn check_tile(tile: Tile, layout: Layout, (m, n, k): (u32, u32, u32), epi: Epi) {
     let gpu = gpu();
     let (mu, nu, ku) = (m as usize, n as usize, k as usize);
     let mut r = rng((m as u64) << 40 | (n as u64) << 20 | k as u64);
@@ -62,8 +69,9 @@ fn check(layout: Layout, (m, n, k): (u32, u32, u32), epi: Epi) {
         Epi::ReluMask => Epilogue::ReluMask(aux),
         Epi::BiasGrad => Epilogue::BiasGrad { offset: bias_off },
     };
-    let d = matmul(
+    let d = matmul_tiled(
         gpu,
+        tile,
         "matmul",
         layout,
         (m, n, k),
@@ -96,7 +104,7 @@ fn check(layout: Layout, (m, n, k): (u32, u32, u32), epi: Epi) {
     let gamma = ku as f64 * U / (1.0 - ku as f64 * U) + 2.0 * U;
     let with_bias = matches!(epi, Epi::Bias | Epi::BiasRelu);
     let got = read(&c_buf, c_off, mu * nu);
-    let what = format!("{layout:?} {m}×{n}×{k} {epi:?}");
+    let what = format!("{tile:?} {layout:?} {m}×{n}×{k} {epi:?}");
     assert_close_by(&what, &got, &want, |i| {
         let b = if with_bias {
             bias[i % nu].abs() as f64
@@ -157,7 +165,14 @@ fn matmul_batch_one() {
 
 #[test]
 fn matmul_sizes_that_do_not_divide_the_tile() {
-    for (m, n, k) in [(67, 45, 33), (65, 129, 17), (3, 70, 200), (130, 1, 5)] {
+    // 129 and 130 cross the 128 tile too.
+    for (m, n, k) in [
+        (67, 45, 33),
+        (65, 129, 17),
+        (3, 70, 200),
+        (130, 1, 5),
+        (129, 257, 9),
+    ] {
         for layout in [Layout::NT, Layout::NN, Layout::TN] {
             for epi in EPIS {
                 check(layout, (m, n, k), epi);
