@@ -80,10 +80,6 @@ pub fn fetch(dir: &Path, missing: &[usize], mirrors: &[String], verbose: bool) -
     } else {
         mirrors.to_vec()
     };
-    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
-        what: format!("creating the data directory {}", dir.display()),
-        message: format!("{e}; pass another with --data"),
-    })?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(15)))
         .timeout_global(Some(Duration::from_secs(600)))
@@ -109,6 +105,11 @@ pub fn fetch(dir: &Path, missing: &[usize], mirrors: &[String], verbose: bool) -
                         ));
                         continue;
                     }
+                    // The directory is made only once there is a verified file to put in it.
+                    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+                        what: format!("creating the data directory {}", dir.display()),
+                        message: format!("{e}; pass another with --data"),
+                    })?;
                     write_atomic(&dir.join(&name), &body)?;
                     done = true;
                     break;

@@ -65,6 +65,14 @@ pub enum Error {
         hint: String,
     },
 
+    #[error("the {what} loss became non-finite at step {step} (epoch {epoch}): training diverged. Lower the learning rate (--lr {lr} now; try {}), or resume from the last checkpoint with a smaller --lr in a new run", lr / 10.0)]
+    NonFinite {
+        step: u32,
+        epoch: u32,
+        what: &'static str,
+        lr: f32,
+    },
+
     #[error("{what}: {message}")]
     Io { what: String, message: String },
 

@@ -260,6 +260,12 @@ impl GpuArgs {
 }
 
 fn main() -> ExitCode {
+    // A panic is a bug in this program, never the user's fault: say so plainly, without a backtrace dump.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!(
+            "internal error (a bug in vae-wgpu; please report it with the command you ran): {info}"
+        );
+    }));
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Devices { backend } => devices(backend),

@@ -239,8 +239,8 @@ pub fn load(dir: &Path) -> Result<Dataset> {
         return Err(data_err(
             dir,
             format!(
-                "training images are {}×{} but test images are {}×{}; the files come from different datasets",
-                train.rows, train.cols, test.rows, test.cols
+                "the training images ({}) are {}×{} but the test images ({}) are {}×{}; the files come from different datasets: put matching files in the directory",
+                FILES[0], train.rows, train.cols, FILES[2], test.rows, test.cols
             ),
         ));
     }

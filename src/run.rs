@@ -198,7 +198,11 @@ impl TrainOptions {
         take!(batch_size, "--batch-size");
         take!(latent, "--latent");
         take!(hidden, "--hidden");
-        take!(lr, "--lr");
+        // The learning rate may change on resume (e.g. a smaller one after a divergence); the run is then no
+        // longer the same run, which is the point.
+        if let Some(lr) = self.lr {
+            s.lr = lr;
+        }
         take!(seed, "--seed");
         take!(beta, "--beta");
         take!(kl_warmup, "--kl-warmup");
@@ -221,6 +225,64 @@ impl TrainOptions {
         }
         Ok(s)
     }
+}
+
+/// Fails, before anything is allocated, when the model or batch needs a buffer larger than the device allows,
+/// naming the limit and the largest --hidden, --latent or --batch-size that fits.
+pub fn check_sizes(gpu: &Gpu, model: ModelConfig, batch: u32) -> Result<()> {
+    let limits = gpu.device.limits();
+    // Every buffer is bound whole as storage, and kernels index elements with 32-bit integers.
+    let limit_bytes = limits
+        .max_buffer_size
+        .min(limits.max_storage_buffer_binding_size);
+    let (limit_name, limit_elems) = {
+        let by_bytes = limit_bytes / 4;
+        if by_bytes <= u32::MAX as u64 {
+            (
+                if limits.max_buffer_size <= limits.max_storage_buffer_binding_size {
+                    "max_buffer_size"
+                } else {
+                    "max_storage_buffer_binding_size"
+                },
+                by_bytes,
+            )
+        } else {
+            ("32-bit element indices in the kernels", u32::MAX as u64)
+        }
+    };
+    let (p, h, l, b) = (
+        model.pixels as u64,
+        model.hidden as u64,
+        model.latent as u64,
+        batch as u64,
+    );
+    let params = h * (2 * p + 3 * l + 2) + 2 * l + p;
+    if params > limit_elems {
+        let fit = (limit_elems.saturating_sub(2 * l + p)) / (2 * p + 3 * l + 2);
+        return Err(Error::TooLarge {
+            op: "building the model",
+            what: format!("a {p}-{h}-{l} model's parameter buffer ({params} floats)"),
+            needed: params * 4,
+            limit: limit_elems * 4,
+            limit_name,
+            hint: format!("the largest --hidden that fits with --latent {l} is {fit}"),
+        });
+    }
+    let widest = p.max(h).max(2 * l);
+    if b * widest > limit_elems {
+        return Err(Error::TooLarge {
+            op: "allocating activations",
+            what: format!("a batch of {b} rows of {widest} floats"),
+            needed: b * widest * 4,
+            limit: limit_elems * 4,
+            limit_name,
+            hint: format!(
+                "the largest --batch-size that fits is {}",
+                limit_elems / widest
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// `runs/<UTC date>-<time>`, e.g. runs/20261125-170312.
@@ -248,15 +310,118 @@ pub fn default_out_dir() -> PathBuf {
     ))
 }
 
-fn prepare_out(out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(|e| Error::Io {
-        what: format!("creating the output directory {}", out.display()),
-        message: format!("{e}; choose another with --out"),
+/// Holds `<out>/.vae.lock` while a run writes to `out`; removes it when dropped (a killed run's lock is stale and
+/// is taken over once its process is gone).
+pub struct OutLock {
+    path: PathBuf,
+}
+
+impl Drop for OutLock {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.path).ok();
+    }
+}
+
+/// Whether process `pid` is running. Where that cannot be told (no /proc), assume it is.
+fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let proc_root = Path::new("/proc");
+    !proc_root.is_dir() || proc_root.join(pid.to_string()).exists()
+}
+
+/// Creates `out`, checks it is writable, takes its lock and clears temporary files dead runs left behind.
+/// `resuming_here`: the run continues the checkpoint already in `out`.
+fn prepare_out(out: &Path, resuming_here: bool) -> Result<OutLock> {
+    let io = |what: String, e: std::io::Error, hint: &str| Error::Io {
+        what,
+        message: format!("{e}; {hint}"),
+    };
+    std::fs::create_dir_all(out).map_err(|e| {
+        io(
+            format!("creating the output directory {}", out.display()),
+            e,
+            "choose another with --out",
+        )
     })?;
-    // Prove it is writable now rather than after the first epoch.
-    write_atomic(&out.join(".write-test"), b"ok")?;
-    std::fs::remove_file(out.join(".write-test")).ok();
-    Ok(())
+    let path = out.join(".vae.lock");
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                use std::io::Write;
+                writeln!(f, "{}", std::process::id()).map_err(|e| {
+                    io(
+                        format!("writing {}", path.display()),
+                        e,
+                        "choose another --out",
+                    )
+                })?;
+                let lock = OutLock { path };
+                if !resuming_here && out.join("checkpoint.safetensors").exists() {
+                    return Err(Error::Invalid(format!(
+                        "{} already holds a run (checkpoint.safetensors): pass --resume {} to continue it, or choose another --out",
+                        out.display(),
+                        out.join("checkpoint.safetensors").display()
+                    )));
+                }
+                clear_stale_temporaries(out);
+                return Ok(lock);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let owner: Option<u32> = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+                match owner {
+                    Some(pid) if process_alive(pid) => {
+                        return Err(Error::Invalid(format!(
+                            "another run (process {pid}) is writing to {}: wait for it, or choose another --out. If no such run exists, delete {}",
+                            out.display(),
+                            path.display()
+                        )));
+                    }
+                    // The run that held it is gone: take it over.
+                    _ => {
+                        std::fs::remove_file(&path).ok();
+                    }
+                }
+            }
+            Err(e) => {
+                return Err(io(
+                    format!("creating {}", path.display()),
+                    e,
+                    "the output directory must be writable; choose another with --out",
+                ));
+            }
+        }
+    }
+    Err(Error::Invalid(format!(
+        "could not take the lock {}",
+        path.display()
+    )))
+}
+
+/// Removes `.<name>.tmp<pid>` files (see `write_atomic`) whose writer is no longer running.
+fn clear_stale_temporaries(out: &Path) {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(pid) = name
+            .rsplit(".tmp")
+            .next()
+            .filter(|_| name.starts_with('.') && name.contains(".tmp"))
+            && let Ok(pid) = pid.parse::<u32>()
+            && !process_alive(pid)
+        {
+            std::fs::remove_file(entry.path()).ok();
+        }
+    }
 }
 
 fn metrics_line(e: &EpochStats, n_train: u32) -> String {
@@ -338,6 +503,7 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
         });
     }
     let gpu = Gpu::new(opts.gpu.clone())?;
+    check_sizes(&gpu, model, settings.batch_size)?;
     let out = opts.out.clone().unwrap_or_else(default_out_dir);
     let config = TrainConfig {
         model,
@@ -365,7 +531,11 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
             lines.extend(m.lines().skip(1).map(String::from));
         }
     }
-    prepare_out(&out)?;
+    let resuming_here = opts
+        .resume
+        .as_ref()
+        .is_some_and(|r| r.parent().and_then(|p| p.canonicalize().ok()) == out.canonicalize().ok());
+    let _lock = prepare_out(&out, resuming_here)?;
     let data_kind = if settings.binarize {
         "binarized (dynamic)"
     } else {

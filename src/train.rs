@@ -368,6 +368,20 @@ impl<'g> Trainer<'g> {
             })?;
             // Log point: the only readback of the epoch's training losses.
             let log: Vec<f32> = gpu.read(&self.train_log, first * TERMS, chunk.len() * TERMS)?;
+            if let Some(bad) = log.iter().position(|v| !v.is_finite()) {
+                // A non-finite loss means non-finite parameters from that step on: stop before they are saved.
+                let step = self.step + (first + bad / TERMS) as u32 + 1;
+                return Err(Error::NonFinite {
+                    step,
+                    epoch,
+                    what: if bad % TERMS == 0 {
+                        "reconstruction (BCE)"
+                    } else {
+                        "KL"
+                    },
+                    lr: self.config.adam.lr,
+                });
+            }
             sum.add(&log, chunk);
             progress((first + chunk.len()) as u32, &sum);
         }
