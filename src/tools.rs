@@ -34,6 +34,17 @@ pub fn check_data(ck: &Checkpoint, ck_path: &Path, split: &Split) -> Result<()> 
     Ok(())
 }
 
+/// Decodes `side`² latent codes and saves them as a `side`×`side` grid.
+fn decoded_grid(inf: &Inference, z: &[f32], side: usize, tile: (usize, usize), path: &Path) -> Result<()> {
+    let images = inf.decode(z)?;
+    let px = tile.0 * tile.1;
+    let mut grid = Grid::new(side, side, tile);
+    for i in 0..side * side {
+        grid.put(i, &images[i * px..(i + 1) * px]);
+    }
+    grid.save(path)
+}
+
 /// `vae sample`: an `side`×`side` grid of images decoded from z ~ N(0, I) drawn from Philox under `seed`.
 pub fn sample_grid(
     inf: &Inference,
@@ -45,13 +56,7 @@ pub fn sample_grid(
     let l = inf.net.config.latent as usize;
     let mut rng = Philox::new(seed, stream::SAMPLE);
     let z: Vec<f32> = (0..side * side * l).map(|_| rng.normal()).collect();
-    let images = inf.decode(&z)?;
-    let px = tile.0 * tile.1;
-    let mut grid = Grid::new(side, side, tile);
-    for i in 0..side * side {
-        grid.put(i, &images[i * px..(i + 1) * px]);
-    }
-    grid.save(path)
+    decoded_grid(inf, &z, side, tile, path)
 }
 
 /// `vae reconstruct`: the first `n` test images (top row) over their reconstructions (bottom row).
@@ -140,13 +145,7 @@ pub fn manifold(inf: &Inference, side: usize, tile: (usize, usize), path: &Path)
             z.push(plots::normal_quantile(v) as f32);
         }
     }
-    let images = inf.decode(&z)?;
-    let px = tile.0 * tile.1;
-    let mut grid = Grid::new(side, side, tile);
-    for i in 0..side * side {
-        grid.put(i, &images[i * px..(i + 1) * px]);
-    }
-    grid.save(path)
+    decoded_grid(inf, &z, side, tile, path)
 }
 
 /// The test set's latent means coloured by digit; for more than 2 dimensions, their first two principal

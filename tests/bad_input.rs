@@ -2,39 +2,13 @@
 //! and the fix, with no panic and no output written. Data cases use a small valid dataset with one file broken;
 //! downloads go to a closed local port, so a missing file fails at once instead of fetching MNIST.
 
-use std::io::Write;
+mod common;
+use common::{gz, idx, scratch};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 const VAE: &str = env!("CARGO_BIN_EXE_vae");
 const NO_MIRROR: &str = "http://127.0.0.1:9/";
-
-fn scratch(name: &str) -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "vae-bad-{}-{name}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn idx(magic: [u8; 4], dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut v = magic.to_vec();
-    for d in dims {
-        v.extend_from_slice(&d.to_be_bytes());
-    }
-    v.extend_from_slice(data);
-    v
-}
-
-fn gz(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
 
 /// A valid little dataset: 300 training and 100 test images of 28×28, as the four uncompressed IDX files.
 fn dataset(name: &str) -> PathBuf {

@@ -2,33 +2,15 @@
 //! a diverging run stops at the next log point keeping its last good checkpoint; two runs cannot share an output
 //! directory. These need MNIST in data/mnist/ (see data/README.md).
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{mnist_dir, scratch};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use vae_wgpu::checkpoint::Checkpoint;
 
 const VAE: &str = env!("CARGO_BIN_EXE_vae");
-
-fn mnist_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in [root.join("data/mnist"), root.join("../shared/data/mnist")] {
-        if dir.join("train-images-idx3-ubyte.gz").is_file()
-            || dir.join("train-images-idx3-ubyte").is_file()
-        {
-            return dir;
-        }
-    }
-    panic!(
-        "these tests need MNIST in data/mnist/ (see data/README.md for where to get the four files)"
-    );
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vae-fault-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
 
 const RUN: [&str; 10] = [
     "--train-samples",

@@ -1,7 +1,8 @@
 //! Property tests: arbitrary and mutated bytes never panic the IDX or checkpoint parsers; they parse or fail with
 //! an error naming the file. (Deterministic: Philox-driven mutations of valid files and random bytes.)
 
-use std::io::Write;
+mod common;
+use common::gz;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
@@ -17,12 +18,6 @@ fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
     }
     v.extend_from_slice(data);
     v
-}
-
-fn gz(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
 }
 
 /// A mutation of `base`: flipped bits, overwritten bytes, truncation, extension or a spliced header.

@@ -1,39 +1,14 @@
 //! The `vae train` binary end to end on a subset of MNIST (on lavapipe in CI), and the download path against a
 //! loopback HTTP server.
 
+mod common;
+use common::{mnist_dir, scratch};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 const VAE: &str = env!("CARGO_BIN_EXE_vae");
-
-/// The MNIST directory: data/mnist (where .ci/run links it), else ../shared/data/mnist. Fails, never skips.
-fn mnist_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in [root.join("data/mnist"), root.join("../shared/data/mnist")] {
-        if dir.join("train-images-idx3-ubyte.gz").is_file()
-            || dir.join("train-images-idx3-ubyte").is_file()
-        {
-            return dir;
-        }
-    }
-    panic!(
-        "these tests need MNIST in data/mnist/ (see data/README.md for where to get the four files)"
-    );
-}
-
-fn scratch(name: &str) -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "vae-test-{}-{name}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 fn vae(args: &[&str]) -> Output {
     Command::new(VAE).args(args).output().expect("run vae")
