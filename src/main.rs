@@ -385,8 +385,8 @@ fn bench_matmul(
             (square, square, square),
         ));
     }
-    let default = Tile::for_gpu(&gpu);
-    println!("(tile * = the one this adapter uses)");
+
+    println!("(tile * = the one this adapter uses for the shape)");
     println!(
         "{:<18} {:<6} {:<6} {:>18} {:>10} {:>10} {:>9}",
         "kernel", "tile", "layout", "m×n×k", "median µs", "GFLOP/s", "err/bound"
@@ -407,7 +407,15 @@ fn bench_matmul(
             println!(
                 "{:<18} {:<6} {:<6} {:>18} {:>10.1} {:>10.2} {:>9.3}",
                 row.name,
-                format!("{}{}", tile.size(), if tile == default { "*" } else { "" }),
+                format!(
+                    "{}{}",
+                    tile.size(),
+                    if tile == Tile::for_shape(&gpu, shape.0, shape.1) {
+                        "*"
+                    } else {
+                        ""
+                    }
+                ),
                 format!("{:?}", row.layout),
                 format!("{m}×{n}×{k}"),
                 row.median_us,

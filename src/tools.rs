@@ -35,7 +35,13 @@ pub fn check_data(ck: &Checkpoint, ck_path: &Path, split: &Split) -> Result<()> 
 }
 
 /// Decodes `side`² latent codes and saves them as a `side`×`side` grid.
-fn decoded_grid(inf: &Inference, z: &[f32], side: usize, tile: (usize, usize), path: &Path) -> Result<()> {
+fn decoded_grid(
+    inf: &Inference,
+    z: &[f32],
+    side: usize,
+    tile: (usize, usize),
+    path: &Path,
+) -> Result<()> {
     let images = inf.decode(z)?;
     let px = tile.0 * tile.1;
     let mut grid = Grid::new(side, side, tile);
