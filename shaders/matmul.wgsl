@@ -191,3 +191,164 @@ fn matmul_big(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
     store_row(rows_hi.z, cols_lo, a6, ones_lo); store_row(rows_hi.z, cols_hi, b6, ones_hi);
     store_row(rows_hi.w, cols_lo, a7, ones_lo); store_row(rows_hi.w, cols_hi, b7, ones_hi);
 }
+
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
+
+fn dots(x: vec4<f32>, y0: vec4<f32>, y1: vec4<f32>, y2: vec4<f32>, y3: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot(x, y0), dot(x, y1), dot(x, y2), dot(x, y3));
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_nt4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wg.y * WY * 8u + lid.y;
+    let col0 = wg.x * WX * 8u + lid.x;
+    let rows_lo = vec4<u32>(row0, row0 + WY, row0 + 2u * WY, row0 + 3u * WY);
+    let rows_hi = rows_lo + vec4<u32>(4u * WY);
+    let cols_lo = vec4<u32>(col0, col0 + WX, col0 + 2u * WX, col0 + 3u * WX);
+    let cols_hi = cols_lo + vec4<u32>(4u * WX);
+    let k4 = p.k / 4u;
+    let ra = min(rows_lo, vec4<u32>(p.m - 1u)) * k4 + vec4<u32>(p.a_off / 4u);
+    let rb = min(rows_hi, vec4<u32>(p.m - 1u)) * k4 + vec4<u32>(p.a_off / 4u);
+    let ca = min(cols_lo, vec4<u32>(p.n - 1u)) * k4 + vec4<u32>(p.b_off / 4u);
+    let cb = min(cols_hi, vec4<u32>(p.n - 1u)) * k4 + vec4<u32>(p.b_off / 4u);
+    var a0 = vec4<f32>(0.0); var b0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
+    var a8 = vec4<f32>(0.0); var b8 = vec4<f32>(0.0);
+    for (var k = 0u; k < k4; k++) {
+        let w0 = b4[ca.x + k]; let w1 = b4[ca.y + k]; let w2 = b4[ca.z + k]; let w3 = b4[ca.w + k];
+        let w4 = b4[cb.x + k]; let w5 = b4[cb.y + k]; let w6 = b4[cb.z + k]; let w7 = b4[cb.w + k];
+        var x = a4[ra.x + k]; a0 += dots(x, w0, w1, w2, w3); b0 += dots(x, w4, w5, w6, w7);
+        x = a4[ra.y + k]; a1 += dots(x, w0, w1, w2, w3); b1 += dots(x, w4, w5, w6, w7);
+        x = a4[ra.z + k]; a2 += dots(x, w0, w1, w2, w3); b2 += dots(x, w4, w5, w6, w7);
+        x = a4[ra.w + k]; a3 += dots(x, w0, w1, w2, w3); b3 += dots(x, w4, w5, w6, w7);
+        x = a4[rb.x + k]; a5 += dots(x, w0, w1, w2, w3); b5 += dots(x, w4, w5, w6, w7);
+        x = a4[rb.y + k]; a6 += dots(x, w0, w1, w2, w3); b6 += dots(x, w4, w5, w6, w7);
+        x = a4[rb.z + k]; a7 += dots(x, w0, w1, w2, w3); b7 += dots(x, w4, w5, w6, w7);
+        x = a4[rb.w + k]; a8 += dots(x, w0, w1, w2, w3); b8 += dots(x, w4, w5, w6, w7);
+    }
+    let no = vec4<bool>(false);
+    store_row(rows_lo.x, cols_lo, a0, no); store_row(rows_lo.x, cols_hi, b0, no);
+    store_row(rows_lo.y, cols_lo, a1, no); store_row(rows_lo.y, cols_hi, b1, no);
+    store_row(rows_lo.z, cols_lo, a2, no); store_row(rows_lo.z, cols_hi, b2, no);
+    store_row(rows_lo.w, cols_lo, a3, no); store_row(rows_lo.w, cols_hi, b3, no);
+    store_row(rows_hi.x, cols_lo, a5, no); store_row(rows_hi.x, cols_hi, b5, no);
+    store_row(rows_hi.y, cols_lo, a6, no); store_row(rows_hi.y, cols_hi, b6, no);
+    store_row(rows_hi.z, cols_lo, a7, no); store_row(rows_hi.z, cols_hi, b7, no);
+    store_row(rows_hi.w, cols_lo, a8, no); store_row(rows_hi.w, cols_hi, b8, no);
+}
+
+// x.x·y0 + x.y·y1 + x.z·y2 + x.w·y3: four rank-1 updates of one output row from four steps of k.
+fn comb(x: vec4<f32>, y0: vec4<f32>, y1: vec4<f32>, y2: vec4<f32>, y3: vec4<f32>, acc: vec4<f32>) -> vec4<f32> {
+    return fma(vec4<f32>(x.w), y3, fma(vec4<f32>(x.z), y2, fma(vec4<f32>(x.y), y1, fma(vec4<f32>(x.x), y0, acc))));
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_nn4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wg.y * WY * 8u + lid.y;
+    let rows_lo = vec4<u32>(row0, row0 + WY, row0 + 2u * WY, row0 + 3u * WY);
+    let rows_hi = rows_lo + vec4<u32>(4u * WY);
+    let c0 = wg.x * 128u + lid.x * 4u;
+    let cols_lo = vec4<u32>(c0, c0 + 1u, c0 + 2u, c0 + 3u);
+    let cols_hi = cols_lo + vec4<u32>(64u);
+    let k4 = p.k / 4u;
+    let n4 = p.n / 4u;
+    let ra = min(rows_lo, vec4<u32>(p.m - 1u)) * k4 + vec4<u32>(p.a_off / 4u);
+    let rb = min(rows_hi, vec4<u32>(p.m - 1u)) * k4 + vec4<u32>(p.a_off / 4u);
+    let cl = min(c0 / 4u, n4 - 1u) + p.b_off / 4u;
+    let ch = min((c0 + 64u) / 4u, n4 - 1u) + p.b_off / 4u;
+    var a0 = vec4<f32>(0.0); var b0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
+    var a8 = vec4<f32>(0.0); var b8 = vec4<f32>(0.0);
+    for (var k = 0u; k < k4; k++) {
+        let row = 4u * k * n4;
+        let l0 = b4[cl + row]; let l1 = b4[cl + row + n4]; let l2 = b4[cl + row + 2u * n4]; let l3 = b4[cl + row + 3u * n4];
+        let h0 = b4[ch + row]; let h1 = b4[ch + row + n4]; let h2 = b4[ch + row + 2u * n4]; let h3 = b4[ch + row + 3u * n4];
+        var x = a4[ra.x + k]; a0 = comb(x, l0, l1, l2, l3, a0); b0 = comb(x, h0, h1, h2, h3, b0);
+        x = a4[ra.y + k]; a1 = comb(x, l0, l1, l2, l3, a1); b1 = comb(x, h0, h1, h2, h3, b1);
+        x = a4[ra.z + k]; a2 = comb(x, l0, l1, l2, l3, a2); b2 = comb(x, h0, h1, h2, h3, b2);
+        x = a4[ra.w + k]; a3 = comb(x, l0, l1, l2, l3, a3); b3 = comb(x, h0, h1, h2, h3, b3);
+        x = a4[rb.x + k]; a5 = comb(x, l0, l1, l2, l3, a5); b5 = comb(x, h0, h1, h2, h3, b5);
+        x = a4[rb.y + k]; a6 = comb(x, l0, l1, l2, l3, a6); b6 = comb(x, h0, h1, h2, h3, b6);
+        x = a4[rb.z + k]; a7 = comb(x, l0, l1, l2, l3, a7); b7 = comb(x, h0, h1, h2, h3, b7);
+        x = a4[rb.w + k]; a8 = comb(x, l0, l1, l2, l3, a8); b8 = comb(x, h0, h1, h2, h3, b8);
+    }
+    let no = vec4<bool>(false);
+    store_row(rows_lo.x, cols_lo, a0, no); store_row(rows_lo.x, cols_hi, b0, no);
+    store_row(rows_lo.y, cols_lo, a1, no); store_row(rows_lo.y, cols_hi, b1, no);
+    store_row(rows_lo.z, cols_lo, a2, no); store_row(rows_lo.z, cols_hi, b2, no);
+    store_row(rows_lo.w, cols_lo, a3, no); store_row(rows_lo.w, cols_hi, b3, no);
+    store_row(rows_hi.x, cols_lo, a5, no); store_row(rows_hi.x, cols_hi, b5, no);
+    store_row(rows_hi.y, cols_lo, a6, no); store_row(rows_hi.y, cols_hi, b6, no);
+    store_row(rows_hi.z, cols_lo, a7, no); store_row(rows_hi.z, cols_hi, b7, no);
+    store_row(rows_hi.w, cols_lo, a8, no); store_row(rows_hi.w, cols_hi, b8, no);
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_tn4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let r0 = wg.y * 128u + lid.y * 4u;
+    let c0 = wg.x * 128u + lid.x * 4u;
+    let cols_lo = vec4<u32>(c0, c0 + 1u, c0 + 2u, c0 + 3u);
+    let cols_hi = cols_lo + vec4<u32>(64u);
+    let m4 = p.m / 4u;
+    let n4 = p.n / 4u;
+    let ra = min(r0 / 4u, m4 - 1u) + p.a_off / 4u;
+    let rb = min((r0 + 64u) / 4u, m4 - 1u) + p.a_off / 4u;
+    let cl = min(c0 / 4u, n4 - 1u) + p.b_off / 4u;
+    let ch = min((c0 + 64u) / 4u, n4 - 1u) + p.b_off / 4u;
+    // Rows r0..r0+3 (x) and r0+64..r0+67 (z), each against columns c0..c0+3 (l) and c0+64..c0+67 (h).
+    var x0l = vec4<f32>(0.0); var x0h = vec4<f32>(0.0); var x1l = vec4<f32>(0.0); var x1h = vec4<f32>(0.0);
+    var x2l = vec4<f32>(0.0); var x2h = vec4<f32>(0.0); var x3l = vec4<f32>(0.0); var x3h = vec4<f32>(0.0);
+    var z0l = vec4<f32>(0.0); var z0h = vec4<f32>(0.0); var z1l = vec4<f32>(0.0); var z1h = vec4<f32>(0.0);
+    var z2l = vec4<f32>(0.0); var z2h = vec4<f32>(0.0); var z3l = vec4<f32>(0.0); var z3h = vec4<f32>(0.0);
+    var sx = vec4<f32>(0.0);
+    var sz = vec4<f32>(0.0);
+    for (var k = 0u; k < p.k; k++) {
+        let x = a4[ra + k * m4];
+        let z = a4[rb + k * m4];
+        let l = b4[cl + k * n4];
+        let h = b4[ch + k * n4];
+        x0l = fma(vec4<f32>(x.x), l, x0l); x0h = fma(vec4<f32>(x.x), h, x0h);
+        x1l = fma(vec4<f32>(x.y), l, x1l); x1h = fma(vec4<f32>(x.y), h, x1h);
+        x2l = fma(vec4<f32>(x.z), l, x2l); x2h = fma(vec4<f32>(x.z), h, x2h);
+        x3l = fma(vec4<f32>(x.w), l, x3l); x3h = fma(vec4<f32>(x.w), h, x3h);
+        z0l = fma(vec4<f32>(z.x), l, z0l); z0h = fma(vec4<f32>(z.x), h, z0h);
+        z1l = fma(vec4<f32>(z.y), l, z1l); z1h = fma(vec4<f32>(z.y), h, z1h);
+        z2l = fma(vec4<f32>(z.z), l, z2l); z2h = fma(vec4<f32>(z.z), h, z2h);
+        z3l = fma(vec4<f32>(z.w), l, z3l); z3h = fma(vec4<f32>(z.w), h, z3h);
+        if EPILOGUE == EPI_BIAS_GRAD {
+            sx += x;
+            sz += z;
+        }
+    }
+    let no = vec4<bool>(false);
+    store_row(r0, cols_lo, x0l, no); store_row(r0, cols_hi, x0h, no);
+    store_row(r0 + 1u, cols_lo, x1l, no); store_row(r0 + 1u, cols_hi, x1h, no);
+    store_row(r0 + 2u, cols_lo, x2l, no); store_row(r0 + 2u, cols_hi, x2h, no);
+    store_row(r0 + 3u, cols_lo, x3l, no); store_row(r0 + 3u, cols_hi, x3h, no);
+    store_row(r0 + 64u, cols_lo, z0l, no); store_row(r0 + 64u, cols_hi, z0h, no);
+    store_row(r0 + 65u, cols_lo, z1l, no); store_row(r0 + 65u, cols_hi, z1h, no);
+    store_row(r0 + 66u, cols_lo, z2l, no); store_row(r0 + 66u, cols_hi, z2h, no);
+    store_row(r0 + 67u, cols_lo, z3l, no); store_row(r0 + 67u, cols_hi, z3h, no);
+    // The bias gradient (row sums of A) once per row: by the invocations of the first column block.
+    if EPILOGUE == EPI_BIAS_GRAD && wg.x == 0u && lid.x == 0u {
+        for (var i = 0u; i < 4u; i++) {
+            if r0 + i < p.m {
+                c[p.bias_off + r0 + i] = sx[i];
+            }
+            if r0 + 64u + i < p.m {
+                c[p.bias_off + r0 + 64u + i] = sz[i];
+            }
+        }
+    }
+}

@@ -53,14 +53,18 @@ fn losses(out: &Path) -> Vec<String> {
 #[test]
 fn killed_runs_keep_a_valid_checkpoint_and_resume_to_the_same_result() {
     let straight = scratch("straight");
+    let started = std::time::Instant::now();
     let o = train_cmd(&straight, &["--epochs", "4"]).output().unwrap();
+    // Kill moments are fractions of a whole run's time, so the test means the same on a slow or fast device.
+    let whole = started.elapsed().as_millis() as u64;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let out = scratch("killed");
     let ck = out.join("checkpoint.safetensors");
     let mut kills = 0;
-    // Kill after these many milliseconds of each attempt (spread over loading, training, evaluation, writing).
-    for delay in [900u64, 1700, 450, 2600, 1300, 3100, 700, 2100] {
+    // Kill after these fractions (per mille) of a whole run, spread over loading, training, evaluation, writing.
+    for per_mille in [220u64, 410, 110, 630, 320, 750, 170, 510] {
+        let delay = whole * per_mille / 1000;
         let resume = ck.exists();
         let mut args = vec!["--epochs", "4"];
         if resume {

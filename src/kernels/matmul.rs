@@ -122,6 +122,30 @@ struct Params {
     bias_off: u32,
 }
 
+/// The 128-tile kernel that reads its operands as `vec4`s, where the layout's contiguous dimensions and the
+/// operands' offsets are multiples of 4: `matmul_nt4` (both operands along k), `matmul_nn4` (A along k, B along n),
+/// `matmul_tn4` (A along m, B along n). On lavapipe a vec4 load costs about what a scalar gather does, so these
+/// move four times the data per load (2× the scalar 128 tile at the model's shapes, BENCHMARKS.md).
+fn vec4_kernel(
+    tile: Tile,
+    layout: Layout,
+    (m, n, k): (u32, u32, u32),
+    a_off: usize,
+    b_off: usize,
+    epilogue: &Epilogue,
+) -> Option<&'static str> {
+    if tile != Tile::T128 || !a_off.is_multiple_of(4) || !b_off.is_multiple_of(4) {
+        return None;
+    }
+    let bias_grad = matches!(epilogue, Epilogue::BiasGrad { .. });
+    match layout {
+        Layout::NT if k % 4 == 0 && !bias_grad => Some("matmul_nt4"),
+        Layout::NN if k % 4 == 0 && n % 4 == 0 && !bias_grad => Some("matmul_nn4"),
+        Layout::TN if m % 4 == 0 && n % 4 == 0 => Some("matmul_tn4"),
+        _ => None,
+    }
+}
+
 /// Floating-point operations of one product (a multiply-add counts two).
 pub fn flops(m: u32, n: u32, k: u32) -> f64 {
     2.0 * m as f64 * n as f64 * k as f64
@@ -228,14 +252,16 @@ pub fn matmul_tiled(
         aux_off: aux.offset as u32,
         bias_off: bias_off as u32,
     };
+    let vec4_entry = vec4_kernel(tile, layout, (m, n, k), a.offset, b.offset, &epilogue);
     let spec = KernelSpec {
         family: &MATMUL,
-        entry: tile.entry(),
+        entry: vec4_entry.unwrap_or(tile.entry()),
         constants: vec![("LAYOUT", layout.code()), ("EPILOGUE", epilogue.code())],
         storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read],
         uses_step: false,
     };
-    let cols = if matches!(epilogue, Epilogue::BiasGrad { .. }) {
+    // The vec4 kernels compute the bias gradient without the extra column.
+    let cols = if matches!(epilogue, Epilogue::BiasGrad { .. }) && vec4_entry.is_none() {
         n + 1
     } else {
         n
