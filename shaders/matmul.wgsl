@@ -20,6 +20,8 @@
 // Each step of k loads 4 values of A and 4 of B into registers and does 16 multiply-adds; no workgroup memory
 // and no barriers, which is what software rasterizers (lavapipe) run best.
 // Dispatch: (ceil(n' / 64), ceil(m / 64), 1) workgroups, where n' = n + 1 for EPI_BIAS_GRAD, else n.
+// Entry points: matmul (64×64 tile, GPUs), matmul_big (128×128, CPU rasterizers), and the 128 tile's vec4
+// variants matmul_nt4 / matmul_nn4 / matmul_tn4 (below).
 
 const LAYOUT_NT: u32 = 0u;
 const LAYOUT_NN: u32 = 1u;
@@ -192,6 +194,14 @@ fn matmul_big(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
     store_row(rows_hi.w, cols_lo, a7, ones_lo); store_row(rows_hi.w, cols_hi, b7, ones_hi);
 }
 
+// matmul_nt4, matmul_nn4, matmul_tn4: the 128×128 tile (8×8 outputs per invocation) reading its operands as vec4s
+// along their contiguous dimension: NT both along k, NN A along k and B along n, TN both along their rows (m, n).
+// On lavapipe a vec4 load per lane costs about what a scalar gather does, so these move four times the data per
+// load (about 2× the scalar `matmul_big`). The host picks them only when the contiguous sizes and the operand
+// offsets are multiples of 4 (`vec4_kernel` in src/kernels/matmul.rs); A and B are the same buffers, bound here
+// as vec4 arrays. NT and NN rows are strided by 16 as in `matmul_big`; NN and TN columns (and TN rows) come in
+// two runs of 4 contiguous, 64 apart. tn4 writes the bias gradient itself (row sums of A, kept while looping), so
+// it needs no extra column. Dispatch: (ceil(n / 128), ceil(m / 128), 1).
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
 
