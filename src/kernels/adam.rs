@@ -1,7 +1,7 @@
 //! adam: bias-corrected Adam over one flat parameter buffer in one dispatch (`shaders/adam.wgsl`).
 
-use super::{ADAM, Access, Dispatch, KernelSpec, StepParams, StepTable, WG, grid};
-use crate::error::{Error, Result};
+use super::{ADAM, Access, Dispatch, KernelSpec, StepParams, StepTable, WG, check_room, grid};
+use crate::error::Result;
 use crate::gpu::Gpu;
 
 /// Adam's hyperparameters (PyTorch's defaults with `Default`).
@@ -63,16 +63,7 @@ pub fn adam(
     step: &StepTable,
 ) -> Result<Dispatch> {
     for (what, b) in [("param", param), ("grad", grad), ("m", m), ("v", v)] {
-        if b.size() < n as u64 * 4 {
-            return Err(Error::shape(
-                "adam",
-                format!(
-                    "{label}: {what} holds {} bytes, needs {}",
-                    b.size(),
-                    n as u64 * 4
-                ),
-            ));
-        }
+        check_room("adam", label, what, b, 0, n as u64)?;
     }
     let spec = KernelSpec {
         family: &ADAM,

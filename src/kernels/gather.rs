@@ -1,7 +1,7 @@
 //! gather: a batch of dataset rows, picked through the epoch's index list and scaled to [0, 1]
 //! (`shaders/gather.wgsl`).
 
-use super::{Access, Dispatch, GATHER, KernelSpec, StepTable, WG, grid};
+use super::{Access, Dispatch, GATHER, KernelSpec, StepTable, WG, check_room, grid};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::philox;
@@ -78,17 +78,7 @@ pub fn gather(
     binarize: Option<Binarize>,
 ) -> Result<Dispatch> {
     let n = rows as u64 * data.cols as u64;
-    if x.size() < n * 4 {
-        return Err(Error::shape(
-            "gather",
-            format!(
-                "{label}: output holds {} bytes, needs {} for {rows}×{}",
-                x.size(),
-                n * 4,
-                data.cols
-            ),
-        ));
-    }
+    check_room("gather", label, "output", x, 0, n)?;
     let spec = KernelSpec {
         family: &GATHER,
         entry: "gather",

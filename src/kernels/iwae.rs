@@ -1,7 +1,7 @@
 //! iwae: per-sample importance log-weights and their stable log-mean-exp per image (`shaders/iwae.wgsl`).
 
-use super::{Access, Dispatch, IWAE, KernelSpec};
-use crate::error::{Error, Result};
+use super::{Access, Dispatch, IWAE, KernelSpec, check_room};
+use crate::error::Result;
 use crate::gpu::Gpu;
 
 #[repr(C)]
@@ -30,9 +30,24 @@ pub fn iw_log_weights(
     logw: &wgpu::Buffer,
     out_off: u32,
 ) -> Result<Dispatch> {
-    if logw.size() < (out_off as u64 + rows as u64) * 4 {
-        return Err(Error::shape("iwae", "log-weight buffer too small"));
+    let (r, p, l) = (rows as u64, pixels as u64, latent as u64);
+    for (what, buf, elems) in [
+        ("logits", rows_in.logits, r * p),
+        ("x", rows_in.x, r * p),
+        ("heads", rows_in.heads, 2 * r * l),
+        ("z", rows_in.z, r * l),
+        ("eps", rows_in.eps, r * l),
+    ] {
+        check_room("iwae", "iwae.log_weights", what, buf, 0, elems)?;
     }
+    check_room(
+        "iwae",
+        "iwae.log_weights",
+        "log-weights",
+        logw,
+        out_off as u64,
+        r,
+    )?;
     let spec = KernelSpec {
         family: &IWAE,
         entry: "iw_log_weights",
@@ -78,14 +93,22 @@ pub fn iw_logsumexp(
     estimate: &wgpu::Buffer,
     out_off: u32,
 ) -> Result<Dispatch> {
-    if logw.size() < images as u64 * samples as u64 * 4
-        || estimate.size() < (out_off + images) as u64 * 4
-    {
-        return Err(Error::shape(
-            "iwae",
-            "buffers too small for the log-mean-exp",
-        ));
-    }
+    check_room(
+        "iwae",
+        "iwae.logsumexp",
+        "log-weights",
+        logw,
+        0,
+        images as u64 * samples as u64,
+    )?;
+    check_room(
+        "iwae",
+        "iwae.logsumexp",
+        "estimate",
+        estimate,
+        out_off as u64,
+        images as u64,
+    )?;
     let spec = KernelSpec {
         family: &IWAE,
         entry: "iw_logsumexp",

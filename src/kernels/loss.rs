@@ -1,7 +1,7 @@
 //! loss: BCE-with-logits fused with its gradient, and KL fused with the reparameterization backward
 //! (`shaders/loss.wgsl`). Both are summed over the batch and leave per-workgroup partials for [`super::reduce`].
 
-use super::{Access, Dispatch, KernelSpec, LOSS, StepTable, WG};
+use super::{Access, Dispatch, KernelSpec, LOSS, StepTable, WG, check_room};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
@@ -20,20 +20,6 @@ struct Params {
     cols: u32,
     partial_off: u32,
     _pad: u32,
-}
-
-fn check(label: &str, what: &str, buf: &wgpu::Buffer, elems: u64) -> Result<()> {
-    if buf.size() < elems * 4 {
-        return Err(Error::shape(
-            "loss",
-            format!(
-                "{label}: {what} holds {} bytes, needs {}",
-                buf.size(),
-                elems * 4
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Where a loss kernel writes its partials: `buffer[offset .. offset + loss_groups(n)]`.
@@ -65,14 +51,16 @@ fn loss_dispatch(
         ));
     }
     for (what, buf, elems) in inputs {
-        check(label, what, buf, *elems)?;
+        check_room("loss", label, what, buf, 0, *elems)?;
     }
     let groups = loss_groups(n);
-    check(
+    check_room(
+        "loss",
         label,
         "partials",
         partials.buffer,
-        (partials.offset + groups) as u64,
+        partials.offset as u64,
+        groups as u64,
     )?;
     let spec = KernelSpec {
         family: &LOSS,

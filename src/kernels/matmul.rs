@@ -1,7 +1,7 @@
 //! matmul: the products of a linear layer's forward and backward passes with fused epilogues
 //! (`shaders/matmul.wgsl`). Weights are (out, in), PyTorch's layout.
 
-use super::{Access, Dispatch, KernelSpec, MATMUL};
+use super::{Access, Dispatch, KernelSpec, MATMUL, check_room};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
@@ -152,19 +152,7 @@ pub fn flops(m: u32, n: u32, k: u32) -> f64 {
 }
 
 fn check_fits(label: &str, what: &str, op: Operand, elems: u64) -> Result<()> {
-    let need = (op.offset as u64 + elems) * 4;
-    if op.buffer.size() < need {
-        return Err(Error::shape(
-            "matmul",
-            format!(
-                "{label}: {what} needs elements {}..{} but its buffer holds {} bytes",
-                op.offset,
-                op.offset as u64 + elems,
-                op.buffer.size()
-            ),
-        ));
-    }
-    Ok(())
+    check_room("matmul", label, what, op.buffer, op.offset as u64, elems)
 }
 
 /// Records C (m, n) = A·B (+ epilogue) with the tile for this adapter and shape ([`Tile::for_shape`]). Shapes

@@ -434,6 +434,29 @@ impl Dispatch {
     }
 }
 
+/// Fails unless `buffer` holds 4-byte elements `first .. first + elems`: every wrapper checks its buffers with this
+/// once, when it builds the dispatch, so a kernel never runs on a buffer too small for its shape.
+pub(crate) fn check_room(
+    op: &'static str,
+    label: &str,
+    what: &str,
+    buffer: &wgpu::Buffer,
+    first: u64,
+    elems: u64,
+) -> Result<()> {
+    if buffer.size() < (first + elems) * 4 {
+        return Err(Error::shape(
+            op,
+            format!(
+                "{label}: {what} needs elements {first}..{} but its buffer holds {} bytes",
+                first + elems,
+                buffer.size()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Workgroup counts for `n` invocations of `wg` threads, split over x and y so that neither exceeds 65,535
 /// (the WebGPU minimum). Kernels rebuild the flat index as `gid.x + gid.y * num_workgroups.x * wg`.
 pub fn grid(n: u64, wg: u32) -> [u32; 3] {

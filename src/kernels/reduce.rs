@@ -1,7 +1,7 @@
 //! reduce: loss partials to one total per term, into the step's row of the loss log (`shaders/reduce.wgsl`).
 
 use super::loss::MAX_PARTIALS;
-use super::{Access, Dispatch, KernelSpec, REDUCE, StepTable};
+use super::{Access, Dispatch, KernelSpec, REDUCE, StepTable, check_room};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
@@ -40,16 +40,14 @@ pub fn reduce(
             format!("{label}: counts {counts:?} exceed the stride {stride}"),
         ));
     }
-    if partials.size() < stride as u64 * terms as u64 * 4 {
-        return Err(Error::shape(
-            "reduce",
-            format!(
-                "{label}: partials holds {} bytes, needs {}",
-                partials.size(),
-                stride as u64 * terms as u64 * 4
-            ),
-        ));
-    }
+    check_room(
+        "reduce",
+        label,
+        "partials",
+        partials,
+        0,
+        stride as u64 * terms as u64,
+    )?;
     if log.size() < step.capacity as u64 * terms as u64 * 4 {
         return Err(Error::shape(
             "reduce",

@@ -2,7 +2,7 @@
 //! generator for tests (`shaders/philox_words.wgsl`). The backward is fused with the KL term: see
 //! [`super::loss::kl_backward`].
 
-use super::{Access, Dispatch, KernelSpec, PHILOX, REPARAM, StepTable, WG, grid};
+use super::{Access, Dispatch, KernelSpec, PHILOX, REPARAM, StepTable, WG, check_room, grid};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::philox;
@@ -41,16 +41,7 @@ pub fn reparam(
         ));
     }
     for (what, buf, elems) in [("heads", heads, 2 * n), ("z", z, n), ("eps", eps, n)] {
-        if buf.size() < elems * 4 {
-            return Err(Error::shape(
-                "reparam",
-                format!(
-                    "{label}: {what} holds {} bytes, needs {}",
-                    buf.size(),
-                    elems * 4
-                ),
-            ));
-        }
+        check_room("reparam", label, what, buf, 0, elems)?;
     }
     let [key_lo, key_hi] = philox::key(seed);
     let spec = KernelSpec {
@@ -121,12 +112,23 @@ pub fn philox_words(
     n: u32,
     key: [u32; 2],
 ) -> Result<Dispatch> {
-    if counters.size() < n as u64 * 16 || words.size() < n as u64 * 32 {
-        return Err(Error::shape(
-            "philox_words",
-            format!("buffers too small for {n} counters"),
-        ));
-    }
+    // In 4-byte words: 4 per counter in, 8 per counter out.
+    check_room(
+        "philox_words",
+        "philox_words",
+        "counters",
+        counters,
+        0,
+        4 * n as u64,
+    )?;
+    check_room(
+        "philox_words",
+        "philox_words",
+        "words",
+        words,
+        0,
+        8 * n as u64,
+    )?;
     let spec = KernelSpec {
         family: &PHILOX,
         entry: "philox_words",

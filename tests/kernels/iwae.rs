@@ -128,3 +128,21 @@ fn iwae_known_values() {
     );
     assert!((read(&logw, 0, 1)[0] + 4.0 * 2f32.ln()).abs() < 1e-5);
 }
+
+#[test]
+fn iw_log_weights_rejects_inputs_too_small_for_the_shape() {
+    let gpu = gpu();
+    let small = gpu.storage::<f32>("small", 10).unwrap();
+    let big = gpu.storage::<f32>("big", 1000).unwrap();
+    let rows = Rows {
+        logits: &small,
+        x: &big,
+        heads: &big,
+        z: &big,
+        eps: &big,
+    };
+    let e = iw_log_weights(gpu, &rows, (2, 8, 3), &big, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("logits needs elements 0..16"), "{e}");
+}
