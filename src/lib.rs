@@ -1,25 +1,29 @@
 //! vae-wgpu: a Variational Autoencoder (Kingma & Welling, 2013) trained on MNIST with hand-written WGSL compute
 //! shaders through wgpu. The GPU does all the math; this crate owns buffers and pipelines, records dispatches, and
 //! keeps a plain-Rust reference of every kernel for the tests.
+//!
+//! Layers, each using only those above it:
+//!
+//! - [`error`], [`atomic`]: the error type; files written whole or not at all.
+//! - [`gpu`]: adapters, the device and its limits, error scopes, buffers, readback, pipelines and dispatches.
+//! - [`kernels`]: the WGSL kernel families, each with its host wrapper and CPU reference, and the host/shader
+//!   contract (constants and uniform structs) they share.
+//! - [`model`]: the model's sizes and flat parameter layout, the network's dispatches, the f64 reference step,
+//!   and inference on a trained model.
+//! - [`data`]: MNIST's IDX files, and downloading them.
+//! - [`training`]: the trainer, evaluation, checkpoints, a run's settings and `vae train` itself.
+//! - [`output`]: PNG grids, plots, and the pictures drawn from a model.
+//! - [`perf`]: benchmarks and the per-kernel profile.
 
-pub mod bench;
-pub mod checkpoint;
-pub mod download;
+pub mod atomic;
+pub mod data;
 pub mod error;
 pub mod gpu;
-pub mod images;
-pub mod infer;
 pub mod kernels;
-pub mod mnist;
 pub mod model;
-pub mod net;
-pub mod philox;
-pub mod plots;
-pub mod profile;
-pub mod reference;
-pub mod run;
-pub mod tools;
-pub mod train;
+pub mod output;
+pub mod perf;
+pub mod training;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};

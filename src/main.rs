@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vae_wgpu::bench;
-use vae_wgpu::checkpoint::Checkpoint;
+use vae_wgpu::data::mnist::{self, Split};
 use vae_wgpu::gpu::{self, Gpu, GpuOptions};
-use vae_wgpu::infer::Inference;
 use vae_wgpu::kernels::gather::ByteMatrix;
 use vae_wgpu::kernels::matmul::Tile;
-use vae_wgpu::mnist::{self, Split};
-use vae_wgpu::tools;
+use vae_wgpu::model::inference::Inference;
+use vae_wgpu::output::pictures;
+use vae_wgpu::perf::bench;
+use vae_wgpu::training::checkpoint::Checkpoint;
 
 #[derive(Parser)]
 #[command(
@@ -280,17 +280,17 @@ fn main() -> ExitCode {
         Command::Eval { common, iw_samples } => eval(common, iw_samples),
         Command::Sample { common, n, seed } => with_model(common, "sample.png", |m, out| {
             let side = (n as f64).sqrt().ceil() as usize;
-            tools::sample_grid(&m.inference()?, side.max(1), seed, m.tile(), out)
+            pictures::sample_grid(&m.inference()?, side.max(1), seed, m.tile(), out)
         }),
         Command::Reconstruct { common, n } => with_model(common, "reconstruction.png", |m, out| {
-            tools::reconstruct(&m.inference()?, &m.images()?, &m.test, n, out)
+            pictures::reconstruct(&m.inference()?, &m.images()?, &m.test, n, out)
         }),
         Command::Interpolate {
             common,
             pairs,
             steps,
         } => with_model(common, "interpolation.png", |m, out| {
-            tools::interpolate(
+            pictures::interpolate(
                 &m.inference()?,
                 &m.images()?,
                 &m.test,
@@ -305,10 +305,10 @@ fn main() -> ExitCode {
                 message: e.to_string(),
             })?;
             let inf = m.inference()?;
-            tools::latent_scatter(&inf, &m.images()?, &m.test, &out.join("latent_scatter.png"))?;
+            pictures::latent_scatter(&inf, &m.images()?, &m.test, &out.join("latent_scatter.png"))?;
             println!("wrote {}", out.join("latent_scatter.png").display());
             if m.ck.model.latent == 2 {
-                tools::manifold(&inf, side.max(1), m.tile(), &out.join("manifold.png"))?;
+                pictures::manifold(&inf, side.max(1), m.tile(), &out.join("manifold.png"))?;
                 println!("wrote {}", out.join("manifold.png").display());
             } else {
                 println!(
@@ -428,7 +428,7 @@ fn bench_matmul(
 }
 
 fn train(a: TrainArgs) -> vae_wgpu::Result<()> {
-    let opts = vae_wgpu::run::TrainOptions {
+    let opts = vae_wgpu::training::run::TrainOptions {
         data: a.data,
         out: a.out,
         epochs: a.epochs,
@@ -452,7 +452,7 @@ fn train(a: TrainArgs) -> vae_wgpu::Result<()> {
         mirrors: a.mirrors,
         verbose: true,
     };
-    vae_wgpu::run::train(&opts).map(|_| ())
+    vae_wgpu::training::run::train(&opts).map(|_| ())
 }
 
 /// A checkpoint, its test data and a device: what every command on a trained model starts from.
@@ -466,7 +466,7 @@ impl Loaded {
     fn open(a: &ModelArgs) -> vae_wgpu::Result<Loaded> {
         let ck = Checkpoint::load(&a.checkpoint)?;
         let test = mnist::load(&a.data)?.test.take(a.test_samples);
-        tools::check_data(&ck, &a.checkpoint, &test)?;
+        pictures::check_data(&ck, &a.checkpoint, &test)?;
         let gpu = a.gpu.open()?;
         Ok(Loaded { ck, test, gpu })
     }
@@ -475,7 +475,7 @@ impl Loaded {
             &self.gpu,
             self.ck.model,
             &self.ck.params,
-            tools::INFER_ROWS,
+            pictures::INFER_ROWS,
             self.ck.seed,
         )
     }
@@ -522,7 +522,7 @@ fn with_model(
 fn eval(a: ModelArgs, iw_samples: Option<u32>) -> vae_wgpu::Result<()> {
     let m = Loaded::open(&a)?;
     let binarize = m.ck.meta.get("binarize").is_some_and(|b| b == "true");
-    let report = tools::evaluate(&m.gpu, &m.ck, &m.test, iw_samples)?;
+    let report = pictures::evaluate(&m.gpu, &m.ck, &m.test, iw_samples)?;
     let data = if binarize {
         "binarized test set"
     } else {
@@ -554,7 +554,10 @@ fn bench_data(m: &BenchModel) -> (Split, Split) {
         Err(e) => {
             eprintln!("note: {e}\nnote: timing on random bytes of MNIST's shape instead");
             let n = m.train_samples.unwrap_or(60_000);
-            let mut rng = vae_wgpu::philox::Philox::new(1, vae_wgpu::philox::stream::TEST_INPUT);
+            let mut rng = vae_wgpu::kernels::philox::Philox::new(
+                1,
+                vae_wgpu::kernels::philox::stream::TEST_INPUT,
+            );
             let mut split = |n: usize| Split {
                 images: (0..n * 784).map(|_| rng.below(256) as u8).collect(),
                 labels: vec![0; n],
@@ -573,10 +576,10 @@ fn bench_trainer<'g>(
     batch: u32,
     train: &Split,
     test: &Split,
-) -> vae_wgpu::Result<vae_wgpu::train::Trainer<'g>> {
+) -> vae_wgpu::Result<vae_wgpu::training::trainer::Trainer<'g>> {
     let model = vae_wgpu::model::ModelConfig::new(train.pixels() as u32, m.hidden, m.latent)?;
     let steps = train.n.div_ceil(batch as usize) as u32;
-    let config = vae_wgpu::train::TrainConfig {
+    let config = vae_wgpu::training::trainer::TrainConfig {
         model,
         batch,
         adam: Default::default(),
@@ -587,7 +590,7 @@ fn bench_trainer<'g>(
         // One readback per epoch, as a training run with a long log interval.
         log_interval: steps,
     };
-    vae_wgpu::train::Trainer::new(gpu, config, train, test, &model.init(1))
+    vae_wgpu::training::trainer::Trainer::new(gpu, config, train, test, &model.init(1))
 }
 
 fn bench_epoch(
@@ -643,7 +646,7 @@ fn profile(
     })?;
     let (train, test) = bench_data(m);
     let mut trainer = bench_trainer(&gpu, m, m.batch_size, &train, &test)?;
-    let p = vae_wgpu::profile::profile(&mut trainer, steps, Some(trace), capture)?;
+    let p = vae_wgpu::perf::profile::profile(&mut trainer, steps, Some(trace), capture)?;
     println!(
         "profile of {} training steps (batch {}, 784-{}-{}) on {}",
         p.steps, m.batch_size, m.hidden, m.latent, gpu.info

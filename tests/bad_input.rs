@@ -230,7 +230,7 @@ fn unusable_output_directory_and_bad_checkpoints() {
     let good = ck.join("good.safetensors");
     let model = vae_wgpu::model::ModelConfig::new(784, 32, 3).unwrap();
     let params = model.init(1);
-    let mut c = vae_wgpu::checkpoint::Checkpoint {
+    let mut c = vae_wgpu::training::checkpoint::Checkpoint {
         model,
         m: vec![0.0; params.len()],
         v: vec![0.0; params.len()],

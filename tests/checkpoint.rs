@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use vae_wgpu::checkpoint::Checkpoint;
 use vae_wgpu::model::ModelConfig;
+use vae_wgpu::training::checkpoint::Checkpoint;
 
 fn sample(latent: u32) -> Checkpoint {
     let model = ModelConfig::new(784, 400, latent).unwrap();

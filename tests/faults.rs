@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use vae_wgpu::checkpoint::Checkpoint;
+use vae_wgpu::training::checkpoint::Checkpoint;
 
 const VAE: &str = env!("CARGO_BIN_EXE_vae");
 

@@ -6,10 +6,10 @@ use common::gz;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-use vae_wgpu::checkpoint::Checkpoint;
-use vae_wgpu::mnist::{parse_idx, read_maybe_gz};
+use vae_wgpu::data::mnist::{parse_idx, read_maybe_gz};
+use vae_wgpu::kernels::philox::{Philox, stream};
 use vae_wgpu::model::ModelConfig;
-use vae_wgpu::philox::{Philox, stream};
+use vae_wgpu::training::checkpoint::Checkpoint;
 
 fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
     let mut v = vec![0, 0, 8, dims.len() as u8];

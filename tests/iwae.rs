@@ -1,11 +1,11 @@
 //! The importance-weighted log-likelihood estimate on the GPU against an f64 CPU reference, and against the ELBO.
 
-use vae_wgpu::infer::Inference;
 use vae_wgpu::kernels::gather::ByteMatrix;
 use vae_wgpu::kernels::iwae::log_mean_exp_cpu;
+use vae_wgpu::kernels::philox::{self, Philox, stream};
 use vae_wgpu::model::ModelConfig;
-use vae_wgpu::philox::{self, Philox, stream};
-use vae_wgpu::reference::forward;
+use vae_wgpu::model::inference::Inference;
+use vae_wgpu::model::reference::forward;
 use vae_wgpu::{Gpu, GpuOptions};
 
 fn gpu() -> Gpu {

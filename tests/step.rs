@@ -1,13 +1,13 @@
 //! The whole training step: GPU against the f64 CPU reference for three steps, and the reference against finite
 //! differences.
 
+use vae_wgpu::data::mnist::Split;
 use vae_wgpu::kernels::adam::{AdamConfig, adam_cpu};
 use vae_wgpu::kernels::gather::gather_cpu;
-use vae_wgpu::mnist::Split;
+use vae_wgpu::kernels::philox::{Philox, stream};
 use vae_wgpu::model::ModelConfig;
-use vae_wgpu::philox::{Philox, stream};
-use vae_wgpu::reference::loss_and_grad;
-use vae_wgpu::train::{TrainConfig, Trainer};
+use vae_wgpu::model::reference::loss_and_grad;
+use vae_wgpu::training::trainer::{TrainConfig, Trainer};
 use vae_wgpu::{Gpu, GpuOptions};
 
 fn gpu() -> Gpu {

@@ -319,7 +319,7 @@ fn an_interrupted_and_resumed_run_equals_a_straight_one() {
     }
     // The checkpoints agree too (parameters, moments, step count).
     let load = |d: &Path| {
-        vae_wgpu::checkpoint::Checkpoint::load(&d.join("checkpoint.safetensors")).unwrap()
+        vae_wgpu::training::checkpoint::Checkpoint::load(&d.join("checkpoint.safetensors")).unwrap()
     };
     let (ca, cb) = (load(&straight), load(&resumed));
     assert_eq!(
@@ -384,7 +384,8 @@ fn beta_warmup_and_binarization_are_recorded_and_reported() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     assert!(stderr.contains("data binarized (dynamic)"), "{stderr}");
-    let ck = vae_wgpu::checkpoint::Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    let ck = vae_wgpu::training::checkpoint::Checkpoint::load(&out.join("checkpoint.safetensors"))
+        .unwrap();
     let meta = |k: &str| ck.meta.get(k).cloned().unwrap_or_default();
     assert_eq!(
         (meta("binarize"), meta("beta"), meta("kl_warmup")),

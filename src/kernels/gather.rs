@@ -4,7 +4,7 @@
 use super::{Access, Dispatch, GATHER, KernelSpec, StepTable, WG, check_room, grid};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::philox;
+use crate::kernels::philox;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

@@ -11,6 +11,7 @@ pub mod gather;
 pub mod iwae;
 pub mod loss;
 pub mod matmul;
+pub mod philox;
 pub mod reduce;
 pub mod reparam;
 pub mod step;

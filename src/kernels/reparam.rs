@@ -5,7 +5,7 @@
 use super::{Access, Dispatch, KernelSpec, PHILOX, REPARAM, StepTable, WG, check_room, grid};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::philox;
+use crate::kernels::philox;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -104,7 +104,7 @@ struct WordsParams {
 }
 
 /// Records the raw generator on `n` counters (4 u32 each): 8 words per counter into `words`, the four outputs
-/// then the bits of their uniforms. For tests that compare the GPU with [`crate::philox`] bit for bit.
+/// then the bits of their uniforms. For tests that compare the GPU with [`crate::kernels::philox`] bit for bit.
 pub fn philox_words(
     gpu: &Gpu,
     counters: &wgpu::Buffer,

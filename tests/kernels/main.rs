@@ -13,8 +13,8 @@ mod reparam;
 
 use std::sync::OnceLock;
 
+use vae_wgpu::kernels::philox::{Philox, stream};
 use vae_wgpu::kernels::{Dispatch, StepParams, StepTable};
-use vae_wgpu::philox::{Philox, stream};
 use vae_wgpu::{Gpu, GpuOptions};
 
 /// The shared device. Fails (never skips) when there is none, saying how to get one.

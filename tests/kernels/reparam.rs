@@ -1,6 +1,6 @@
 use vae_wgpu::kernels::StepParams;
+use vae_wgpu::kernels::philox::{self, stream};
 use vae_wgpu::kernels::reparam::{philox_words, reparam, reparam_cpu};
-use vae_wgpu::philox::{self, stream};
 
 use crate::{assert_close_by, gpu, read, rng, run, step_table, uniform_vec};
 

@@ -5,10 +5,10 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::gather::ByteMatrix;
 use crate::kernels::iwae::{Rows, iw_log_weights, iw_logsumexp};
+use crate::kernels::philox::stream;
 use crate::kernels::{Dispatch, StepParams, StepTable};
 use crate::model::ModelConfig;
-use crate::net::{self, Net, Source, Workspace};
-use crate::philox::stream;
+use crate::model::net::{self, Net, Source, Workspace};
 
 /// A model on the GPU with a workspace of `rows` rows.
 pub struct Inference<'g> {

@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use wgpu_profiler::{GpuProfiler, GpuProfilerSettings, GpuTimerQueryResult};
 
-use crate::bench::median;
 use crate::error::{Error, Result};
-use crate::train::Trainer;
+use crate::perf::bench::median;
+use crate::training::trainer::Trainer;
 
 /// One kernel's row of the table.
 #[derive(Clone, Debug)]

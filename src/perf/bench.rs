@@ -9,7 +9,7 @@ use crate::gpu::Gpu;
 use crate::kernels::matmul::{
     Epilogue, EpilogueCpu, Layout, Tile, flops, matmul_cpu, matmul_tiled,
 };
-use crate::philox::{Philox, stream};
+use crate::kernels::philox::{Philox, stream};
 
 /// One timed matmul shape.
 #[derive(Clone, Debug)]
@@ -181,7 +181,7 @@ pub struct EpochRow {
 /// Times whole training epochs (as `vae train` runs them, losses read back once per epoch): `warmup` untimed
 /// epochs, then `reps` timed ones; reports the median.
 pub fn epoch_bench(
-    trainer: &mut crate::train::Trainer,
+    trainer: &mut crate::training::trainer::Trainer,
     warmup: u32,
     reps: u32,
 ) -> Result<EpochRow> {

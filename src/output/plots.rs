@@ -1,5 +1,5 @@
 //! Plots with labelled axes and legends (plotters, drawing text with the embedded DejaVu Sans so it works on a
-//! machine with no fonts installed), written as PNG through [`crate::images::write_png`].
+//! machine with no fonts installed), written as PNG through [`crate::output::images::write_png`].
 
 use std::path::Path;
 use std::sync::Once;
@@ -7,7 +7,7 @@ use std::sync::Once;
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::images::write_png;
+use crate::output::images::write_png;
 
 fn fonts() {
     static ONCE: Once = Once::new();

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::Path;
 
+use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
-use crate::images::write_atomic;
 use crate::model::ModelConfig;
 
 /// Identifies our checkpoints (and their version) in the metadata.

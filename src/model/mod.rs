@@ -16,8 +16,12 @@
 //!
 //! The two encoder heads (μ and log σ²) are stacked into one matrix, so the heads are one matmul.
 
+pub mod inference;
+pub mod net;
+pub mod reference;
+
 use crate::error::{Error, Result};
-use crate::philox::{Philox, stream};
+use crate::kernels::philox::{Philox, stream};
 
 /// Sizes of the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

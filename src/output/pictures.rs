@@ -3,15 +3,15 @@
 
 use std::path::Path;
 
-use crate::checkpoint::Checkpoint;
+use crate::data::mnist::Split;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::images::Grid;
-use crate::infer::Inference;
 use crate::kernels::gather::ByteMatrix;
-use crate::mnist::Split;
-use crate::philox::{Philox, stream};
-use crate::plots;
+use crate::kernels::philox::{Philox, stream};
+use crate::model::inference::Inference;
+use crate::output::images::Grid;
+use crate::output::plots;
+use crate::training::checkpoint::Checkpoint;
 
 /// Rows of the inference workspace: enough for a big chunk, small enough for any device.
 pub const INFER_ROWS: u32 = 1024;
@@ -248,7 +248,7 @@ pub fn evaluate(gpu: &Gpu, ck: &Checkpoint, test: &Split, iw: Option<u32>) -> Re
     let get = |k: &str, d: &str| ck.meta.get(k).cloned().unwrap_or_else(|| d.to_string());
     let binarize = get("binarize", "false") == "true";
     let batch: u32 = get("batch_size", "128").parse().unwrap_or(128);
-    let config = crate::train::TrainConfig {
+    let config = crate::training::trainer::TrainConfig {
         model: ck.model,
         batch: batch.min(test.n as u32).max(1),
         adam: Default::default(),
@@ -259,7 +259,7 @@ pub fn evaluate(gpu: &Gpu, ck: &Checkpoint, test: &Split, iw: Option<u32>) -> Re
         log_interval: 1,
     };
     // The evaluation pass of a trainer whose training set is the test set (never trained here).
-    let trainer = crate::train::Trainer::new(gpu, config, test, test, &ck.params)?;
+    let trainer = crate::training::trainer::Trainer::new(gpu, config, test, test, &ck.params)?;
     let (loss, bce, kl) = trainer.evaluate()?.per_example();
     let log_likelihood = match iw {
         None => None,

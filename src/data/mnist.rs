@@ -6,23 +6,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::data::files::FILES;
 use crate::error::{Error, Result};
-
-/// The four files, by their canonical names (a `.gz` twin is accepted too).
-pub const FILES: [&str; 4] = [
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-];
-
-/// md5 of the gzipped files as published (data/README.md).
-pub const MD5: [&str; 4] = [
-    "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-    "d53e105ee54ea40749a09fcbcd1e9432",
-    "9fb629c4189551a2d022fa330f9573f3",
-    "ec29112dd5afa0611ce80d1b7f02629c",
-];
 
 /// One split: `n` images of `rows × cols` bytes and their labels.
 #[derive(Clone, Debug)]
@@ -247,11 +232,11 @@ pub fn load(dir: &Path) -> Result<Dataset> {
     Ok(Dataset { train, test })
 }
 
-/// Loads the dataset from `dir`, downloading missing files from `mirrors` first (see [`crate::download`]).
+/// Loads the dataset from `dir`, downloading missing files from `mirrors` first (see [`crate::data::download`]).
 pub fn ensure(dir: &Path, mirrors: &[String], verbose: bool) -> Result<Dataset> {
     let missing: Vec<usize> = (0..4).filter(|&i| find(dir, FILES[i]).is_none()).collect();
     if !missing.is_empty() {
-        crate::download::fetch(dir, &missing, mirrors, verbose)?;
+        crate::data::download::fetch(dir, &missing, mirrors, verbose)?;
     }
     load(dir)
 }

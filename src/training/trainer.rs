@@ -2,16 +2,16 @@
 //! forward, fused losses, backward, Adam) recorded many to a submission, and loss totals kept on the GPU until a
 //! log point reads them.
 
+use crate::data::mnist::Split;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::adam::{AdamConfig, adam};
 use crate::kernels::gather::{Binarize, ByteMatrix};
+use crate::kernels::philox::{Philox, stream};
 use crate::kernels::reparam::reparam;
 use crate::kernels::{Dispatch, StepParams, StepTable};
-use crate::mnist::Split;
 use crate::model::ModelConfig;
-use crate::net::{self, Net, Source, TERMS, Workspace};
-use crate::philox::{Philox, stream};
+use crate::model::net::{self, Net, Source, TERMS, Workspace};
 
 /// What a training run is.
 #[derive(Clone, Debug)]

@@ -3,14 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::checkpoint::Checkpoint;
+use crate::atomic::write_atomic;
+use crate::data::mnist;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
-use crate::images::{Grid, write_atomic};
 use crate::kernels::adam::AdamConfig;
-use crate::mnist;
 use crate::model::ModelConfig;
-use crate::train::{EpochStats, RECON_IMAGES, SAMPLE_IMAGES, TrainConfig, Trainer};
+use crate::output::images::Grid;
+use crate::training::checkpoint::Checkpoint;
+use crate::training::trainer::{EpochStats, RECON_IMAGES, SAMPLE_IMAGES, TrainConfig, Trainer};
 
 /// Everything `vae train` is told.
 #[derive(Clone, Debug)]
@@ -607,7 +608,7 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
     }
     if let Some((ck, csv)) = last {
         // The training curve, the latent scatter and (2-D) the manifold.
-        crate::tools::end_of_training(&gpu, &ck, &test_split, &csv, &out)?;
+        crate::output::pictures::end_of_training(&gpu, &ck, &test_split, &csv, &out)?;
     }
     Ok(history)
 }

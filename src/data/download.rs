@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use md5::{Digest, Md5};
 
+use crate::atomic::write_atomic;
+use crate::data::files::{FILES, MD5};
 use crate::error::{Error, Result};
-use crate::images::write_atomic;
-use crate::mnist::{FILES, MD5};
 
 /// torchvision's mirrors for MNIST, in its order.
 pub const MIRRORS: [&str; 2] = [
