@@ -41,7 +41,9 @@ def main():
     ap.add_argument("--compile", default=None, help="also time PyTorch with this torch.compile mode")
     args = ap.parse_args()
 
-    common = ["--batch-sizes", args.batch_sizes, "--warmup", str(args.warmup), "--reps", str(args.reps)]
+    # The model is the PyTorch example's, 784-400-20, on both sides (vae's own default latent size is 2).
+    common = ["--latent", "20", "--hidden", "400", "--batch-sizes", args.batch_sizes, "--warmup", str(args.warmup),
+              "--reps", str(args.reps)]
     if args.train_samples:
         common += ["--train-samples", str(args.train_samples)]
 

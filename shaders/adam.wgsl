@@ -8,24 +8,17 @@
 //
 // with step_size = lr / (1 − β1ᵗ) and inv_sqrt_bc2 = 1 / √(1 − β2ᵗ) taken from the step table row the dispatch
 // is recorded with, so steps recorded back to back each use their own t with no host write in between.
-// Dispatch: one invocation per parameter, 256 per workgroup, on a 2-D grid (`grid` in src/kernels/mod.rs).
+// Dispatch: one invocation per parameter, WG (256) per workgroup, on a 2-D grid (`grid` in src/kernels/mod.rs).
 
-struct Params {
-    n: u32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: AdamParams;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = gid.x + gid.y * groups.x * 256u;
+    let i = gid.x + gid.y * groups.x * WG;
     if i >= p.n {
         return;
     }

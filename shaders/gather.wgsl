@@ -8,30 +8,19 @@
 // x = 1 where a Philox uniform u < byte / 255, else 0: element i draws from counter (i, step.rng_step, p.stream, 0)
 // under key (p.key_lo, p.key_hi), so every step sees a fresh binarization that the CPU can repeat.
 //
-// Dispatch: one invocation per element of x, 256 per workgroup, workgroups on a 2-D grid (`grid` in
+// Dispatch: one invocation per element of x, WG (256) per workgroup, workgroups on a 2-D grid (`grid` in
 // src/kernels/mod.rs). An index past the dataset writes NaN, so a host bug cannot pass for data.
 
 override BINARIZE: bool = false;
 
-struct Params {
-    rows: u32,
-    cols: u32,
-    data_rows: u32,
-    stream: u32,
-    key_lo: u32,
-    key_hi: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: GatherParams;
 @group(0) @binding(1) var<storage, read> data: array<u32>;
 @group(0) @binding(2) var<storage, read> index: array<u32>;
 @group(0) @binding(3) var<storage, read_write> x: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = gid.x + gid.y * groups.x * 256u;
+    let i = gid.x + gid.y * groups.x * WG;
     if i >= p.rows * p.cols {
         return;
     }

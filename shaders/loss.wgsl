@@ -14,26 +14,19 @@
 // Both write one loss partial per workgroup to partials[p.partial_off + workgroup] (WGSL has no f32 atomics);
 // `reduce` sums them. With the pipeline constant GRAD = false they compute the loss only (evaluation).
 // Each entry point numbers its own bindings from 1 (the two never share a pipeline).
-// Dispatch: (groups, 1, 1) workgroups of 256 with groups = min(ceil(n / 256), 256) (`loss_groups`); each
-// invocation strides over the n elements by 256·groups, then the workgroup sums its values in workgroup memory.
+// Dispatch: (groups, 1, 1) workgroups of WG with groups = min(ceil(n / WG), MAX_PARTIALS) (`loss_groups`); each
+// invocation strides over the n elements by WG·groups, then the workgroup sums its values in workgroup memory.
 
 override GRAD: bool = true;
 
-struct Params {
-    rows: u32,
-    cols: u32,          // pixels per row (bce_logits) or latent dimensions (kl_backward)
-    partial_off: u32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: LossParams;
 
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> target_x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 @group(0) @binding(4) var<storage, read_write> bce_partials: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bce_logits(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -41,7 +34,7 @@ fn bce_logits(
 ) {
     let n = p.rows * p.cols;
     var sum = 0.0;
-    for (var i = wg.x * 256u + lid; i < n; i += groups.x * 256u) {
+    for (var i = wg.x * WG + lid; i < n; i += groups.x * WG) {
         let l = logits[i];
         let x = target_x[i];
         sum += bce_term(l, x);
@@ -61,7 +54,7 @@ fn bce_logits(
 @group(0) @binding(4) var<storage, read_write> dheads: array<f32>;
 @group(0) @binding(5) var<storage, read_write> kl_partials: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn kl_backward(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -70,7 +63,7 @@ fn kl_backward(
     let latent = p.cols;
     let n = p.rows * latent;
     var sum = 0.0;
-    for (var i = wg.x * 256u + lid; i < n; i += groups.x * 256u) {
+    for (var i = wg.x * WG + lid; i < n; i += groups.x * WG) {
         let r = i / latent;
         let j = i - r * latent;
         let mu_at = r * 2u * latent + j;

@@ -23,36 +23,18 @@
 // Entry points: matmul (64×64 tile, GPUs), matmul_big (128×128, CPU rasterizers), and the 128 tile's vec4
 // variants matmul_nt4 / matmul_nn4 / matmul_tn4 (below).
 
-const LAYOUT_NT: u32 = 0u;
-const LAYOUT_NN: u32 = 1u;
-const LAYOUT_TN: u32 = 2u;
-
-const EPI_NONE: u32 = 0u;
-const EPI_BIAS: u32 = 1u;
-const EPI_BIAS_RELU: u32 = 2u;
-const EPI_RELU_MASK: u32 = 3u;
-const EPI_BIAS_GRAD: u32 = 4u;
-
+// The layout and epilogue codes, MATMUL_SIDE and the tile sizes come from the prelude (src/kernels/contract.rs).
 override LAYOUT: u32 = LAYOUT_NT;
 override EPILOGUE: u32 = EPI_NONE;
 
-const TM: u32 = 4u; // rows per invocation
-const TN: u32 = 4u; // columns per invocation
-const WX: u32 = 16u;
-const WY: u32 = 16u;
+const WX: u32 = MATMUL_SIDE;                      // invocations per row of the workgroup
+const WY: u32 = MATMUL_SIDE;                      // invocations per column
+const TM: u32 = MATMUL_TILE / MATMUL_SIDE;        // rows per invocation of `matmul` (4)
+const TN: u32 = MATMUL_TILE / MATMUL_SIDE;        // columns per invocation of `matmul` (4)
+const BIG: u32 = MATMUL_TILE_BIG / MATMUL_SIDE;   // rows and columns per invocation of the 128 tile (8)
+const HALF_BIG: u32 = MATMUL_TILE_BIG / 2u;       // the 128 tile's second run of rows and columns (64)
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    a_off: u32,
-    b_off: u32,
-    c_off: u32,
-    aux_off: u32,
-    bias_off: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: MatmulParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
@@ -112,7 +94,7 @@ fn store_row(m: u32, cols: vec4<u32>, acc: vec4<f32>, ones: vec4<bool>) {
     store(m, cols.w, acc.w, ones.w);
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
 fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     // This invocation's rows and columns (strided by the workgroup's size, so neighbours touch neighbours).
     let row0 = wg.y * WY * TM + lid.y;
@@ -149,10 +131,10 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
 // save (1.7× faster than `matmul` at the model's shapes, BENCHMARKS.md). On a GPU a 128-row tile would leave
 // most of the chip idle at batch 128, so the host picks `matmul` there.
 // Dispatch: (ceil(n' / 128), ceil(m / 128), 1).
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
 fn matmul_big(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row0 = wg.y * WY * 8u + lid.y;
-    let col0 = wg.x * WX * 8u + lid.x;
+    let row0 = wg.y * WY * BIG + lid.y;
+    let col0 = wg.x * WX * BIG + lid.x;
     let rows_lo = vec4<u32>(row0, row0 + WY, row0 + 2u * WY, row0 + 3u * WY);
     let rows_hi = rows_lo + vec4<u32>(4u * WY);
     let cols_lo = vec4<u32>(col0, col0 + WX, col0 + 2u * WX, col0 + 3u * WX);
@@ -209,10 +191,10 @@ fn dots(x: vec4<f32>, y0: vec4<f32>, y1: vec4<f32>, y2: vec4<f32>, y3: vec4<f32>
     return vec4<f32>(dot(x, y0), dot(x, y1), dot(x, y2), dot(x, y3));
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
 fn matmul_nt4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row0 = wg.y * WY * 8u + lid.y;
-    let col0 = wg.x * WX * 8u + lid.x;
+    let row0 = wg.y * WY * BIG + lid.y;
+    let col0 = wg.x * WX * BIG + lid.x;
     let rows_lo = vec4<u32>(row0, row0 + WY, row0 + 2u * WY, row0 + 3u * WY);
     let rows_hi = rows_lo + vec4<u32>(4u * WY);
     let cols_lo = vec4<u32>(col0, col0 + WX, col0 + 2u * WX, col0 + 3u * WX);
@@ -258,20 +240,20 @@ fn comb(x: vec4<f32>, y0: vec4<f32>, y1: vec4<f32>, y2: vec4<f32>, y3: vec4<f32>
     return fma(vec4<f32>(x.w), y3, fma(vec4<f32>(x.z), y2, fma(vec4<f32>(x.y), y1, fma(vec4<f32>(x.x), y0, acc))));
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
 fn matmul_nn4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row0 = wg.y * WY * 8u + lid.y;
+    let row0 = wg.y * WY * BIG + lid.y;
     let rows_lo = vec4<u32>(row0, row0 + WY, row0 + 2u * WY, row0 + 3u * WY);
     let rows_hi = rows_lo + vec4<u32>(4u * WY);
-    let c0 = wg.x * 128u + lid.x * 4u;
+    let c0 = wg.x * MATMUL_TILE_BIG + lid.x * 4u;
     let cols_lo = vec4<u32>(c0, c0 + 1u, c0 + 2u, c0 + 3u);
-    let cols_hi = cols_lo + vec4<u32>(64u);
+    let cols_hi = cols_lo + vec4<u32>(HALF_BIG);
     let k4 = p.k / 4u;
     let n4 = p.n / 4u;
     let ra = min(rows_lo, vec4<u32>(p.m - 1u)) * k4 + vec4<u32>(p.a_off / 4u);
     let rb = min(rows_hi, vec4<u32>(p.m - 1u)) * k4 + vec4<u32>(p.a_off / 4u);
     let cl = min(c0 / 4u, n4 - 1u) + p.b_off / 4u;
-    let ch = min((c0 + 64u) / 4u, n4 - 1u) + p.b_off / 4u;
+    let ch = min((c0 + HALF_BIG) / 4u, n4 - 1u) + p.b_off / 4u;
     var a0 = vec4<f32>(0.0); var b0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0);
     var a2 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0);
@@ -304,18 +286,18 @@ fn matmul_nn4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
     store_row(rows_hi.w, cols_lo, a8, no); store_row(rows_hi.w, cols_hi, b8, no);
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
 fn matmul_tn4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let r0 = wg.y * 128u + lid.y * 4u;
-    let c0 = wg.x * 128u + lid.x * 4u;
+    let r0 = wg.y * MATMUL_TILE_BIG + lid.y * 4u;
+    let c0 = wg.x * MATMUL_TILE_BIG + lid.x * 4u;
     let cols_lo = vec4<u32>(c0, c0 + 1u, c0 + 2u, c0 + 3u);
-    let cols_hi = cols_lo + vec4<u32>(64u);
+    let cols_hi = cols_lo + vec4<u32>(HALF_BIG);
     let m4 = p.m / 4u;
     let n4 = p.n / 4u;
     let ra = min(r0 / 4u, m4 - 1u) + p.a_off / 4u;
-    let rb = min((r0 + 64u) / 4u, m4 - 1u) + p.a_off / 4u;
+    let rb = min((r0 + HALF_BIG) / 4u, m4 - 1u) + p.a_off / 4u;
     let cl = min(c0 / 4u, n4 - 1u) + p.b_off / 4u;
-    let ch = min((c0 + 64u) / 4u, n4 - 1u) + p.b_off / 4u;
+    let ch = min((c0 + HALF_BIG) / 4u, n4 - 1u) + p.b_off / 4u;
     // Rows r0..r0+3 (x) and r0+64..r0+67 (z), each against columns c0..c0+3 (l) and c0+64..c0+67 (h).
     var x0l = vec4<f32>(0.0); var x0h = vec4<f32>(0.0); var x1l = vec4<f32>(0.0); var x1h = vec4<f32>(0.0);
     var x2l = vec4<f32>(0.0); var x2h = vec4<f32>(0.0); var x3l = vec4<f32>(0.0); var x3h = vec4<f32>(0.0);
@@ -346,18 +328,18 @@ fn matmul_tn4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
     store_row(r0 + 1u, cols_lo, x1l, no); store_row(r0 + 1u, cols_hi, x1h, no);
     store_row(r0 + 2u, cols_lo, x2l, no); store_row(r0 + 2u, cols_hi, x2h, no);
     store_row(r0 + 3u, cols_lo, x3l, no); store_row(r0 + 3u, cols_hi, x3h, no);
-    store_row(r0 + 64u, cols_lo, z0l, no); store_row(r0 + 64u, cols_hi, z0h, no);
-    store_row(r0 + 65u, cols_lo, z1l, no); store_row(r0 + 65u, cols_hi, z1h, no);
-    store_row(r0 + 66u, cols_lo, z2l, no); store_row(r0 + 66u, cols_hi, z2h, no);
-    store_row(r0 + 67u, cols_lo, z3l, no); store_row(r0 + 67u, cols_hi, z3h, no);
+    store_row(r0 + HALF_BIG, cols_lo, z0l, no); store_row(r0 + HALF_BIG, cols_hi, z0h, no);
+    store_row(r0 + HALF_BIG + 1u, cols_lo, z1l, no); store_row(r0 + HALF_BIG + 1u, cols_hi, z1h, no);
+    store_row(r0 + HALF_BIG + 2u, cols_lo, z2l, no); store_row(r0 + HALF_BIG + 2u, cols_hi, z2h, no);
+    store_row(r0 + HALF_BIG + 3u, cols_lo, z3l, no); store_row(r0 + HALF_BIG + 3u, cols_hi, z3h, no);
     // The bias gradient (row sums of A) once per row: by the invocations of the first column block.
     if EPILOGUE == EPI_BIAS_GRAD && wg.x == 0u && lid.x == 0u {
         for (var i = 0u; i < 4u; i++) {
             if r0 + i < p.m {
                 c[p.bias_off + r0 + i] = sx[i];
             }
-            if r0 + 64u + i < p.m {
-                c[p.bias_off + r0 + 64u + i] = sz[i];
+            if r0 + HALF_BIG + i < p.m {
+                c[p.bias_off + r0 + HALF_BIG + i] = sz[i];
             }
         }
     }

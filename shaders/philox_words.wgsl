@@ -4,20 +4,13 @@
 //   words:    (n, 8) u32: the four output words of counter i under key (key_lo, key_hi), then the bits of their
 //             four uniforms (philox_uniform)
 //
-// Dispatch: one invocation per counter, 256 per workgroup, (ceil(n / 256), 1, 1).
+// Dispatch: one invocation per counter, WG (256) per workgroup, (ceil(n / WG), 1, 1).
 
-struct Params {
-    n: u32,
-    key_lo: u32,
-    key_hi: u32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: PhiloxWordsParams;
 @group(0) @binding(1) var<storage, read> counters: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read_write> words: array<u32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn philox_words(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
     if i >= p.n {

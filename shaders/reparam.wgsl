@@ -6,28 +6,17 @@
 //   eps:   (rows, latent) f32, the ε drawn, kept for the backward pass
 //
 // ε of element i = r·latent + j is philox_normal of counter (i, step.rng_step, stream, 0) under key = the seed, so
-// the CPU (and a resumed run) can draw it again. Dispatch: one invocation per element of z, 256 per workgroup, on a
+// the CPU (and a resumed run) can draw it again. Dispatch: one invocation per element of z, WG (256) per workgroup, on a
 // 2-D grid.
 
-struct Params {
-    rows: u32,
-    latent: u32,
-    key_lo: u32,
-    key_hi: u32,
-    stream: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: ReparamParams;
 @group(0) @binding(1) var<storage, read> heads: array<f32>;
 @group(0) @binding(2) var<storage, read_write> z: array<f32>;
 @group(0) @binding(3) var<storage, read_write> eps: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn reparam_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = gid.x + gid.y * groups.x * 256u;
+    let i = gid.x + gid.y * groups.x * WG;
     if i >= p.rows * p.latent {
         return;
     }

@@ -229,28 +229,8 @@ fn unusable_output_directory_and_bad_checkpoints() {
     std::fs::create_dir_all(&ck).unwrap();
     let good = ck.join("good.safetensors");
     let model = vae_wgpu::model::ModelConfig::new(784, 32, 3).unwrap();
-    let params = model.init(1);
-    let mut c = vae_wgpu::training::checkpoint::Checkpoint {
-        model,
-        m: vec![0.0; params.len()],
-        v: vec![0.0; params.len()],
-        params,
-        step: 3,
-        epoch: 1,
-        seed: 1,
-        meta: Default::default(),
-    };
-    for (k, v) in [
-        ("batch_size", "100"),
-        ("lr", "0.001"),
-        ("beta", "1"),
-        ("kl_warmup", "0"),
-        ("binarize", "false"),
-        ("train_samples", "all"),
-        ("test_samples", "all"),
-    ] {
-        c.meta.insert(k.into(), v.into());
-    }
+    let mut c = common::checkpoint(model, 1);
+    c.settings.batch_size = 100;
     c.save(&good).unwrap();
     let bytes = std::fs::read(&good).unwrap();
     let truncated = ck.join("truncated.safetensors");

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use vae_wgpu::model::ModelConfig;
 use vae_wgpu::training::checkpoint::Checkpoint;
+use vae_wgpu::training::settings::Settings;
 
 fn sample(latent: u32) -> Checkpoint {
     let model = ModelConfig::new(784, 400, latent).unwrap();
@@ -16,10 +17,15 @@ fn sample(latent: u32) -> Checkpoint {
         params,
         step: 938,
         epoch: 2,
-        seed: 3,
-        meta: [("lr".to_string(), "0.001".to_string())]
-            .into_iter()
-            .collect(),
+        settings: Settings {
+            latent,
+            seed: 3,
+            lr: 3e-4,
+            train_samples: Some(2048),
+            ..Settings::DEFAULT
+        },
+        image: Some((28, 28)),
+        metrics: "epoch,train_loss\n1,200.5\n".into(),
     }
 }
 
@@ -93,4 +99,31 @@ fn truncated_or_foreign_files_are_refused_clearly() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not a vae-wgpu checkpoint"), "{e}");
+}
+
+#[test]
+fn metadata_is_checked_once_on_load() {
+    let c = sample(2);
+    let meta_without = |keys: &[&str]| {
+        let bytes = c.to_bytes().unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut meta = header.metadata().clone().unwrap();
+        for k in keys {
+            meta.remove(*k);
+        }
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        safetensors::serialize(st.tensors(), Some(meta)).unwrap()
+    };
+    // A setting every tool needs, missing: refused, naming the key.
+    let e = Checkpoint::from_bytes(Path::new("ck"), &meta_without(&["batch_size"]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"batch_size\" is missing"), "{e}");
+    // A checkpoint from before the image shape was recorded loads, without one; half a shape is refused.
+    let old = Checkpoint::from_bytes(Path::new("ck"), &meta_without(&["rows", "cols"])).unwrap();
+    assert_eq!((old.image, &old.settings), (None, &c.settings));
+    let e = Checkpoint::from_bytes(Path::new("ck"), &meta_without(&["rows"]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"rows\""), "{e}");
 }

@@ -89,19 +89,7 @@ fn idx_parser_never_panics() {
 #[test]
 fn checkpoint_parser_never_panics() {
     let model = ModelConfig::new(16, 5, 2).unwrap();
-    let params = model.init(1);
-    let valid = Checkpoint {
-        model,
-        m: vec![0.0; params.len()],
-        v: vec![0.0; params.len()],
-        params,
-        step: 3,
-        epoch: 1,
-        seed: 1,
-        meta: Default::default(),
-    }
-    .to_bytes()
-    .unwrap();
+    let valid = common::checkpoint(model, 1).to_bytes().unwrap();
     let mut r = Philox::new(2, stream::TEST_INPUT);
     let mut ok = 0;
     for case in 0..3000 {

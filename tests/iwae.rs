@@ -1,24 +1,19 @@
 //! The importance-weighted log-likelihood estimate on the GPU against an f64 CPU reference, and against the ELBO.
 
+mod common;
+
 use vae_wgpu::kernels::gather::ByteMatrix;
 use vae_wgpu::kernels::iwae::log_mean_exp_cpu;
 use vae_wgpu::kernels::philox::{self, Philox, stream};
 use vae_wgpu::model::ModelConfig;
 use vae_wgpu::model::inference::Inference;
 use vae_wgpu::model::reference::forward;
-use vae_wgpu::{Gpu, GpuOptions};
-
-fn gpu() -> Gpu {
-    Gpu::new(GpuOptions::default()).unwrap_or_else(|e| {
-        panic!("the IWAE tests need a GPU adapter and found none: {e}\nThey are not skipped without a GPU.")
-    })
-}
 
 /// Three images, 50 samples each, in chunks of 64 rows (so chunks straddle images): each image's estimate equals
 /// the CPU's log-mean-exp of the same log-weights (same parameters, data and Philox noise, in f64).
 #[test]
 fn iw_estimate_matches_cpu_reference() {
-    let gpu = gpu();
+    let gpu = common::gpu();
     let model = ModelConfig::new(784, 64, 5).unwrap();
     let seed = 4;
     let mut r = Philox::new(1, stream::TEST_INPUT);
@@ -33,9 +28,9 @@ fn iw_estimate_matches_cpu_reference() {
             }
         })
         .collect();
-    let data = ByteMatrix::upload(&gpu, "images", &bytes, 784).unwrap();
+    let data = ByteMatrix::upload(gpu, "images", &bytes, 784).unwrap();
     let (k, chunk) = (50u32, 64u32);
-    let inf = Inference::new(&gpu, model, &params, chunk, seed).unwrap();
+    let inf = Inference::new(gpu, model, &params, chunk, seed).unwrap();
     let got = inf.log_likelihood(&data, 3, k).unwrap();
 
     let p64: Vec<f64> = params.iter().map(|&v| v as f64).collect();

@@ -1,20 +1,16 @@
 //! The whole training step: GPU against the f64 CPU reference for three steps, and the reference against finite
 //! differences.
 
+mod common;
+
 use vae_wgpu::data::mnist::Split;
 use vae_wgpu::kernels::adam::{AdamConfig, adam_cpu};
 use vae_wgpu::kernels::gather::gather_cpu;
 use vae_wgpu::kernels::philox::{Philox, stream};
 use vae_wgpu::model::ModelConfig;
+use vae_wgpu::model::net::Net;
 use vae_wgpu::model::reference::loss_and_grad;
 use vae_wgpu::training::trainer::{TrainConfig, Trainer};
-use vae_wgpu::{Gpu, GpuOptions};
-
-fn gpu() -> Gpu {
-    Gpu::new(GpuOptions::default()).unwrap_or_else(|e| {
-        panic!("the step tests need a GPU adapter and found none: {e}\nThey are not skipped without a GPU.")
-    })
-}
 
 fn random_split(n: usize, pixels: usize, seed: u64) -> Split {
     let mut r = Philox::new(seed, stream::TEST_INPUT);
@@ -38,12 +34,11 @@ fn random_split(n: usize, pixels: usize, seed: u64) -> Split {
 /// against the CPU reference from the GPU's own parameters, batch and ε, then the Adam update against `adam_cpu`.
 #[test]
 fn gpu_step_matches_cpu_reference_for_three_steps() {
-    let gpu = gpu();
+    let gpu = common::gpu();
     let model = ModelConfig::new(784, 400, 20).unwrap();
     let batch = 50u32;
     let seed = 11;
     let train = random_split(batch as usize, 784, 1);
-    let test = random_split(10, 784, 2);
     let adam = AdamConfig::default();
     let config = TrainConfig {
         model,
@@ -56,7 +51,8 @@ fn gpu_step_matches_cpu_reference_for_three_steps() {
         log_interval: 1,
     };
     // One step per epoch: the whole (50-example) set is one batch, reshuffled each epoch.
-    let mut trainer = Trainer::new(&gpu, config, &train, &test, &model.init(seed)).unwrap();
+    let net = Net::new(gpu, model, &model.init(seed)).unwrap();
+    let mut trainer = Trainer::new(gpu, &net, config, &train).unwrap();
     let n = model.layout().len;
     let read = |b: &wgpu::Buffer, len: usize| -> Vec<f32> { gpu.read(b, 0, len).unwrap() };
     for epoch in 1..=3u32 {
@@ -65,7 +61,7 @@ fn gpu_step_matches_cpu_reference_for_three_steps() {
         let loss = trainer.train_epoch(epoch, |_, _| {}).unwrap();
         let grads = read(&trainer.net.grads, n);
         let p1 = read(&trainer.net.params, n);
-        let eps = read(&trainer.train_ws.eps, (batch * 20) as usize);
+        let eps = read(&trainer.ws.eps, (batch * 20) as usize);
 
         let order = Philox::with_lane(seed, stream::SHUFFLE, epoch).permutation(batch);
         let x: Vec<f64> = gather_cpu(&train.images, 784, &order, 0, batch as usize)

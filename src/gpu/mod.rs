@@ -1,7 +1,15 @@
-//! The GPU context: adapter selection, the device and its limits, error scopes, buffers and the one readback path.
+//! The GPU context: the device and its limits, error scopes, buffers and the one readback path. Adapter choice is
+//! in [`adapter`], shader modules, pipelines and dispatches in [`pipeline`].
 //!
-//! Everything else records into encoders it is handed; only [`Gpu::read`] waits on the GPU, and only tests and log
-//! points call it.
+//! Recording never waits on the GPU. What does wait: [`Gpu::read`] (tests and log points), [`Gpu::wait`]
+//! (benchmarks, end of an epoch) and, briefly, [`Gpu::scoped`], which resolves its error scopes before returning
+//! (buffer and pipeline creation, a submission's validation; not the GPU's work).
+
+pub mod adapter;
+pub mod pipeline;
+
+pub use adapter::{AdapterSummary, GpuOptions, list_adapters, parse_backends};
+pub use pipeline::{Access, Dispatch, KernelSpec, Plan, RowTable, ShaderSource, Workload};
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -9,141 +17,12 @@ use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
+use adapter::{backend_names, instance};
 
-/// Which adapter to open. Explicit fields win over wgpu's usual environment variables
-/// (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`, `WGPU_POWER_PREF`), which win over the defaults.
-#[derive(Clone, Debug, Default)]
-pub struct GpuOptions {
-    /// Backends to consider, e.g. "vulkan" or "vulkan,metal".
-    pub backend: Option<String>,
-    /// A case-insensitive substring of the adapter's name, e.g. "llvmpipe" or "H200".
-    pub adapter: Option<String>,
-    /// "high", "low" or "none"; the default prefers a discrete GPU.
-    pub power: Option<String>,
-    /// Ask for GPU timestamp queries where the adapter has them (`vae profile`).
-    pub timestamps: bool,
-}
-
-impl GpuOptions {
-    /// The options wgpu's environment variables ask for, with `self`'s explicit values on top.
-    pub fn with_env(self) -> Self {
-        let env = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
-        GpuOptions {
-            backend: self.backend.or_else(|| env("WGPU_BACKEND")),
-            adapter: self.adapter.or_else(|| env("WGPU_ADAPTER_NAME")),
-            power: self.power.or_else(|| env("WGPU_POWER_PREF")),
-            timestamps: self.timestamps,
-        }
-    }
-
-    fn backends(&self) -> Result<wgpu::Backends> {
-        match &self.backend {
-            None => Ok(wgpu::Backends::all()),
-            Some(list) => parse_backends(list),
-        }
-    }
-
-    fn power_preference(&self) -> Result<wgpu::PowerPreference> {
-        match self.power.as_deref().map(|p| p.trim().to_lowercase()) {
-            None => Ok(wgpu::PowerPreference::HighPerformance),
-            Some(p) => match p.as_str() {
-                "high" => Ok(wgpu::PowerPreference::HighPerformance),
-                "low" => Ok(wgpu::PowerPreference::LowPower),
-                "none" => Ok(wgpu::PowerPreference::None),
-                _ => Err(Error::RequestDevice {
-                    adapter: "(none chosen yet)".into(),
-                    message: format!("unknown power preference {p:?}: use high, low or none"),
-                }),
-            },
-        }
-    }
-}
-
-/// Parses a comma-separated backend list strictly: an unknown name is an error, not a silent fallback.
-pub fn parse_backends(list: &str) -> Result<wgpu::Backends> {
-    let enabled = wgpu::Instance::enabled_backend_features();
-    let mut backends = wgpu::Backends::empty();
-    for name in list.split(',').map(|s| s.trim().to_lowercase()) {
-        let b = match name.as_str() {
-            "vulkan" | "vk" => wgpu::Backends::VULKAN,
-            "metal" | "mtl" => wgpu::Backends::METAL,
-            "dx12" | "d3d12" => wgpu::Backends::DX12,
-            "gl" | "gles" | "opengl" => wgpu::Backends::GL,
-            _ => wgpu::Backends::empty(),
-        };
-        if b.is_empty() || !enabled.contains(b) {
-            return Err(Error::UnknownBackend {
-                name,
-                enabled: backend_names(enabled),
-            });
-        }
-        backends |= b;
-    }
-    Ok(backends)
-}
-
-fn backend_names(b: wgpu::Backends) -> String {
-    let mut names = Vec::new();
-    for (flag, name) in [
-        (wgpu::Backends::VULKAN, "vulkan"),
-        (wgpu::Backends::METAL, "metal"),
-        (wgpu::Backends::DX12, "dx12"),
-        (wgpu::Backends::GL, "gl"),
-    ] {
-        if b.contains(flag) {
-            names.push(name);
-        }
-    }
-    names.join(", ")
-}
-
-/// What `vae devices` prints for one adapter.
-#[derive(Clone, Debug)]
-pub struct AdapterSummary {
-    pub name: String,
-    pub backend: wgpu::Backend,
-    pub device_type: wgpu::DeviceType,
-    pub driver: String,
-    pub driver_info: String,
-}
-
-impl From<wgpu::AdapterInfo> for AdapterSummary {
-    fn from(info: wgpu::AdapterInfo) -> Self {
-        AdapterSummary {
-            name: info.name,
-            backend: info.backend,
-            device_type: info.device_type,
-            driver: info.driver,
-            driver_info: info.driver_info,
-        }
-    }
-}
-
-impl fmt::Display for AdapterSummary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({:?}, {:?}, driver {} {})",
-            self.name, self.backend, self.device_type, self.driver, self.driver_info
-        )
-    }
-}
-
-fn instance(backends: wgpu::Backends) -> wgpu::Instance {
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-    desc.backends = backends;
-    wgpu::Instance::new(desc)
-}
-
-/// Every adapter wgpu can see on the given backends (all of this build's when `None`).
-pub fn list_adapters(options: &GpuOptions) -> Result<Vec<AdapterSummary>> {
-    let backends = options.backends()?;
-    let adapters = pollster::block_on(instance(backends).enumerate_adapters(backends));
-    Ok(adapters
-        .into_iter()
-        .map(|a| AdapterSummary::from(a.get_info()))
-        .collect())
-}
+/// The features a device is opened with where the adapter has them (and only when asked: timestamps for
+/// `vae profile`). Shader modules validate against the capabilities these grant, no more.
+pub const OPTIONAL_FEATURES: wgpu::Features =
+    wgpu::Features::TIMESTAMP_QUERY.union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
 
 /// The limits every kernel of this crate may rely on. Buffer and binding sizes are raised to what the adapter
 /// offers when the device is opened, so large datasets fit where the hardware allows.
@@ -169,7 +48,7 @@ pub struct Gpu {
     pub info: AdapterSummary,
     uncaptured: ErrorLog,
     lost: Arc<Mutex<Option<String>>>,
-    pub(crate) pipelines: crate::kernels::SharedCache,
+    pub(crate) pipelines: pipeline::SharedCache,
 }
 
 impl fmt::Debug for Gpu {
@@ -240,9 +119,7 @@ impl Gpu {
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("vae-wgpu"),
             required_features: if timestamps {
-                adapter.features()
-                    & (wgpu::Features::TIMESTAMP_QUERY
-                        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+                adapter.features() & OPTIONAL_FEATURES
             } else {
                 wgpu::Features::empty()
             },

@@ -1,8 +1,10 @@
 //! adam: bias-corrected Adam over one flat parameter buffer in one dispatch (`shaders/adam.wgsl`).
 
-use super::{ADAM, Access, Dispatch, KernelSpec, StepParams, StepTable, WG, check_room, grid};
+use super::contract::AdamParams;
+use super::{ADAM, StepParams, StepTable, WG, check_room, grid};
 use crate::error::Result;
 use crate::gpu::Gpu;
+use crate::gpu::{Access, Dispatch, KernelSpec};
 
 /// Adam's hyperparameters (PyTorch's defaults with `Default`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -39,15 +41,6 @@ impl AdamConfig {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-}
-
 /// Records one Adam step over the first `n` elements of `param`, `grad`, `m` and `v`; the step number comes
 /// from the step table row the dispatch is recorded with.
 #[allow(clippy::too_many_arguments)]
@@ -66,7 +59,7 @@ pub fn adam(
         check_room("adam", label, what, b, 0, n as u64)?;
     }
     let spec = KernelSpec {
-        family: &ADAM,
+        module: &ADAM,
         entry: "adam",
         constants: vec![],
         storage: &[
@@ -75,9 +68,9 @@ pub fn adam(
             Access::ReadWrite,
             Access::ReadWrite,
         ],
-        uses_step: true,
+        uses_rows: true,
     };
-    let params = Params {
+    let params = AdamParams {
         n,
         beta1: config.beta1,
         beta2: config.beta2,
@@ -89,7 +82,7 @@ pub fn adam(
         &params,
         &[param, grad, m, v],
         grid(n as u64, WG),
-        Some(step),
+        Some(&step.rows),
     )
     .map(|d| d.with_work(12.0 * n as f64, 28.0 * n as f64))
 }

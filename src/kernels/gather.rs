@@ -1,22 +1,12 @@
 //! gather: a batch of dataset rows, picked through the epoch's index list and scaled to [0, 1]
 //! (`shaders/gather.wgsl`).
 
-use super::{Access, Dispatch, GATHER, KernelSpec, StepTable, WG, check_room, grid};
+use super::contract::GatherParams;
+use super::{GATHER, StepTable, WG, check_room, grid};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::gpu::{Access, Dispatch, KernelSpec};
 use crate::kernels::philox;
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    cols: u32,
-    data_rows: u32,
-    stream: u32,
-    key_lo: u32,
-    key_hi: u32,
-    _pad: [u32; 2],
-}
 
 /// Dynamic binarization: each element becomes 1 with probability byte / 255, drawn from Philox under `seed` on
 /// `stream` with the step table's `rng_step`.
@@ -80,20 +70,20 @@ pub fn gather(
     let n = rows as u64 * data.cols as u64;
     check_room("gather", label, "output", x, 0, n)?;
     let spec = KernelSpec {
-        family: &GATHER,
+        module: &GATHER,
         entry: "gather",
         constants: vec![("BINARIZE", binarize.is_some() as u8 as f64)],
         storage: &[Access::Read, Access::Read, Access::ReadWrite],
-        uses_step: true,
+        uses_rows: true,
     };
-    let params = Params {
+    let params = GatherParams {
         rows,
         cols: data.cols,
         data_rows: data.rows,
         stream: binarize.map_or(0, |b| b.stream),
         key_lo: binarize.map_or(0, |b| philox::key(b.seed)[0]),
         key_hi: binarize.map_or(0, |b| philox::key(b.seed)[1]),
-        _pad: [0; 2],
+        ..Default::default()
     };
     gpu.dispatch(
         label,
@@ -101,7 +91,7 @@ pub fn gather(
         &params,
         &[&data.buffer, index, x],
         grid(n, WG),
-        Some(step),
+        Some(&step.rows),
     )
     .map(|d| d.with_work(n as f64, 5.0 * n as f64))
 }

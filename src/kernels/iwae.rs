@@ -1,17 +1,10 @@
 //! iwae: per-sample importance log-weights and their stable log-mean-exp per image (`shaders/iwae.wgsl`).
 
-use super::{Access, Dispatch, IWAE, KernelSpec, check_room};
+use super::contract::IwaeParams;
+use super::{IWAE, StepTable, check_room};
 use crate::error::Result;
 use crate::gpu::Gpu;
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    pixels: u32,
-    latent: u32,
-    samples: u32,
-    out_off: u32,
-}
+use crate::gpu::{Access, Dispatch, KernelSpec};
 
 /// The buffers of one chunk of sample rows, as the forward pass leaves them.
 pub struct Rows<'a> {
@@ -22,34 +15,30 @@ pub struct Rows<'a> {
     pub eps: &'a wgpu::Buffer,
 }
 
-/// Records log w for `rows` sample rows into `logw[out_off ..]`.
+/// Records log w for `rows` sample rows into `logw[step.batch_offset ..]`, where `batch_offset` comes from the
+/// step-table row the dispatch is recorded with (so one dispatch serves every chunk of sample rows). `logw` must
+/// hold every offset the table's rows give plus `rows`; the caller that writes the rows checks that.
 pub fn iw_log_weights(
     gpu: &Gpu,
     rows_in: &Rows,
     (rows, pixels, latent): (u32, u32, u32),
     logw: &wgpu::Buffer,
-    out_off: u32,
+    step: &StepTable,
 ) -> Result<Dispatch> {
     let (r, p, l) = (rows as u64, pixels as u64, latent as u64);
+    let label = "iwae.log_weights";
     for (what, buf, elems) in [
         ("logits", rows_in.logits, r * p),
         ("x", rows_in.x, r * p),
         ("heads", rows_in.heads, 2 * r * l),
         ("z", rows_in.z, r * l),
         ("eps", rows_in.eps, r * l),
+        ("log-weights", logw, r),
     ] {
-        check_room("iwae", "iwae.log_weights", what, buf, 0, elems)?;
+        check_room("iwae", label, what, buf, 0, elems)?;
     }
-    check_room(
-        "iwae",
-        "iwae.log_weights",
-        "log-weights",
-        logw,
-        out_off as u64,
-        r,
-    )?;
     let spec = KernelSpec {
-        family: &IWAE,
+        module: &IWAE,
         entry: "iw_log_weights",
         constants: vec![],
         storage: &[
@@ -60,75 +49,63 @@ pub fn iw_log_weights(
             Access::Read,
             Access::ReadWrite,
         ],
-        uses_step: false,
+        uses_rows: true,
     };
-    let params = Params {
+    let params = IwaeParams {
         pixels,
         latent,
-        samples: 0,
-        out_off,
+        ..Default::default()
     };
+    let buffers = [
+        rows_in.logits,
+        rows_in.x,
+        rows_in.heads,
+        rows_in.z,
+        rows_in.eps,
+        logw,
+    ];
     gpu.dispatch(
-        "iwae.log_weights",
+        label,
         &spec,
         &params,
-        &[
-            rows_in.logits,
-            rows_in.x,
-            rows_in.heads,
-            rows_in.z,
-            rows_in.eps,
-            logw,
-        ],
+        &buffers,
         [rows, 1, 1],
-        None,
+        Some(&step.rows),
     )
 }
 
-/// Records `estimate[out_off + i] = log mean exp(logw[i·samples .. (i+1)·samples])` for `images` images.
+/// Records `estimate[step.batch_offset + i] = log mean exp(logw[i·samples .. (i+1)·samples])` for `images`
+/// images, `batch_offset` from the step-table row the dispatch is recorded with.
 pub fn iw_logsumexp(
     gpu: &Gpu,
     logw: &wgpu::Buffer,
     (images, samples): (u32, u32),
     estimate: &wgpu::Buffer,
-    out_off: u32,
+    step: &StepTable,
 ) -> Result<Dispatch> {
-    check_room(
-        "iwae",
-        "iwae.logsumexp",
-        "log-weights",
-        logw,
-        0,
-        images as u64 * samples as u64,
-    )?;
-    check_room(
-        "iwae",
-        "iwae.logsumexp",
-        "estimate",
-        estimate,
-        out_off as u64,
-        images as u64,
-    )?;
+    let label = "iwae.logsumexp";
+    let n = images as u64 * samples as u64;
+    check_room("iwae", label, "log-weights", logw, 0, n)?;
+    check_room("iwae", label, "estimate", estimate, 0, images as u64)?;
     let spec = KernelSpec {
-        family: &IWAE,
+        module: &IWAE,
         entry: "iw_logsumexp",
         constants: vec![],
         storage: &[Access::Read, Access::ReadWrite],
-        uses_step: false,
+        uses_rows: true,
     };
-    let params = Params {
-        pixels: 0,
-        latent: 0,
+    let params = IwaeParams {
         samples,
-        out_off,
+        ..Default::default()
     };
+    let buffers = [logw, estimate];
     gpu.dispatch(
-        "iwae.logsumexp",
+        label,
         &spec,
         &params,
-        &[logw, estimate],
+        &buffers,
         [images, 1, 1],
-        None,
+        Some(&step.rows),
     )
 }
 

@@ -1,25 +1,15 @@
 //! loss: BCE-with-logits fused with its gradient, and KL fused with the reparameterization backward
 //! (`shaders/loss.wgsl`). Both are summed over the batch and leave per-workgroup partials for [`super::reduce`].
 
-use super::{Access, Dispatch, KernelSpec, LOSS, StepTable, WG, check_room};
+use super::contract::{LossParams, MAX_PARTIALS};
+use super::{LOSS, StepTable, WG, check_room};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-
-/// The most partials one loss kernel writes (its workgroup count is capped here).
-pub const MAX_PARTIALS: u32 = 256;
+use crate::gpu::{Access, Dispatch, KernelSpec};
 
 /// Workgroups (so partials) a loss kernel uses for `n` elements.
 pub fn loss_groups(n: u64) -> u32 {
     n.div_ceil(WG as u64).clamp(1, MAX_PARTIALS as u64) as u32
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    cols: u32,
-    partial_off: u32,
-    _pad: u32,
 }
 
 /// Where a loss kernel writes its partials: `buffer[offset .. offset + loss_groups(n)]`.
@@ -63,27 +53,34 @@ fn loss_dispatch(
         groups as u64,
     )?;
     let spec = KernelSpec {
-        family: &LOSS,
+        module: &LOSS,
         entry,
         constants: vec![("GRAD", grad as u8 as f64)],
         storage,
-        uses_step: step.is_some(),
+        uses_rows: step.is_some(),
     };
-    let params = Params {
+    let params = LossParams {
         rows,
         cols,
         partial_off: partials.offset,
-        _pad: 0,
+        ..Default::default()
     };
     let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|(_, b, _)| *b).collect();
     buffers.push(partials.buffer);
-    gpu.dispatch(label, &spec, &params, &buffers, [groups, 1, 1], step)
-        .map(|d| {
-            d.with_work(
-                10.0 * n as f64,
-                4.0 * inputs.iter().map(|(_, _, e)| *e).sum::<u64>() as f64,
-            )
-        })
+    gpu.dispatch(
+        label,
+        &spec,
+        &params,
+        &buffers,
+        [groups, 1, 1],
+        step.map(|s| &s.rows),
+    )
+    .map(|d| {
+        d.with_work(
+            10.0 * n as f64,
+            4.0 * inputs.iter().map(|(_, _, e)| *e).sum::<u64>() as f64,
+        )
+    })
 }
 
 /// Records BCE-with-logits of `logits` against `x` (both (rows, cols)); with `grad`, also writes

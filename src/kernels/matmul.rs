@@ -1,9 +1,12 @@
 //! matmul: the products of a linear layer's forward and backward passes with fused epilogues
 //! (`shaders/matmul.wgsl`). Weights are (out, in), PyTorch's layout.
 
-use super::{Access, Dispatch, KernelSpec, MATMUL, check_room};
+use super::contract::MatmulParams;
+pub use super::contract::{EpilogueKind, Layout};
+use super::{MATMUL, check_room};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::gpu::{Access, Dispatch, KernelSpec, Workload};
 
 /// Which kernel of `shaders/matmul.wgsl` computes a product: the output tile of one workgroup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,27 +50,6 @@ impl Tile {
     }
 }
 
-/// Which operand is transposed, in the order of the layer's passes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layout {
-    /// Forward, Y = X·Wᵀ: A (m, k), B given as W (n, k).
-    NT,
-    /// Input gradient, ∂X = ∂Y·W: A (m, k), B (k, n).
-    NN,
-    /// Weight gradient, ∂W = ∂Yᵀ·X: A given as ∂Y (k, m), B (k, n).
-    TN,
-}
-
-impl Layout {
-    fn code(self) -> f64 {
-        match self {
-            Layout::NT => 0.0,
-            Layout::NN => 1.0,
-            Layout::TN => 2.0,
-        }
-    }
-}
-
 /// A matrix operand: a buffer and the element offset at which the matrix starts.
 #[derive(Clone, Copy, Debug)]
 pub struct Operand<'a> {
@@ -81,45 +63,44 @@ impl<'a> From<&'a wgpu::Buffer> for Operand<'a> {
     }
 }
 
-/// What happens to each output after the product.
+/// What happens to each output after the product; `O` is how the epilogue's operand is given: an [`Operand`] on
+/// the GPU, a slice for the CPU reference.
 #[derive(Clone, Copy, Debug)]
-pub enum Epilogue<'a> {
+pub enum Epilogue<O> {
     None,
     /// `+ bias[n]`.
-    Bias(Operand<'a>),
+    Bias(O),
     /// `max(· + bias[n], 0)`.
-    BiasRelu(Operand<'a>),
+    BiasRelu(O),
     /// Keep the output where `mask[m, n] > 0` (the ReLU backward; mask is the layer's forward output).
-    ReluMask(Operand<'a>),
+    ReluMask(O),
     /// Also write the row sums of A (with [`Layout::TN`], the bias gradient) at this element offset of C's buffer.
+    /// The CPU reference computes C alone; [`bias_grad_cpu`] is the row sums' reference.
     BiasGrad {
         offset: usize,
     },
 }
 
-impl Epilogue<'_> {
-    fn code(&self) -> f64 {
+impl<O> Epilogue<O> {
+    pub fn kind(&self) -> EpilogueKind {
         match self {
-            Epilogue::None => 0.0,
-            Epilogue::Bias(_) => 1.0,
-            Epilogue::BiasRelu(_) => 2.0,
-            Epilogue::ReluMask(_) => 3.0,
-            Epilogue::BiasGrad { .. } => 4.0,
+            Epilogue::None => EpilogueKind::None,
+            Epilogue::Bias(_) => EpilogueKind::Bias,
+            Epilogue::BiasRelu(_) => EpilogueKind::BiasRelu,
+            Epilogue::ReluMask(_) => EpilogueKind::ReluMask,
+            Epilogue::BiasGrad { .. } => EpilogueKind::BiasGrad,
         }
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    a_off: u32,
-    b_off: u32,
-    c_off: u32,
-    aux_off: u32,
-    bias_off: u32,
+/// The bound on |computed − exact| of one output, as a multiple of Σ_k |a||b| (plus |bias| where one is added):
+/// γ_k = k·u / (1 − k·u) for a k-term f32 dot product in any order, with or without fused multiply-adds
+/// (Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1), and 2u more for the epilogue's add and the
+/// final rounding. u = 2⁻²⁴, f32's unit roundoff.
+pub fn error_bound(k: usize) -> f64 {
+    let u = f32::EPSILON as f64 / 2.0;
+    let ku = k as f64 * u;
+    ku / (1.0 - ku) + 2.0 * u
 }
 
 /// The 128-tile kernel that reads its operands as `vec4`s, where the layout's contiguous dimensions and the
@@ -132,7 +113,7 @@ fn vec4_kernel(
     (m, n, k): (u32, u32, u32),
     a_off: usize,
     b_off: usize,
-    epilogue: &Epilogue,
+    epilogue: &Epilogue<Operand>,
 ) -> Option<&'static str> {
     if tile != Tile::T128 || !a_off.is_multiple_of(4) || !b_off.is_multiple_of(4) {
         return None;
@@ -166,7 +147,7 @@ pub fn matmul(
     a: Operand,
     b: Operand,
     c: Operand,
-    epilogue: Epilogue,
+    epilogue: Epilogue<Operand>,
 ) -> Result<Dispatch> {
     let cols = dims.1 + matches!(epilogue, Epilogue::BiasGrad { .. }) as u32;
     let tile = Tile::for_shape(gpu, dims.0, cols);
@@ -184,7 +165,7 @@ pub fn matmul_tiled(
     a: Operand,
     b: Operand,
     c: Operand,
-    epilogue: Epilogue,
+    epilogue: Epilogue<Operand>,
 ) -> Result<Dispatch> {
     if m == 0 || n == 0 || k == 0 {
         return Err(Error::shape(
@@ -230,7 +211,7 @@ pub fn matmul_tiled(
             format!("{label}: element offsets must fit in 32 bits"),
         ));
     }
-    let params = Params {
+    let params = MatmulParams {
         m,
         n,
         k,
@@ -242,11 +223,14 @@ pub fn matmul_tiled(
     };
     let vec4_entry = vec4_kernel(tile, layout, (m, n, k), a.offset, b.offset, &epilogue);
     let spec = KernelSpec {
-        family: &MATMUL,
+        module: &MATMUL,
         entry: vec4_entry.unwrap_or(tile.entry()),
-        constants: vec![("LAYOUT", layout.code()), ("EPILOGUE", epilogue.code())],
+        constants: vec![
+            ("LAYOUT", layout.code() as f64),
+            ("EPILOGUE", epilogue.kind().code() as f64),
+        ],
         storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read],
-        uses_step: false,
+        uses_rows: false,
     };
     // The vec4 kernels compute the bias gradient without the extra column.
     let cols = if matches!(epilogue, Epilogue::BiasGrad { .. }) && vec4_entry.is_none() {
@@ -268,16 +252,12 @@ pub fn matmul_tiled(
             flops(m, n, k),
             4.0 * (m64 * k64 + k64 * n64 + m64 * n64) as f64,
         )
+        .with_workload(Workload {
+            family: MATMUL.name,
+            dims: [m, n, k],
+            codes: [layout.code(), epilogue.kind().code()],
+        })
     })
-}
-
-/// What the CPU reference applies after the product; mirrors [`Epilogue`] on host slices.
-#[derive(Clone, Copy, Debug)]
-pub enum EpilogueCpu<'a> {
-    None,
-    Bias(&'a [f32]),
-    BiasRelu(&'a [f32]),
-    ReluMask(&'a [f32]),
 }
 
 /// CPU reference: C (m, n) = A·B in f64 with the epilogue, A and B stored as `layout` says.
@@ -286,7 +266,7 @@ pub fn matmul_cpu(
     (m, n, k): (usize, usize, usize),
     a: &[f32],
     b: &[f32],
-    epilogue: EpilogueCpu,
+    epilogue: Epilogue<&[f32]>,
 ) -> Vec<f32> {
     let at = |i: usize, kk: usize| match layout {
         Layout::TN => a[kk * m + i],
@@ -304,10 +284,10 @@ pub fn matmul_cpu(
                 s += at(i, kk) * bt(kk, j);
             }
             c[i * n + j] = match epilogue {
-                EpilogueCpu::None => s,
-                EpilogueCpu::Bias(bias) => s + bias[j] as f64,
-                EpilogueCpu::BiasRelu(bias) => (s + bias[j] as f64).max(0.0),
-                EpilogueCpu::ReluMask(mask) => {
+                Epilogue::None | Epilogue::BiasGrad { .. } => s,
+                Epilogue::Bias(bias) => s + bias[j] as f64,
+                Epilogue::BiasRelu(bias) => (s + bias[j] as f64).max(0.0),
+                Epilogue::ReluMask(mask) => {
                     if mask[i * n + j] > 0.0 {
                         s
                     } else {

@@ -1,21 +1,10 @@
 //! reduce: loss partials to one total per term, into the step's row of the loss log (`shaders/reduce.wgsl`).
 
-use super::loss::MAX_PARTIALS;
-use super::{Access, Dispatch, KernelSpec, REDUCE, StepTable, check_room};
+use super::contract::{MAX_PARTIALS, MAX_TERMS, ReduceParams};
+use super::{REDUCE, StepTable, check_room};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-
-/// The most loss terms one reduction handles.
-pub const MAX_TERMS: usize = 4;
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    terms: u32,
-    stride: u32,
-    _pad: [u32; 2],
-    counts: [u32; 4],
-}
+use crate::gpu::{Access, Dispatch, KernelSpec};
 
 /// Records `log[step.loss_slot · terms + t] = Σ partials[t·stride .. t·stride + counts[t]]` for each term t.
 pub fn reduce(
@@ -48,7 +37,7 @@ pub fn reduce(
         0,
         stride as u64 * terms as u64,
     )?;
-    if log.size() < step.capacity as u64 * terms as u64 * 4 {
+    if log.size() < step.capacity() as u64 * terms as u64 * 4 {
         return Err(Error::shape(
             "reduce",
             format!("{label}: the loss log needs {terms} floats per step-table row"),
@@ -56,18 +45,18 @@ pub fn reduce(
     }
     let mut c = [0u32; 4];
     c[..terms].copy_from_slice(counts);
-    let params = Params {
+    let params = ReduceParams {
         terms: terms as u32,
         stride,
-        _pad: [0; 2],
         counts: c,
+        ..Default::default()
     };
     let spec = KernelSpec {
-        family: &REDUCE,
+        module: &REDUCE,
         entry: "reduce_partials",
         constants: vec![],
         storage: &[Access::Read, Access::ReadWrite],
-        uses_step: true,
+        uses_rows: true,
     };
     gpu.dispatch(
         label,
@@ -75,7 +64,7 @@ pub fn reduce(
         &params,
         &[partials, log],
         [terms as u32, 1, 1],
-        Some(step),
+        Some(&step.rows),
     )
     .map(|d| d.with_work(0.0, 4.0 * counts.iter().sum::<u32>() as f64))
 }

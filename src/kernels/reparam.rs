@@ -2,21 +2,12 @@
 //! generator for tests (`shaders/philox_words.wgsl`). The backward is fused with the KL term: see
 //! [`super::loss::kl_backward`].
 
-use super::{Access, Dispatch, KernelSpec, PHILOX, REPARAM, StepTable, WG, check_room, grid};
+use super::contract::{PhiloxWordsParams, ReparamParams};
+use super::{PHILOX, REPARAM, StepTable, WG, check_room, grid};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::gpu::{Access, Dispatch, KernelSpec};
 use crate::kernels::philox;
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    latent: u32,
-    key_lo: u32,
-    key_hi: u32,
-    stream: u32,
-    _pad: [u32; 3],
-}
 
 /// Records z = μ + ε·σ for `rows` rows of `latent` dimensions. `heads` holds μ | log σ² side by side per row;
 /// ε is written to `eps` for the backward pass. ε of element i is drawn from counter
@@ -45,19 +36,19 @@ pub fn reparam(
     }
     let [key_lo, key_hi] = philox::key(seed);
     let spec = KernelSpec {
-        family: &REPARAM,
+        module: &REPARAM,
         entry: "reparam_forward",
         constants: vec![],
         storage: &[Access::Read, Access::ReadWrite, Access::ReadWrite],
-        uses_step: true,
+        uses_rows: true,
     };
-    let params = Params {
+    let params = ReparamParams {
         rows,
         latent,
         key_lo,
         key_hi,
         stream,
-        _pad: [0; 3],
+        ..Default::default()
     };
     gpu.dispatch(
         label,
@@ -65,7 +56,7 @@ pub fn reparam(
         &params,
         &[heads, z, eps],
         grid(n, WG),
-        Some(step),
+        Some(&step.rows),
     )
     .map(|d| d.with_work(4.0 * n as f64, 16.0 * n as f64))
 }
@@ -92,15 +83,6 @@ pub fn reparam_cpu(
         }
     }
     (z, eps)
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct WordsParams {
-    n: u32,
-    key_lo: u32,
-    key_hi: u32,
-    _pad: u32,
 }
 
 /// Records the raw generator on `n` counters (4 u32 each): 8 words per counter into `words`, the four outputs
@@ -130,17 +112,17 @@ pub fn philox_words(
         8 * n as u64,
     )?;
     let spec = KernelSpec {
-        family: &PHILOX,
+        module: &PHILOX,
         entry: "philox_words",
         constants: vec![],
         storage: &[Access::Read, Access::ReadWrite],
-        uses_step: false,
+        uses_rows: false,
     };
-    let params = WordsParams {
+    let params = PhiloxWordsParams {
         n,
         key_lo: key[0],
         key_hi: key[1],
-        _pad: 0,
+        ..Default::default()
     };
     gpu.dispatch(
         "philox_words",

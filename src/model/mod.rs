@@ -83,9 +83,27 @@ impl ModelConfig {
         })
     }
 
+    /// (name, out, in) of each layer, in flat order: the one description the layout and the size checks use.
+    fn layers(&self) -> [(&'static str, u32, u32); 4] {
+        [
+            ("fc1", self.hidden, self.pixels),
+            ("heads", 2 * self.latent, self.hidden),
+            ("fc3", self.hidden, self.latent),
+            ("fc4", self.pixels, self.hidden),
+        ]
+    }
+
+    /// Parameters (weights and biases) of the model, in u64 so that sizes past any device's limits still count.
+    pub fn param_count(&self) -> u64 {
+        self.layers()
+            .iter()
+            .map(|&(_, out, inp)| out as u64 * (inp as u64 + 1))
+            .sum()
+    }
+
     pub fn layout(&self) -> Layout {
         let mut at = 0usize;
-        let mut layer = |name, out, inp| {
+        let [fc1, heads, fc3, fc4] = self.layers().map(|(name, out, inp)| {
             let l = Linear {
                 name,
                 out,
@@ -94,11 +112,7 @@ impl ModelConfig {
             };
             at += l.len();
             l
-        };
-        let fc1 = layer("fc1", self.hidden, self.pixels);
-        let heads = layer("heads", 2 * self.latent, self.hidden);
-        let fc3 = layer("fc3", self.hidden, self.latent);
-        let fc4 = layer("fc4", self.pixels, self.hidden);
+        });
         Layout {
             fc1,
             heads,
@@ -122,4 +136,9 @@ impl ModelConfig {
         }
         params
     }
+}
+
+/// σ(l): the Bernoulli mean of a decoder logit, the grey level of a decoded pixel (pictures, on the host).
+pub fn sigmoid(l: f32) -> f32 {
+    1.0 / (1.0 + (-l).exp())
 }

@@ -1,18 +1,25 @@
 //! The network on the GPU: parameters, gradients and Adam state in flat buffers, activations in a workspace, and
-//! the dispatches of one forward and backward pass. Everything here records; nothing waits.
+//! the dispatch plans of its passes, each a short list in the order the model computes:
+//!
+//! - [`forward`]: gather, fc1, heads, reparameterization, fc3, fc4 (logits);
+//! - [`losses`]: BCE and KL of a forward pass, no gradients (evaluation);
+//! - [`backward`]: BCE with ∂logits, the decoder's backward, KL fused with the reparameterization's backward
+//!   (∂heads), the encoder's backward; every gradient lands in the flat gradient buffer;
+//! - [`reduce_losses`]: the loss partials of either to one row of the loss log.
+//!
+//! A training step is `forward`, `backward`, `reduce_losses`, then Adam; an evaluation batch is `forward`,
+//! `losses`, `reduce_losses`. Everything here records; nothing waits.
 
 use crate::error::Result;
-use crate::gpu::Gpu;
+use crate::gpu::{Dispatch, Gpu, Plan};
+use crate::kernels::StepTable;
+use crate::kernels::contract::{LossTerm, MAX_PARTIALS, TERMS};
 use crate::kernels::gather::{Binarize, ByteMatrix, gather};
-use crate::kernels::loss::{MAX_PARTIALS, PartialsAt, bce_logits, kl_backward, loss_groups};
+use crate::kernels::loss::{PartialsAt, bce_logits, kl_backward, loss_groups};
 use crate::kernels::matmul::{Epilogue, Layout as Mm, Operand, matmul};
 use crate::kernels::reduce::reduce;
 use crate::kernels::reparam::reparam;
-use crate::kernels::{Dispatch, StepTable};
 use crate::model::{Layout, Linear, ModelConfig};
-
-/// Loss terms in the loss log, per step: BCE then KL.
-pub const TERMS: usize = 2;
 
 /// Parameters, gradients and Adam's moments, each one flat buffer in [`Layout`] order.
 pub struct Net {
@@ -55,7 +62,7 @@ pub struct Workspace {
     pub dz: wgpu::Buffer,
     pub dheads: wgpu::Buffer,
     pub dh1: wgpu::Buffer,
-    /// Loss partials: BCE's at 0.., KL's at MAX_PARTIALS...
+    /// Loss partials, `MAX_PARTIALS` per term, in [`LossTerm`] order.
     pub partials: wgpu::Buffer,
 }
 
@@ -184,54 +191,7 @@ pub struct Source<'a> {
     pub binarize: Option<Binarize>,
 }
 
-/// The forward pass alone: gather, encoder, reparameterization, decoder, leaving logits in `ws.logits`.
-pub fn forward_only(
-    gpu: &Gpu,
-    net: &Net,
-    ws: &Workspace,
-    src: &Source,
-    rows: u32,
-    step: &StepTable,
-) -> Result<Vec<Dispatch>> {
-    let Layout {
-        fc1,
-        heads,
-        fc3,
-        fc4,
-        ..
-    } = net.layout;
-    Ok(vec![
-        gather(
-            gpu,
-            "gather",
-            src.data,
-            src.index,
-            &ws.x,
-            rows,
-            step,
-            src.binarize,
-        )?,
-        linear_forward(gpu, net, fc1, rows, &ws.x, &ws.h1, true)?,
-        linear_forward(gpu, net, heads, rows, &ws.h1, &ws.heads, false)?,
-        reparam(
-            gpu,
-            "reparam.forward",
-            &ws.heads,
-            &ws.z,
-            &ws.eps,
-            (rows, net.config.latent),
-            src.seed,
-            src.stream,
-            step,
-        )?,
-        linear_forward(gpu, net, fc3, rows, &ws.z, &ws.h3, true)?,
-        linear_forward(gpu, net, fc4, rows, &ws.h3, &ws.logits, false)?,
-    ])
-}
-
-/// The forward pass and both loss terms for `rows` examples, their totals reduced into `log` at the step table
-/// row's slot. With `grad`, the loss kernels also write ∂logits and ∂heads (the start of the backward pass).
-#[allow(clippy::too_many_arguments)]
+/// The forward pass: gather, encoder, reparameterization, decoder, leaving logits in `ws.logits`.
 pub fn forward(
     gpu: &Gpu,
     net: &Net,
@@ -239,9 +199,7 @@ pub fn forward(
     src: &Source,
     rows: u32,
     step: &StepTable,
-    log: &wgpu::Buffer,
-    grad: bool,
-) -> Result<Vec<Dispatch>> {
+) -> Result<Plan> {
     let Layout {
         fc1,
         heads,
@@ -249,94 +207,143 @@ pub fn forward(
         fc4,
         ..
     } = net.layout;
-    let (p, l) = (net.config.pixels, net.config.latent);
-    let mut d = forward_only(gpu, net, ws, src, rows, step)?;
-    d.extend([bce_logits(
-        gpu,
-        if grad { "bce.backward" } else { "bce.forward" },
-        &ws.logits,
-        &ws.x,
-        &ws.dlogits,
-        PartialsAt {
-            buffer: &ws.partials,
-            offset: 0,
-        },
-        (rows, p),
-        grad,
-    )?]);
-    if grad {
-        // The decoder's backward comes before the KL kernel, which needs ∂z.
-        d.push(linear_weight_grad(
+    let (x, latent) = (&ws.x, net.config.latent);
+    let noise = (src.seed, src.stream);
+    Ok(Plan::from(vec![
+        gather(
             gpu,
-            net,
-            fc4,
+            "gather",
+            src.data,
+            src.index,
+            x,
             rows,
-            &ws.dlogits,
-            &ws.h3,
-        )?);
-        d.push(linear_input_grad(
-            gpu,
-            net,
-            fc4,
-            rows,
-            &ws.dlogits,
-            &ws.dh3,
-            Some(&ws.h3),
-        )?);
-        d.push(linear_weight_grad(gpu, net, fc3, rows, &ws.dh3, &ws.z)?);
-        d.push(linear_input_grad(
-            gpu, net, fc3, rows, &ws.dh3, &ws.dz, None,
-        )?);
-    }
-    d.push(kl_backward(
+            step,
+            src.binarize,
+        )?,
+        linear_forward(gpu, net, fc1, rows, x, &ws.h1, true)?,
+        linear_forward(gpu, net, heads, rows, &ws.h1, &ws.heads, false)?,
+        reparam_forward(gpu, ws, (rows, latent), noise, step)?,
+        linear_forward(gpu, net, fc3, rows, &ws.z, &ws.h3, true)?,
+        linear_forward(gpu, net, fc4, rows, &ws.h3, &ws.logits, false)?,
+    ]))
+}
+
+fn reparam_forward(
+    gpu: &Gpu,
+    ws: &Workspace,
+    shape: (u32, u32),
+    (seed, stream): (u64, u32),
+    step: &StepTable,
+) -> Result<Dispatch> {
+    let (heads, z, eps) = (&ws.heads, &ws.z, &ws.eps);
+    reparam(
         gpu,
-        if grad { "kl.backward" } else { "kl.forward" },
-        &ws.heads,
-        &ws.eps,
-        &ws.dz,
-        &ws.dheads,
-        PartialsAt {
-            buffer: &ws.partials,
-            offset: MAX_PARTIALS,
-        },
-        (rows, l),
-        grad,
+        "reparam.forward",
+        heads,
+        z,
+        eps,
+        shape,
+        seed,
+        stream,
         step,
-    )?);
-    d.push(reduce(
+    )
+}
+
+/// Where a loss term's partials go in the workspace.
+fn partials(ws: &Workspace, term: LossTerm) -> PartialsAt<'_> {
+    PartialsAt {
+        buffer: &ws.partials,
+        offset: term.partials_offset(),
+    }
+}
+
+/// BCE-with-logits of the reconstruction; with `grad`, also ∂logits (the first step of the backward pass).
+fn bce(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32, grad: bool) -> Result<Dispatch> {
+    let label = if grad { "bce.backward" } else { "bce.forward" };
+    let at = partials(ws, LossTerm::Bce);
+    let shape = (rows, net.config.pixels);
+    bce_logits(gpu, label, &ws.logits, &ws.x, &ws.dlogits, at, shape, grad)
+}
+
+/// The KL term; with `grad`, fused with the reparameterization's backward: ∂heads from ∂z (which must exist).
+fn kl(
+    gpu: &Gpu,
+    net: &Net,
+    ws: &Workspace,
+    rows: u32,
+    step: &StepTable,
+    grad: bool,
+) -> Result<Dispatch> {
+    let label = if grad { "kl.backward" } else { "kl.forward" };
+    let at = partials(ws, LossTerm::Kl);
+    let shape = (rows, net.config.latent);
+    let (heads, eps, dz, dheads) = (&ws.heads, &ws.eps, &ws.dz, &ws.dheads);
+    kl_backward(gpu, label, heads, eps, dz, dheads, at, shape, grad, step)
+}
+
+/// Both loss terms of a forward pass, without gradients (evaluation).
+pub fn losses(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32, step: &StepTable) -> Result<Plan> {
+    Ok(Plan::from(vec![
+        bce(gpu, net, ws, rows, false)?,
+        kl(gpu, net, ws, rows, step, false)?,
+    ]))
+}
+
+/// The backward pass after [`forward`]: every parameter's gradient into `net.grads`, computing both loss terms
+/// on the way (BCE with ∂logits first; KL where ∂z is known, since its kernel is also the reparameterization's
+/// backward).
+pub fn backward(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32, step: &StepTable) -> Result<Plan> {
+    let Layout {
+        fc1,
+        heads,
+        fc3,
+        fc4,
+        ..
+    } = net.layout;
+    Ok(Plan::from(vec![
+        bce(gpu, net, ws, rows, true)?,
+        linear_weight_grad(gpu, net, fc4, rows, &ws.dlogits, &ws.h3)?,
+        linear_input_grad(gpu, net, fc4, rows, &ws.dlogits, &ws.dh3, Some(&ws.h3))?,
+        linear_weight_grad(gpu, net, fc3, rows, &ws.dh3, &ws.z)?,
+        linear_input_grad(gpu, net, fc3, rows, &ws.dh3, &ws.dz, None)?,
+        kl(gpu, net, ws, rows, step, true)?,
+        linear_weight_grad(gpu, net, heads, rows, &ws.dheads, &ws.h1)?,
+        linear_input_grad(gpu, net, heads, rows, &ws.dheads, &ws.dh1, Some(&ws.h1))?,
+        linear_weight_grad(gpu, net, fc1, rows, &ws.dh1, &ws.x)?,
+    ]))
+}
+
+/// The loss partials of [`losses`] or [`backward`] to one total per term, in the loss log's row for the step.
+pub fn reduce_losses(
+    gpu: &Gpu,
+    net: &Net,
+    ws: &Workspace,
+    rows: u32,
+    step: &StepTable,
+    log: &wgpu::Buffer,
+) -> Result<Plan> {
+    let elements = |term| match term {
+        LossTerm::Bce => rows as u64 * net.config.pixels as u64,
+        LossTerm::Kl => rows as u64 * net.config.latent as u64,
+    };
+    let counts = LossTerm::ALL.map(|t| loss_groups(elements(t)));
+    let reduce = reduce(
         gpu,
         "loss.reduce",
         &ws.partials,
         MAX_PARTIALS,
-        &[
-            loss_groups(rows as u64 * p as u64),
-            loss_groups(rows as u64 * l as u64),
-        ],
+        &counts,
         log,
         step,
-    )?);
-    if grad {
-        d.push(linear_weight_grad(
-            gpu, net, heads, rows, &ws.dheads, &ws.h1,
-        )?);
-        d.push(linear_input_grad(
-            gpu,
-            net,
-            heads,
-            rows,
-            &ws.dheads,
-            &ws.dh1,
-            Some(&ws.h1),
-        )?);
-        d.push(linear_weight_grad(gpu, net, fc1, rows, &ws.dh1, &ws.x)?);
-    }
-    Ok(d)
+    )?;
+    Ok(Plan::from(vec![reduce]))
 }
 
 /// Decodes the latent codes in `z` (rows, latent) to logits in `ws.logits`.
-pub fn decode(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32) -> Result<Vec<Dispatch>> {
-    Ok(vec![
-        linear_forward(gpu, net, net.layout.fc3, rows, &ws.z, &ws.h3, true)?,
-        linear_forward(gpu, net, net.layout.fc4, rows, &ws.h3, &ws.logits, false)?,
-    ])
+pub fn decode(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32) -> Result<Plan> {
+    let Layout { fc3, fc4, .. } = net.layout;
+    Ok(Plan::from(vec![
+        linear_forward(gpu, net, fc3, rows, &ws.z, &ws.h3, true)?,
+        linear_forward(gpu, net, fc4, rows, &ws.h3, &ws.logits, false)?,
+    ]))
 }

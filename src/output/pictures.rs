@@ -1,37 +1,18 @@
-//! What a user does with a trained model: `vae eval`, `sample`, `reconstruct`, `interpolate`, `latent`, and the
+//! The pictures drawn from a trained model: `vae sample`, `reconstruct`, `interpolate` and `latent`, and the
 //! pictures written at the end of training.
 
 use std::path::Path;
 
 use crate::data::mnist::Split;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::kernels::gather::ByteMatrix;
 use crate::kernels::philox::{Philox, stream};
 use crate::model::inference::Inference;
 use crate::output::images::Grid;
 use crate::output::plots;
-use crate::training::checkpoint::Checkpoint;
-
-/// Rows of the inference workspace: enough for a big chunk, small enough for any device.
-pub const INFER_ROWS: u32 = 1024;
 
 fn tile(split: &Split) -> (usize, usize) {
     (split.rows, split.cols)
-}
-
-/// Checks that a dataset fits a checkpoint's model.
-pub fn check_data(ck: &Checkpoint, ck_path: &Path, split: &Split) -> Result<()> {
-    if split.pixels() as u32 != ck.model.pixels {
-        return Err(Error::Data {
-            path: ck_path.display().to_string(),
-            message: format!(
-                "the checkpoint's model takes {}-pixel images but the data has {}×{}; pass the --data it was trained on",
-                ck.model.pixels, split.rows, split.cols
-            ),
-        });
-    }
-    Ok(())
 }
 
 /// Decodes `side`² latent codes and saves them as a `side`×`side` grid.
@@ -75,7 +56,7 @@ pub fn reconstruct(
 ) -> Result<()> {
     let n = n.min(split.n);
     let idx: Vec<u32> = (0..n as u32).collect();
-    let (_, _, recon) = inf.encode(data, &idx)?;
+    let recon = inf.encode(data, &idx)?.recon;
     let px = split.pixels();
     let mut grid = Grid::new(2, n, tile(split));
     for i in 0..n {
@@ -99,7 +80,7 @@ pub fn interpolate(
     let l = inf.net.config.latent as usize;
     let pairs = pairs.min(split.n / 2).max(1);
     let idx: Vec<u32> = (0..2 * pairs as u32).collect();
-    let (mu, _, _) = inf.encode(data, &idx)?;
+    let mu = inf.encode(data, &idx)?.mu;
     let mut z = Vec::new();
     for p in 0..pairs {
         let (a, b) = (
@@ -164,7 +145,7 @@ pub fn latent_scatter(
 ) -> Result<()> {
     let l = inf.net.config.latent as usize;
     let idx: Vec<u32> = (0..split.n as u32).collect();
-    let (mu, _, _) = inf.encode(data, &idx)?;
+    let mu = inf.encode(data, &idx)?.mu;
     let (points, title, axes) = if l == 2 {
         (
             mu.chunks(2).map(|c| (c[0], c[1])).collect::<Vec<_>>(),
@@ -208,82 +189,17 @@ pub fn curve_from_metrics(csv: &str, path: &Path, title: &str) -> Result<()> {
 }
 
 /// Everything drawn at the end of a run: the curve, the scatter and (2-D) the manifold.
-pub fn end_of_training(
-    gpu: &Gpu,
-    ck: &Checkpoint,
-    test: &Split,
-    csv: &str,
-    out: &Path,
-) -> Result<()> {
-    let inf = Inference::new(gpu, ck.model, &ck.params, INFER_ROWS, ck.seed)?;
-    let data = ByteMatrix::upload(gpu, "test.images", &test.images, ck.model.pixels)?;
+pub fn end_of_training(inf: &Inference, test: &Split, csv: &str, out: &Path) -> Result<()> {
+    let model = inf.net.config;
+    let data = ByteMatrix::upload(inf.gpu, "test.images", &test.images, model.pixels)?;
     curve_from_metrics(
         csv,
         &out.join("training_curve.png"),
-        &format!(
-            "{}-{}-{} VAE",
-            ck.model.pixels, ck.model.hidden, ck.model.latent
-        ),
+        &format!("{}-{}-{} VAE", model.pixels, model.hidden, model.latent),
     )?;
-    latent_scatter(&inf, &data, test, &out.join("latent_scatter.png"))?;
-    if ck.model.latent == 2 {
-        manifold(&inf, 20, tile(test), &out.join("manifold.png"))?;
+    latent_scatter(inf, &data, test, &out.join("latent_scatter.png"))?;
+    if model.latent == 2 {
+        manifold(inf, 20, tile(test), &out.join("manifold.png"))?;
     }
     Ok(())
-}
-
-/// What `vae eval` reports, per test image.
-#[derive(Clone, Copy, Debug)]
-pub struct EvalReport {
-    /// −ELBO, with its two parts.
-    pub loss: f64,
-    pub bce: f64,
-    pub kl: f64,
-    /// The importance-sampled log p(x), when asked for.
-    pub log_likelihood: Option<f64>,
-}
-
-/// The test ELBO (on the GPU, sampled z, as during training) and optionally log p(x) with `iw` samples.
-pub fn evaluate(gpu: &Gpu, ck: &Checkpoint, test: &Split, iw: Option<u32>) -> Result<EvalReport> {
-    let get = |k: &str, d: &str| ck.meta.get(k).cloned().unwrap_or_else(|| d.to_string());
-    let binarize = get("binarize", "false") == "true";
-    let batch: u32 = get("batch_size", "128").parse().unwrap_or(128);
-    let config = crate::training::trainer::TrainConfig {
-        model: ck.model,
-        batch: batch.min(test.n as u32).max(1),
-        adam: Default::default(),
-        seed: ck.seed,
-        beta: 1.0,
-        kl_warmup: 0.0,
-        binarize,
-        log_interval: 1,
-    };
-    // The evaluation pass of a trainer whose training set is the test set (never trained here).
-    let trainer = crate::training::trainer::Trainer::new(gpu, config, test, test, &ck.params)?;
-    let (loss, bce, kl) = trainer.evaluate()?.per_example();
-    let log_likelihood = match iw {
-        None => None,
-        Some(_) if binarize => {
-            return Err(Error::Invalid(
-                "--iw-samples is not supported yet for models trained with --binarize (each importance sample would see another binarization); evaluate without it".into(),
-            ));
-        }
-        Some(k) => {
-            if !(1..=100_000).contains(&k) {
-                return Err(Error::Invalid(format!(
-                    "--iw-samples {k}: use 1 to 100000 (the IWAE paper uses 5000)"
-                )));
-            }
-            let inf = Inference::new(gpu, ck.model, &ck.params, INFER_ROWS, ck.seed)?;
-            let data = ByteMatrix::upload(gpu, "test.images", &test.images, ck.model.pixels)?;
-            let ll = inf.log_likelihood(&data, test.n as u32, k)?;
-            Some(ll.iter().sum::<f64>() / ll.len() as f64)
-        }
-    };
-    Ok(EvalReport {
-        loss,
-        bce,
-        kl,
-        log_likelihood,
-    })
 }

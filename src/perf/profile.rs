@@ -9,6 +9,7 @@ use std::time::Instant;
 use wgpu_profiler::{GpuProfiler, GpuProfilerSettings, GpuTimerQueryResult};
 
 use crate::error::{Error, Result};
+use crate::gpu::Plan;
 use crate::perf::bench::median;
 use crate::training::trainer::Trainer;
 
@@ -55,111 +56,29 @@ pub fn profile(
 ) -> Result<Profile> {
     let gpu = trainer.gpu;
     let sizes = trainer.begin_epoch(1)?;
-    let slot = |s: u32| s % sizes.len() as u32;
-    let rows_of = |s: u32| sizes[slot(s) as usize];
+    // Step s of the profile is step s of the epoch (wrapping): its row of the step table and its plan.
+    let row = |s: u32| s % sizes.len() as u32;
+    let plan = |s: u32| trainer.step_plan(sizes[row(s) as usize]);
     // Warm-up: pipelines are built, caches filled.
-    gpu.submit_pass("profile.warmup", |pass| {
-        for d in trainer.step_plan(rows_of(0)) {
-            d.record(pass, 0);
-        }
-    })?;
+    gpu.submit_plans("profile.warmup", [(plan(0), 0)])?;
     gpu.wait()?;
-
     if capture {
         // SAFETY: wgpu asks that no other capture be in progress on this device; this is the only one.
         unsafe { gpu.device.start_graphics_debugger_capture() };
     }
-    let mut kernels = Vec::new();
-    let mut gpu_step_us = None;
-    if gpu.has_timestamps() {
-        let mut profiler = GpuProfiler::new(
-            &gpu.device,
-            GpuProfilerSettings {
-                max_num_pending_frames: steps as usize + 2,
-                ..Default::default()
-            },
-        )
-        .map_err(profiler_err)?;
-        for s in 0..steps {
-            let mut encoder = gpu
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("profile.step"),
-                });
-            {
-                let mut scope = profiler.scope(format!("step {s}"), &mut encoder);
-                for d in trainer.step_plan(rows_of(s)) {
-                    let mut pass = scope.scoped_compute_pass(d.label.clone());
-                    d.record(&mut pass, slot(s));
-                }
-            }
-            profiler.resolve_queries(&mut encoder);
-            gpu.queue.submit([encoder.finish()]);
-            profiler.end_frame().map_err(profiler_err)?;
-        }
-        gpu.wait()?;
-        let period = gpu.queue.get_timestamp_period();
-        let mut frames: Vec<GpuTimerQueryResult> = Vec::new();
-        while let Some(mut f) = profiler.process_finished_frame(period) {
-            frames.append(&mut f);
-        }
+    let (kernels, gpu_step_us) = if gpu.has_timestamps() {
+        let frames = timed_steps(gpu, steps, |s| (plan(s), row(s)))?;
         if let Some(path) = trace {
-            wgpu_profiler::chrometrace::write_chrometrace(path, &frames).map_err(|e| {
-                Error::Io {
-                    what: format!("writing the trace {}", path.display()),
-                    message: e.to_string(),
-                }
-            })?;
+            write_trace(path, &frames)?;
         }
-        // Per label: durations in µs; work per call from the dispatches themselves.
-        let mut times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        for step in &frames {
-            for k in &step.nested_queries {
-                if let Some(t) = &k.time {
-                    times
-                        .entry(k.label.clone())
-                        .or_default()
-                        .push((t.end - t.start) * 1e6);
-                }
-            }
-        }
-        let work: BTreeMap<&str, (f64, f64)> = trainer
-            .step_plan(rows_of(0))
-            .iter()
-            .map(|d| (d.label.as_str(), (d.flops, d.bytes)))
-            .collect();
-        let per_step: f64 =
-            times.values().map(|v| v.iter().sum::<f64>()).sum::<f64>() / steps as f64;
-        for (label, mut v) in times {
-            let mean = v.iter().sum::<f64>() / v.len() as f64;
-            let calls = v.len();
-            let med = median(&mut v);
-            // Labels that occur several times per step (none today) would share one work figure.
-            let (flops, bytes) = work.get(label.as_str()).copied().unwrap_or_default();
-            let per_call = calls as f64 / steps as f64;
-            kernels.push(KernelRow {
-                share: mean * per_call / per_step,
-                gflops: flops / (med * 1e-6) / 1e9,
-                gbps: bytes / (med * 1e-6) / 1e9,
-                label,
-                calls,
-                mean_us: mean,
-                median_us: med,
-            });
-        }
-        kernels.sort_by(|a, b| b.share.total_cmp(&a.share));
-        gpu_step_us = Some(per_step);
-    }
-
+        let (rows, per_step) = kernel_rows(&frames, plan(0), steps);
+        (rows, Some(per_step))
+    } else {
+        (Vec::new(), None)
+    };
     // The same steps as training records them: one pass, back to back.
     let start = Instant::now();
-    gpu.submit_pass("profile.wall", |pass| {
-        for s in 0..steps {
-            for d in trainer.step_plan(rows_of(s)) {
-                d.record(pass, slot(s));
-            }
-        }
-    })?;
+    gpu.submit_plans("profile.wall", (0..steps).map(|s| (plan(s), row(s))))?;
     gpu.wait()?;
     let wall_step_us = start.elapsed().as_secs_f64() * 1e6 / steps as f64;
     if capture {
@@ -172,4 +91,90 @@ pub fn profile(
         gpu_step_us,
         steps,
     })
+}
+
+/// Runs `steps` steps with one timed compute pass per dispatch (`step(s)` gives step s's plan and row) and
+/// returns the finished frames, one per step.
+fn timed_steps<'p>(
+    gpu: &crate::gpu::Gpu,
+    steps: u32,
+    step: impl Fn(u32) -> (&'p Plan, u32),
+) -> Result<Vec<GpuTimerQueryResult>> {
+    let settings = GpuProfilerSettings {
+        max_num_pending_frames: steps as usize + 2,
+        ..Default::default()
+    };
+    let mut profiler = GpuProfiler::new(&gpu.device, settings).map_err(profiler_err)?;
+    for s in 0..steps {
+        let (plan, row) = step(s);
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("profile.step"),
+            });
+        {
+            let mut scope = profiler.scope(format!("step {s}"), &mut encoder);
+            for d in plan {
+                let mut pass = scope.scoped_compute_pass(d.label.clone());
+                d.record(&mut pass, row);
+            }
+        }
+        profiler.resolve_queries(&mut encoder);
+        gpu.queue.submit([encoder.finish()]);
+        profiler.end_frame().map_err(profiler_err)?;
+    }
+    gpu.wait()?;
+    let period = gpu.queue.get_timestamp_period();
+    let mut frames = Vec::new();
+    while let Some(mut f) = profiler.process_finished_frame(period) {
+        frames.append(&mut f);
+    }
+    Ok(frames)
+}
+
+fn write_trace(path: &Path, frames: &[GpuTimerQueryResult]) -> Result<()> {
+    wgpu_profiler::chrometrace::write_chrometrace(path, frames).map_err(|e| Error::Io {
+        what: format!("writing the trace {}", path.display()),
+        message: e.to_string(),
+    })
+}
+
+/// Per-kernel rows from the frames of `steps` steps, largest share first, and the summed kernel time per step.
+/// Each kernel's work per call comes from `plan`'s dispatches.
+fn kernel_rows(frames: &[GpuTimerQueryResult], plan: &Plan, steps: u32) -> (Vec<KernelRow>, f64) {
+    let mut times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for step in frames {
+        for k in &step.nested_queries {
+            if let Some(t) = &k.time {
+                let us = (t.end - t.start) * 1e6;
+                times.entry(k.label.clone()).or_default().push(us);
+            }
+        }
+    }
+    let work: BTreeMap<&str, (f64, f64)> = plan
+        .iter()
+        .map(|d| (d.label.as_str(), (d.flops, d.bytes)))
+        .collect();
+    let per_step: f64 = times.values().flatten().sum::<f64>() / steps as f64;
+    let mut rows: Vec<KernelRow> = times
+        .into_iter()
+        .map(|(label, mut v)| {
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            let calls = v.len();
+            let med = median(&mut v);
+            // Labels that occur several times per step (none today) would share one work figure.
+            let (flops, bytes) = work.get(label.as_str()).copied().unwrap_or_default();
+            KernelRow {
+                share: mean * (calls as f64 / steps as f64) / per_step,
+                gflops: flops / (med * 1e-6) / 1e9,
+                gbps: bytes / (med * 1e-6) / 1e9,
+                label,
+                calls,
+                mean_us: mean,
+                median_us: med,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| b.share.total_cmp(&a.share));
+    (rows, per_step)
 }

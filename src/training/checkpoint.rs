@@ -1,14 +1,17 @@
 //! Checkpoints in the safetensors format, named and shaped as PyTorch's VAE example (`fc1.weight` (400, 784),
 //! `fc1.bias`, `fc21.*`, `fc22.*`, `fc3.*`, `fc4.*`), so `model.load_state_dict` takes them after dropping the
 //! `optimizer.` tensors: Adam's moments, under `optimizer.exp_avg.<name>` and `optimizer.exp_avg_sq.<name>`.
-//! The step count, the seed, the model's sizes, the training options and the metrics so far are metadata.
-//! Other widths use the same names (`--hidden` changes the shapes, not the names).
+//! The step count, the model's sizes, the image shape, the run's [`Settings`] and the metrics so far are
+//! metadata, parsed once, here, when a checkpoint is loaded. Other widths use the same names (`--hidden` changes
+//! the shapes, not the names).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::Path;
 
+use super::settings::Settings;
 use crate::atomic::write_atomic;
+use crate::data::mnist::Split;
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 
@@ -26,9 +29,12 @@ pub struct Checkpoint {
     pub step: u32,
     /// Epochs completed.
     pub epoch: u32,
-    pub seed: u64,
-    /// The run's other options and its metrics so far (string values, as safetensors metadata is).
-    pub meta: BTreeMap<String, String>,
+    /// The run's settings; their `hidden` and `latent` are the model's.
+    pub settings: Settings,
+    /// (rows, cols) of the images the model was trained on; checkpoints written before it was recorded lack it.
+    pub image: Option<(u32, u32)>,
+    /// metrics.csv of the epochs so far.
+    pub metrics: String,
 }
 
 /// PyTorch's name, the range in the flat layout, and the shape of each tensor.
@@ -78,6 +84,20 @@ fn bad(path: &Path, message: impl Into<String>) -> Error {
 }
 
 impl Checkpoint {
+    /// Fails unless `split`'s images fit the model (`path` names the checkpoint in the message).
+    pub fn check_data(&self, path: &Path, split: &Split) -> Result<()> {
+        if split.pixels() as u32 != self.model.pixels {
+            return Err(bad(
+                path,
+                format!(
+                    "the checkpoint's model takes {}-pixel images but the data has {}×{}; pass the --data it was trained on",
+                    self.model.pixels, split.rows, split.cols
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The file's bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut views = Vec::new();
@@ -97,7 +117,12 @@ impl Checkpoint {
                 views.push((format!("{prefix}{name}"), view));
             }
         }
-        let mut meta: HashMap<String, String> = self.meta.clone().into_iter().collect();
+        let mut meta: HashMap<String, String> = self
+            .settings
+            .to_meta()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         for (k, v) in [
             ("format", FORMAT.to_string()),
             ("pixels", self.model.pixels.to_string()),
@@ -105,9 +130,13 @@ impl Checkpoint {
             ("latent", self.model.latent.to_string()),
             ("step", self.step.to_string()),
             ("epoch", self.epoch.to_string()),
-            ("seed", self.seed.to_string()),
+            ("metrics", self.metrics.clone()),
         ] {
             meta.insert(k.into(), v);
+        }
+        if let Some((rows, cols)) = self.image {
+            meta.insert("rows".into(), rows.to_string());
+            meta.insert("cols".into(), cols.to_string());
         }
         safetensors::serialize(views, Some(meta))
             .map_err(|e| Error::Invalid(format!("writing a checkpoint: {e}")))
@@ -198,12 +227,28 @@ impl Checkpoint {
                 }
             }
         }
-        let mut rest = meta.clone();
-        for k in [
-            "format", "pixels", "hidden", "latent", "step", "epoch", "seed",
-        ] {
-            rest.remove(k);
-        }
+        let settings = Settings::from_meta(&meta).map_err(|e| {
+            bad(
+                path,
+                format!("{e}; the checkpoint is incomplete (was it written by `vae train`?)"),
+            )
+        })?;
+        let image = match (meta.get("rows"), meta.get("cols")) {
+            (None, None) => None,
+            _ => {
+                let (rows, cols) = (small("rows")?, small("cols")?);
+                if rows as u64 * cols as u64 != model.pixels as u64 {
+                    return Err(bad(
+                        path,
+                        format!(
+                            "metadata says {rows}×{cols} images but the model takes {} pixels",
+                            model.pixels
+                        ),
+                    ));
+                }
+                Some((rows, cols))
+            }
+        };
         Ok(Checkpoint {
             model,
             params,
@@ -211,8 +256,9 @@ impl Checkpoint {
             v,
             step: small("step")?,
             epoch: small("epoch")?,
-            seed: num("seed")?,
-            meta: rest,
+            settings,
+            image,
+            metrics: meta.get("metrics").cloned().unwrap_or_default(),
         })
     }
 }

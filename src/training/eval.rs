@@ -1,1 +1,222 @@
+//! Evaluation of the current network: the test-set loss (with sampled z, as the reference computes it), the
+//! reconstructions and the prior samples drawn each epoch, and `vae eval`'s report.
 
+use super::plans::{LossSum, Plans, batches};
+use crate::data::mnist::Split;
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Plan};
+use crate::kernels::contract::TERMS;
+use crate::kernels::gather::{Binarize, ByteMatrix};
+use crate::kernels::philox::stream;
+use crate::kernels::reparam::reparam;
+use crate::kernels::{StepParams, StepTable};
+use crate::model::inference::{INFER_ROWS, Inference};
+use crate::model::net::{self, Net, Source, Workspace};
+use crate::model::sigmoid;
+use crate::training::checkpoint::Checkpoint;
+
+/// Test images in the reconstruction picture (each drawn over its reconstruction).
+pub const RECON_IMAGES: u32 = 8;
+/// Images in the sample picture (an 8 × 8 grid).
+pub const SAMPLE_IMAGES: u32 = 64;
+
+/// How a model is evaluated: the batch size, and the seed and binarization of the run it comes from.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalConfig {
+    pub batch: u32,
+    pub seed: u64,
+    /// Binarize the test set, once and the same way every epoch (the run trained on binarized images).
+    pub binarize: bool,
+}
+
+pub struct Evaluator<'a> {
+    gpu: &'a Gpu,
+    net: &'a Net,
+    /// The test images; the plans' bind groups read them.
+    _data: ByteMatrix,
+    n: u32,
+    batch: u32,
+    /// The evaluation batches' step-table rows; the plans read them.
+    _steps: StepTable,
+    log: wgpu::Buffer,
+    plans: Plans,
+    ws: Workspace,
+    recon_plan: Plan,
+    sample_ws: Workspace,
+    sample_plan: Plan,
+}
+
+impl<'a> Evaluator<'a> {
+    /// Uploads the test set and builds the evaluation, reconstruction and sampling plans once.
+    pub fn new(
+        gpu: &'a Gpu,
+        net: &'a Net,
+        config: EvalConfig,
+        test: &Split,
+    ) -> Result<Evaluator<'a>> {
+        let n = test.n as u32;
+        if n == 0 {
+            return Err(Error::Invalid(
+                "the test set is empty: --test-samples must be at least 1".into(),
+            ));
+        }
+        let batch = config.batch.clamp(1, n);
+        let data = ByteMatrix::upload(gpu, "test.images", &test.images, net.config.pixels)?;
+        let index = gpu.storage_init("test.index", &(0..n).collect::<Vec<_>>())?;
+        let sizes = batches(n, batch);
+        // The test batches in order, each with its own noise (rng_step = batch number).
+        let steps = StepTable::new(gpu, sizes.len() as u32)?;
+        let rows: Vec<StepParams> = (0..sizes.len() as u32)
+            .map(|b| StepParams {
+                batch_offset: b * batch,
+                loss_slot: b,
+                rng_step: b,
+                ..Default::default()
+            })
+            .collect();
+        steps.write(gpu, 0, &rows)?;
+        let log = gpu.storage::<f32>("eval.loss_log", sizes.len() * TERMS)?;
+        let ws = Workspace::new(gpu, "eval", net.config, batch.max(RECON_IMAGES))?;
+        let src = Source {
+            data: &data,
+            index: &index,
+            seed: config.seed,
+            stream: stream::EVAL_NOISE,
+            binarize: config.binarize.then_some(Binarize {
+                seed: config.seed,
+                stream: stream::BINARIZE_EVAL,
+            }),
+        };
+        let plans = Plans::build(&sizes, |rows| {
+            Ok(net::forward(gpu, net, &ws, &src, rows, &steps)?
+                .then(net::losses(gpu, net, &ws, rows, &steps)?)
+                .then(net::reduce_losses(gpu, net, &ws, rows, &steps, &log)?))
+        })?;
+        // Reconstructions: the first test images through the model, with the first batch's noise.
+        let recon_plan = net::forward(gpu, net, &ws, &src, RECON_IMAGES.min(n), &steps)?;
+        let (sample_ws, sample_plan) = prior_samples(gpu, net, config.seed)?;
+        Ok(Evaluator {
+            gpu,
+            net,
+            _data: data,
+            n,
+            batch,
+            _steps: steps,
+            log,
+            plans,
+            ws,
+            recon_plan,
+            sample_ws,
+            sample_plan,
+        })
+    }
+
+    pub fn n_test(&self) -> u32 {
+        self.n
+    }
+
+    /// The test-set loss with sampled z, on the GPU, in one submission.
+    pub fn evaluate(&self) -> Result<LossSum> {
+        let sizes = batches(self.n, self.batch);
+        let plans = sizes.iter().enumerate();
+        let plans = plans.map(|(i, &r)| (self.plans.for_rows(r), i as u32));
+        self.gpu.submit_plans("eval", plans)?;
+        let log: Vec<f32> = self.gpu.read(&self.log, 0, sizes.len() * TERMS)?;
+        let mut sum = LossSum::default();
+        sum.add(&log, &sizes);
+        Ok(sum)
+    }
+
+    /// The first `RECON_IMAGES` test images and their reconstructions' Bernoulli means, each (n, pixels).
+    pub fn reconstructions(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.gpu
+            .submit_plans("reconstruct", [(&self.recon_plan, 0)])?;
+        let len = (RECON_IMAGES.min(self.n) * self.net.config.pixels) as usize;
+        let x = self.gpu.read(&self.ws.x, 0, len)?;
+        let logits: Vec<f32> = self.gpu.read(&self.ws.logits, 0, len)?;
+        Ok((x, logits.iter().map(|&l| sigmoid(l)).collect()))
+    }
+
+    /// `SAMPLE_IMAGES` decoded draws from the prior (the same z every epoch), Bernoulli means (n, pixels).
+    pub fn samples(&self) -> Result<Vec<f32>> {
+        self.gpu.submit_plans("sample", [(&self.sample_plan, 0)])?;
+        let len = (SAMPLE_IMAGES * self.net.config.pixels) as usize;
+        let logits: Vec<f32> = self.gpu.read(&self.sample_ws.logits, 0, len)?;
+        Ok(logits.iter().map(|&l| sigmoid(l)).collect())
+    }
+}
+
+/// Samples: z ~ N(0, I) is the reparameterization of μ = 0, log σ² = 0 (a zero `heads`), then the decoder.
+fn prior_samples(gpu: &Gpu, net: &Net, seed: u64) -> Result<(Workspace, Plan)> {
+    let ws = Workspace::new(gpu, "sample", net.config, SAMPLE_IMAGES)?;
+    let steps = StepTable::new(gpu, 1)?;
+    steps.write(gpu, 0, &[StepParams::default()])?;
+    gpu.fill(&ws.heads, 0f32);
+    let shape = (SAMPLE_IMAGES, net.config.latent);
+    let draw = reparam(
+        gpu,
+        "sample.reparam",
+        &ws.heads,
+        &ws.z,
+        &ws.eps,
+        shape,
+        seed,
+        stream::SAMPLE,
+        &steps,
+    )?;
+    let plan = Plan::from(vec![draw]).then(net::decode(gpu, net, &ws, SAMPLE_IMAGES)?);
+    Ok((ws, plan))
+}
+
+/// What `vae eval` reports, per test image.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalReport {
+    /// −ELBO, with its two parts.
+    pub loss: f64,
+    pub bce: f64,
+    pub kl: f64,
+    /// The importance-sampled log p(x), when asked for.
+    pub log_likelihood: Option<f64>,
+}
+
+/// `vae eval`: the test ELBO of a checkpoint (on the GPU, sampled z, as during training) and, with `iw` samples
+/// per image, the importance-sampled log p(x). The options are checked before any GPU work.
+pub fn evaluate(gpu: &Gpu, ck: &Checkpoint, test: &Split, iw: Option<u32>) -> Result<EvalReport> {
+    match iw {
+        Some(_) if ck.settings.binarize => {
+            return Err(Error::Invalid(
+                "--iw-samples is not supported yet for models trained with --binarize (each importance sample would see another binarization); evaluate without it".into(),
+            ));
+        }
+        Some(k) if !(1..=100_000).contains(&k) => {
+            return Err(Error::Invalid(format!(
+                "--iw-samples {k}: use 1 to 100000 (the IWAE paper uses 5000)"
+            )));
+        }
+        _ => {}
+    }
+    let net = Net::new(gpu, ck.model, &ck.params)?;
+    let config = EvalConfig {
+        batch: ck.settings.batch_size,
+        seed: ck.settings.seed,
+        binarize: ck.settings.binarize,
+    };
+    let (loss, bce, kl) = Evaluator::new(gpu, &net, config, test)?
+        .evaluate()?
+        .per_example();
+    let log_likelihood = match iw {
+        None => None,
+        Some(k) => {
+            let inf = Inference::new(gpu, ck.model, &ck.params, INFER_ROWS, ck.settings.seed)?;
+            let data = ByteMatrix::upload(gpu, "test.images", &test.images, ck.model.pixels)?;
+            let ll = inf.log_likelihood(&data, test.n as u32, k)?;
+            Some(ll.iter().sum::<f64>() / ll.len() as f64)
+        }
+    };
+    Ok(EvalReport {
+        loss,
+        bce,
+        kl,
+        log_likelihood,
+    })
+}

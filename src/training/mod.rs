@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod eval;
+pub mod plans;
 pub mod run;
 pub mod settings;
 pub mod trainer;

@@ -1,17 +1,23 @@
-//! `vae train`: the whole run, from options to metrics.csv and pictures.
+//! `vae train`: the whole run, from options to metrics.csv, checkpoints and pictures.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::checkpoint::Checkpoint;
+use super::eval::{EvalConfig, Evaluator, RECON_IMAGES, SAMPLE_IMAGES};
+use super::plans::LossSum;
+use super::settings::Settings;
+use super::trainer::{TrainConfig, Trainer};
 use crate::atomic::write_atomic;
-use crate::data::mnist;
+use crate::data::mnist::{self, Split};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::kernels::adam::AdamConfig;
 use crate::model::ModelConfig;
+use crate::model::inference::{INFER_ROWS, Inference};
+use crate::model::net::Net;
 use crate::output::images::Grid;
-use crate::training::checkpoint::Checkpoint;
-use crate::training::trainer::{EpochStats, RECON_IMAGES, SAMPLE_IMAGES, TrainConfig, Trainer};
+use crate::output::pictures::end_of_training;
 
 /// Everything `vae train` is told.
 #[derive(Clone, Debug)]
@@ -45,86 +51,41 @@ fn invalid(msg: String) -> Error {
     Error::Invalid(msg)
 }
 
-/// The run's settings once defaults (or a checkpoint's values) are filled in.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Settings {
-    pub batch_size: u32,
-    pub latent: u32,
-    pub hidden: u32,
-    pub lr: f32,
-    pub seed: u64,
-    pub beta: f32,
-    pub kl_warmup: f32,
-    pub binarize: bool,
-    pub train_samples: Option<usize>,
-    pub test_samples: Option<usize>,
+/// What one epoch did.
+#[derive(Clone, Copy, Debug)]
+pub struct EpochStats {
+    pub epoch: u32,
+    pub train: LossSum,
+    pub test: LossSum,
+    pub seconds: f64,
 }
 
-impl Settings {
-    pub const DEFAULT: Settings = Settings {
-        batch_size: 128,
-        latent: 2,
-        hidden: 400,
-        lr: 1e-3,
-        seed: 1,
-        beta: 1.0,
-        kl_warmup: 0.0,
-        binarize: false,
-        train_samples: None,
-        test_samples: None,
-    };
-
-    /// As checkpoint metadata (with the model's sizes and seed, which the checkpoint keeps apart).
-    pub fn to_meta(&self) -> Vec<(String, String)> {
-        let opt = |v: Option<usize>| v.map_or("all".to_string(), |n| n.to_string());
-        vec![
-            ("batch_size".into(), self.batch_size.to_string()),
-            ("lr".into(), self.lr.to_string()),
-            ("beta".into(), self.beta.to_string()),
-            ("kl_warmup".into(), self.kl_warmup.to_string()),
-            ("binarize".into(), self.binarize.to_string()),
-            ("train_samples".into(), opt(self.train_samples)),
-            ("test_samples".into(), opt(self.test_samples)),
-        ]
+impl From<&Settings> for EvalConfig {
+    fn from(s: &Settings) -> Self {
+        EvalConfig {
+            batch: s.batch_size,
+            seed: s.seed,
+            binarize: s.binarize,
+        }
     }
+}
 
-    fn from_checkpoint(ck: &Checkpoint, path: &Path) -> Result<Settings> {
-        let get = |k: &str| {
-            ck.meta.get(k).cloned().ok_or_else(|| Error::Data {
-                path: path.display().to_string(),
-                message: format!("checkpoint metadata {k:?} is missing; it cannot be resumed"),
-            })
-        };
-        let parse_err = |k: &str| Error::Data {
-            path: path.display().to_string(),
-            message: format!("checkpoint metadata {k:?} is not valid"),
-        };
-        let count = |k: &str| -> Result<Option<usize>> {
-            let v = get(k)?;
-            if v == "all" {
-                Ok(None)
-            } else {
-                v.parse().map(Some).map_err(|_| parse_err(k))
-            }
-        };
-        Ok(Settings {
-            batch_size: get("batch_size")?
-                .parse()
-                .map_err(|_| parse_err("batch_size"))?,
-            latent: ck.model.latent,
-            hidden: ck.model.hidden,
-            lr: get("lr")?.parse().map_err(|_| parse_err("lr"))?,
-            seed: ck.seed,
-            beta: get("beta")?.parse().map_err(|_| parse_err("beta"))?,
-            kl_warmup: get("kl_warmup")?
-                .parse()
-                .map_err(|_| parse_err("kl_warmup"))?,
-            binarize: get("binarize")?
-                .parse()
-                .map_err(|_| parse_err("binarize"))?,
-            train_samples: count("train_samples")?,
-            test_samples: count("test_samples")?,
-        })
+impl TrainConfig {
+    /// The trainer's configuration for a run's settings.
+    pub fn new(model: ModelConfig, s: &Settings, log_interval: u32) -> TrainConfig {
+        TrainConfig {
+            model,
+            batch: s.batch_size,
+            adam: AdamConfig {
+                lr: s.lr,
+                ..Default::default()
+            },
+            seed: s.seed,
+            beta: s.beta,
+            kl_warmup: s.kl_warmup,
+            binarize: s.binarize,
+            log_interval,
+        }
     }
 }
 
@@ -177,9 +138,9 @@ impl TrainOptions {
 
     /// The settings: the options given, over the checkpoint's values when resuming (where a given option must
     /// agree with the checkpoint, or the run would not be the same run), over the defaults.
-    pub fn settings(&self, resume: Option<(&Checkpoint, &Path)>) -> Result<Settings> {
+    pub fn settings(&self, resume: Option<&Checkpoint>) -> Result<Settings> {
         let base = match resume {
-            Some((ck, path)) => Settings::from_checkpoint(ck, path)?,
+            Some(ck) => ck.settings.clone(),
             None => Settings::DEFAULT,
         };
         let mut s = base.clone();
@@ -229,47 +190,45 @@ impl TrainOptions {
 }
 
 /// Fails, before anything is allocated, when the model or batch needs a buffer larger than the device allows,
-/// naming the limit and the largest --hidden, --latent or --batch-size that fits.
+/// naming the limit and the largest --hidden or --batch-size that fits.
 pub fn check_sizes(gpu: &Gpu, model: ModelConfig, batch: u32) -> Result<()> {
     let limits = gpu.device.limits();
     // Every buffer is bound whole as storage, and kernels index elements with 32-bit integers.
-    let limit_bytes = limits
+    let by_bytes = limits
         .max_buffer_size
-        .min(limits.max_storage_buffer_binding_size);
-    let (limit_name, limit_elems) = {
-        let by_bytes = limit_bytes / 4;
-        if by_bytes <= u32::MAX as u64 {
-            (
-                if limits.max_buffer_size <= limits.max_storage_buffer_binding_size {
-                    "max_buffer_size"
-                } else {
-                    "max_storage_buffer_binding_size"
-                },
-                by_bytes,
-            )
-        } else {
-            ("32-bit element indices in the kernels", u32::MAX as u64)
-        }
+        .min(limits.max_storage_buffer_binding_size)
+        / 4;
+    let (limit_name, limit_elems) = if by_bytes > u32::MAX as u64 {
+        ("32-bit element indices in the kernels", u32::MAX as u64)
+    } else if limits.max_buffer_size <= limits.max_storage_buffer_binding_size {
+        ("max_buffer_size", by_bytes)
+    } else {
+        ("max_storage_buffer_binding_size", by_bytes)
     };
-    let (p, h, l, b) = (
-        model.pixels as u64,
-        model.hidden as u64,
-        model.latent as u64,
-        batch as u64,
-    );
-    let params = h * (2 * p + 3 * l + 2) + 2 * l + p;
+    let (p, l) = (model.pixels, model.latent);
+    let params = model.param_count();
     if params > limit_elems {
-        let fit = (limit_elems.saturating_sub(2 * l + p)) / (2 * p + 3 * l + 2);
+        let fits = |h: u32| ModelConfig { hidden: h, ..model }.param_count() <= limit_elems;
+        // The largest hidden width that fits: a binary search over what param_count says.
+        let (mut lo, mut hi) = (0u32, model.hidden);
+        while lo + 1 < hi {
+            let mid = lo + (hi - lo) / 2;
+            if fits(mid) { lo = mid } else { hi = mid }
+        }
         return Err(Error::TooLarge {
             op: "building the model",
-            what: format!("a {p}-{h}-{l} model's parameter buffer ({params} floats)"),
+            what: format!(
+                "a {p}-{}-{l} model's parameter buffer ({params} floats)",
+                model.hidden
+            ),
             needed: params * 4,
             limit: limit_elems * 4,
             limit_name,
-            hint: format!("the largest --hidden that fits with --latent {l} is {fit}"),
+            hint: format!("the largest --hidden that fits with --latent {l} is {lo}"),
         });
     }
-    let widest = p.max(h).max(2 * l);
+    let widest = (p as u64).max(model.hidden as u64).max(2 * l as u64);
+    let b = batch as u64;
     if b * widest > limit_elems {
         return Err(Error::TooLarge {
             op: "allocating activations",
@@ -436,143 +395,32 @@ fn metrics_line(e: &EpochStats, n_train: u32) -> String {
     )
 }
 
-fn save_pictures(
-    trainer: &Trainer,
-    out: &Path,
-    epoch: u32,
-    rows: usize,
-    cols: usize,
-) -> Result<()> {
-    let tile = (rows, cols);
-    let px = rows * cols;
-    let (x, recon) = trainer.reconstructions()?;
-    let n = x.len() / px;
-    let mut grid = Grid::new(2, RECON_IMAGES as usize, tile);
-    for i in 0..n {
-        grid.put(i, &x[i * px..(i + 1) * px]);
-        grid.put(RECON_IMAGES as usize + i, &recon[i * px..(i + 1) * px]);
-    }
-    grid.save(&out.join(format!("reconstruction_{epoch}.png")))?;
-    let samples = trainer.samples()?;
-    let side = (SAMPLE_IMAGES as f64).sqrt() as usize;
-    let mut grid = Grid::new(side, side, tile);
-    for i in 0..SAMPLE_IMAGES as usize {
-        grid.put(i, &samples[i * px..(i + 1) * px]);
-    }
-    grid.save(&out.join(format!("sample_{epoch}.png")))
+/// What a run needs from start to end: the settings it trains with, the trainer and evaluator of its network, where
+/// it writes and the metrics so far.
+struct Run<'a> {
+    settings: &'a Settings,
+    trainer: Trainer<'a>,
+    evaluator: Evaluator<'a>,
+    out: &'a Path,
+    image: (usize, usize),
+    /// metrics.csv's rows so far, without the header.
+    lines: Vec<String>,
+    verbose: bool,
 }
 
-/// Runs `vae train`; returns the per-epoch statistics of the epochs it trained.
-pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
-    opts.check()?;
-    let resumed = match &opts.resume {
-        Some(path) => Some((Checkpoint::load(path)?, path.clone())),
-        None => None,
-    };
-    let settings = opts.settings(resumed.as_ref().map(|(c, p)| (c, p.as_path())))?;
-    let first_epoch = resumed.as_ref().map_or(0, |(c, _)| c.epoch) + 1;
-    if first_epoch > opts.epochs {
-        return Err(invalid(format!(
-            "the checkpoint has already trained {} epochs and --epochs is {}: --epochs is the total, so ask for more",
-            first_epoch - 1,
-            opts.epochs
-        )));
-    }
-    let data = mnist::ensure(&opts.data, &opts.mirrors, opts.verbose)?;
-    let train_split = data.train.take(settings.train_samples);
-    let test_split = data.test.take(settings.test_samples);
-    if settings.batch_size as usize > train_split.n {
-        return Err(invalid(format!(
-            "--batch-size {} is larger than the training set ({} examples); use at most {}",
-            settings.batch_size, train_split.n, train_split.n
-        )));
-    }
-    let model = ModelConfig::new(
-        train_split.pixels() as u32,
-        settings.hidden,
-        settings.latent,
-    )?;
-    if let Some((ck, path)) = &resumed
-        && ck.model != model
-    {
-        return Err(Error::Data {
-            path: path.display().to_string(),
-            message: format!(
-                "the checkpoint is for a {}-{}-{} model but the data has {} pixels per image: resume with the dataset it was trained on",
-                ck.model.pixels, ck.model.hidden, ck.model.latent, model.pixels
-            ),
-        });
-    }
-    let gpu = Gpu::new(opts.gpu.clone())?;
-    check_sizes(&gpu, model, settings.batch_size)?;
-    let out = opts.out.clone().unwrap_or_else(default_out_dir);
-    let config = TrainConfig {
-        model,
-        batch: settings.batch_size,
-        adam: AdamConfig {
-            lr: settings.lr,
-            ..Default::default()
-        },
-        seed: settings.seed,
-        beta: settings.beta,
-        kl_warmup: settings.kl_warmup,
-        binarize: settings.binarize,
-        log_interval: opts.log_interval,
-    };
-    let params = match &resumed {
-        Some((ck, _)) => ck.params.clone(),
-        None => model.init(settings.seed),
-    };
-    let mut trainer = Trainer::new(&gpu, config, &train_split, &test_split, &params)?;
-    let mut lines: Vec<String> = Vec::new();
-    if let Some((ck, _)) = &resumed {
-        trainer.restore(&ck.m, &ck.v, ck.step)?;
-        // The earlier epochs' rows, so the new metrics.csv tells the whole run.
-        if let Some(m) = ck.meta.get("metrics") {
-            lines.extend(m.lines().skip(1).map(String::from));
-        }
-    }
-    let resuming_here = opts
-        .resume
-        .as_ref()
-        .is_some_and(|r| r.parent().and_then(|p| p.canonicalize().ok()) == out.canonicalize().ok());
-    let _lock = prepare_out(&out, resuming_here)?;
-    let data_kind = if settings.binarize {
-        "binarized (dynamic)"
-    } else {
-        "grey levels / 255"
-    };
-    if opts.verbose {
-        eprintln!(
-            "training {}-{}-{} on {} ({} train / {} test examples, batch {}, data {data_kind}){}, writing to {}",
-            model.pixels,
-            model.hidden,
-            model.latent,
-            gpu.info,
-            trainer.n_train(),
-            trainer.n_test(),
-            settings.batch_size,
-            if resumed.is_some() {
-                format!(", resuming at epoch {first_epoch}")
-            } else {
-                String::new()
-            },
-            out.display()
-        );
-    }
-    let mut history = Vec::new();
-    let mut last: Option<(Checkpoint, String)> = None;
-    for epoch in first_epoch..=opts.epochs {
-        let bar = progress_bar(opts.verbose, trainer.steps_per_epoch(), epoch, opts.epochs);
+impl Run<'_> {
+    /// Trains, evaluates and saves one epoch: metrics.csv, the checkpoint and the pictures, then one line.
+    fn epoch(&mut self, epoch: u32, epochs: u32) -> Result<EpochStats> {
+        let bar = progress_bar(self.verbose, self.trainer.steps_per_epoch(), epoch, epochs);
         let start = Instant::now();
-        let train = trainer.train_epoch(epoch, |done, sum| {
+        let train = self.trainer.train_epoch(epoch, |done, sum| {
             bar.set_position(done as u64);
             bar.set_message(format!("loss {:.2}", sum.per_example().0));
         })?;
-        gpu.wait()?;
+        self.trainer.gpu.wait()?;
         let seconds = start.elapsed().as_secs_f64();
         bar.finish_and_clear();
-        let test = trainer.evaluate()?;
+        let test = self.evaluator.evaluate()?;
         let stats = EpochStats {
             epoch,
             train,
@@ -586,30 +434,185 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
                 "the loss became non-finite during epoch {epoch} (train {tl}, test {vl}); lower --lr"
             )));
         }
-        history.push(stats);
-        lines.push(metrics_line(&stats, trainer.n_train()));
-        let csv = format!("{METRICS_HEADER}\n{}\n", lines.join("\n"));
-        write_atomic(&out.join("metrics.csv"), csv.as_bytes())?;
-        let ck = save_checkpoint(
-            &trainer,
-            &settings,
-            epoch,
-            &csv,
-            &out.join("checkpoint.safetensors"),
-        )?;
-        last = Some((ck, csv));
-        save_pictures(&trainer, &out, epoch, train_split.rows, train_split.cols)?;
-        if opts.verbose {
+        let n = self.trainer.n_train();
+        self.lines.push(metrics_line(&stats, n));
+        let csv = self.metrics_csv();
+        write_atomic(&self.out.join("metrics.csv"), csv.as_bytes())?;
+        self.checkpoint(epoch)?
+            .save(&self.out.join("checkpoint.safetensors"))?;
+        self.pictures(epoch)?;
+        if self.verbose {
             println!(
                 "epoch {epoch:>3}  train {tl:8.3} (bce {tb:8.3} kl {tk:6.3})  test {vl:8.3} (bce {vb:8.3} kl {vk:6.3})  {seconds:6.2} s  {:8.0} samples/s",
-                trainer.n_train() as f64 / seconds
+                n as f64 / seconds
             );
         }
+        Ok(stats)
     }
-    if let Some((ck, csv)) = last {
-        // The training curve, the latent scatter and (2-D) the manifold.
-        crate::output::pictures::end_of_training(&gpu, &ck, &test_split, &csv, &out)?;
+
+    fn metrics_csv(&self) -> String {
+        format!("{METRICS_HEADER}\n{}\n", self.lines.join("\n"))
     }
+
+    /// The run's state after `epoch`, read back from the GPU.
+    fn checkpoint(&self, epoch: u32) -> Result<Checkpoint> {
+        let (m, v) = self.trainer.moments()?;
+        Ok(Checkpoint {
+            model: self.trainer.net.config,
+            params: self.trainer.params()?,
+            m,
+            v,
+            step: self.trainer.step,
+            epoch,
+            settings: self.settings.clone(),
+            image: Some((self.image.0 as u32, self.image.1 as u32)),
+            metrics: self.metrics_csv(),
+        })
+    }
+
+    /// reconstruction_<epoch>.png (test images over their reconstructions) and sample_<epoch>.png.
+    fn pictures(&self, epoch: u32) -> Result<()> {
+        let tile = self.image;
+        let px = tile.0 * tile.1;
+        let (x, recon) = self.evaluator.reconstructions()?;
+        let n = x.len() / px;
+        let mut grid = Grid::new(2, RECON_IMAGES as usize, tile);
+        for i in 0..n {
+            grid.put(i, &x[i * px..(i + 1) * px]);
+            grid.put(RECON_IMAGES as usize + i, &recon[i * px..(i + 1) * px]);
+        }
+        grid.save(&self.out.join(format!("reconstruction_{epoch}.png")))?;
+        let samples = self.evaluator.samples()?;
+        let side = (SAMPLE_IMAGES as f64).sqrt() as usize;
+        let mut grid = Grid::new(side, side, tile);
+        for i in 0..SAMPLE_IMAGES as usize {
+            grid.put(i, &samples[i * px..(i + 1) * px]);
+        }
+        grid.save(&self.out.join(format!("sample_{epoch}.png")))
+    }
+}
+
+/// The training and test splits a run uses, with MNIST downloaded first when it is missing.
+fn load_data(opts: &TrainOptions, s: &Settings) -> Result<(Split, Split)> {
+    let data = mnist::ensure(&opts.data, &opts.mirrors, opts.verbose)?;
+    let (train, test) = (
+        data.train.take(s.train_samples),
+        data.test.take(s.test_samples),
+    );
+    if s.batch_size as usize > train.n {
+        return Err(invalid(format!(
+            "--batch-size {} is larger than the training set ({} examples); use at most {}",
+            s.batch_size, train.n, train.n
+        )));
+    }
+    Ok((train, test))
+}
+
+/// The first epoch to train: 1, or the one after the checkpoint's.
+fn first_epoch(opts: &TrainOptions, resumed: Option<&Checkpoint>) -> Result<u32> {
+    let first = resumed.map_or(0, |c| c.epoch) + 1;
+    if first > opts.epochs {
+        return Err(invalid(format!(
+            "the checkpoint has already trained {} epochs and --epochs is {}: --epochs is the total, so ask for more",
+            first - 1,
+            opts.epochs
+        )));
+    }
+    Ok(first)
+}
+
+/// The model for the data, which must be the checkpoint's when resuming.
+fn model_for(
+    train: &Split,
+    s: &Settings,
+    resumed: Option<(&Checkpoint, &Path)>,
+) -> Result<ModelConfig> {
+    let model = ModelConfig::new(train.pixels() as u32, s.hidden, s.latent)?;
+    if let Some((ck, path)) = resumed
+        && ck.model != model
+    {
+        return Err(Error::Data {
+            path: path.display().to_string(),
+            message: format!(
+                "the checkpoint is for a {}-{}-{} model but the data has {} pixels per image: resume with the dataset it was trained on",
+                ck.model.pixels, ck.model.hidden, ck.model.latent, model.pixels
+            ),
+        });
+    }
+    Ok(model)
+}
+
+/// Runs `vae train`; returns the per-epoch statistics of the epochs it trained.
+pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
+    opts.check()?;
+    let resumed = match &opts.resume {
+        Some(path) => Some((Checkpoint::load(path)?, path.as_path())),
+        None => None,
+    };
+    let ck = resumed.as_ref().map(|(c, _)| c);
+    let settings = opts.settings(ck)?;
+    let first = first_epoch(opts, ck)?;
+    let (train, test) = load_data(opts, &settings)?;
+    let model = model_for(&train, &settings, resumed.as_ref().map(|(c, p)| (c, *p)))?;
+    let gpu = Gpu::new(opts.gpu.clone())?;
+    check_sizes(&gpu, model, settings.batch_size)?;
+    let out = opts.out.clone().unwrap_or_else(default_out_dir);
+    let params = ck.map_or_else(|| model.init(settings.seed), |c| c.params.clone());
+    let net = Net::new(&gpu, model, &params)?;
+    let config = TrainConfig::new(model, &settings, opts.log_interval);
+    let mut trainer = Trainer::new(&gpu, &net, config, &train)?;
+    let evaluator = Evaluator::new(&gpu, &net, EvalConfig::from(&settings), &test)?;
+    let mut lines = Vec::new();
+    if let Some(ck) = ck {
+        trainer.restore(&ck.m, &ck.v, ck.step)?;
+        // The earlier epochs' rows, so the new metrics.csv tells the whole run.
+        lines.extend(ck.metrics.lines().skip(1).map(String::from));
+    }
+    let resuming_here = opts
+        .resume
+        .as_ref()
+        .is_some_and(|r| r.parent().and_then(|p| p.canonicalize().ok()) == out.canonicalize().ok());
+    let _lock = prepare_out(&out, resuming_here)?;
+    if opts.verbose {
+        let resuming = if ck.is_some() {
+            format!(", resuming at epoch {first}")
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "training {}-{}-{} on {} ({} train / {} test examples, batch {}, data {}){resuming}, writing to {}",
+            model.pixels,
+            model.hidden,
+            model.latent,
+            gpu.info,
+            trainer.n_train(),
+            evaluator.n_test(),
+            settings.batch_size,
+            settings.data_kind(),
+            out.display()
+        );
+    }
+    let mut run = Run {
+        settings: &settings,
+        trainer,
+        evaluator,
+        out: &out,
+        image: (train.rows, train.cols),
+        lines,
+        verbose: opts.verbose,
+    };
+    let history = (first..=opts.epochs)
+        .map(|epoch| run.epoch(epoch, opts.epochs))
+        .collect::<Result<Vec<_>>>()?;
+    // The training curve, the latent scatter and (2-D) the manifold, from the final parameters.
+    let inf = Inference::new(
+        &gpu,
+        model,
+        &run.trainer.params()?,
+        INFER_ROWS,
+        settings.seed,
+    )?;
+    end_of_training(&inf, &test, &run.metrics_csv(), &out)?;
     Ok(history)
 }
 
@@ -627,29 +630,4 @@ fn progress_bar(verbose: bool, steps: u32, epoch: u32, epochs: u32) -> indicatif
     );
     bar.set_prefix(format!("{epoch}/{epochs}"));
     bar
-}
-
-fn save_checkpoint(
-    trainer: &Trainer,
-    settings: &Settings,
-    epoch: u32,
-    csv: &str,
-    path: &Path,
-) -> Result<Checkpoint> {
-    let (m, v) = trainer.moments()?;
-    let mut meta: std::collections::BTreeMap<String, String> =
-        settings.to_meta().into_iter().collect();
-    meta.insert("metrics".into(), csv.to_string());
-    let ck = Checkpoint {
-        model: trainer.net.config,
-        params: trainer.params()?,
-        m,
-        v,
-        step: trainer.step,
-        epoch,
-        seed: settings.seed,
-        meta,
-    };
-    ck.save(path)?;
-    Ok(ck)
 }

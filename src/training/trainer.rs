@@ -1,17 +1,18 @@
-//! Training: the dataset resident on the GPU as bytes, a shuffled index list per epoch, whole steps (gather,
-//! forward, fused losses, backward, Adam) recorded many to a submission, and loss totals kept on the GPU until a
-//! log point reads them.
+//! The trainer: the training set resident on the GPU as bytes, a shuffled index list per epoch, whole steps
+//! (forward, backward, Adam) recorded many to a submission, and loss totals kept on the GPU until a log point
+//! reads them.
 
+use super::plans::{LossSum, Plans, batches, first_non_finite};
 use crate::data::mnist::Split;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Plan};
 use crate::kernels::adam::{AdamConfig, adam};
+use crate::kernels::contract::TERMS;
 use crate::kernels::gather::{Binarize, ByteMatrix};
 use crate::kernels::philox::{Philox, stream};
-use crate::kernels::reparam::reparam;
-use crate::kernels::{Dispatch, StepParams, StepTable};
+use crate::kernels::{StepParams, StepTable};
 use crate::model::ModelConfig;
-use crate::model::net::{self, Net, Source, TERMS, Workspace};
+use crate::model::net::{self, Net, Source, Workspace};
 
 /// What a training run is.
 #[derive(Clone, Debug)]
@@ -24,252 +25,97 @@ pub struct TrainConfig {
     pub beta: f32,
     /// Epochs over which the KL weight ramps linearly from 0 to `beta` (0: no warm-up).
     pub kl_warmup: f32,
-    /// Dynamic binarization of the inputs (train: fresh each step; test: fixed).
+    /// Dynamic binarization of the inputs (fresh each step).
     pub binarize: bool,
     /// Steps recorded per submission, and between loss readbacks.
     pub log_interval: u32,
 }
 
-/// Loss totals over some examples (summed over pixels, latent dimensions and examples).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct LossSum {
-    pub bce: f64,
-    pub kl: f64,
-    pub examples: u64,
-}
-
-impl LossSum {
-    pub fn loss(&self) -> f64 {
-        self.bce + self.kl
-    }
-    /// (loss, bce, kl) per example.
-    pub fn per_example(&self) -> (f64, f64, f64) {
-        let n = self.examples.max(1) as f64;
-        (self.loss() / n, self.bce / n, self.kl / n)
-    }
-    fn add(&mut self, log: &[f32], rows: &[u32]) {
-        for (i, &r) in rows.iter().enumerate() {
-            self.bce += log[TERMS * i] as f64;
-            self.kl += log[TERMS * i + 1] as f64;
-            self.examples += r as u64;
-        }
-    }
-}
-
-/// The batches of one pass over `n` examples: full batches, then the remainder (kept, not dropped).
-fn batches(n: u32, batch: u32) -> Vec<u32> {
-    let mut v = vec![batch; (n / batch) as usize];
-    if !n.is_multiple_of(batch) {
-        v.push(n % batch);
-    }
-    v
-}
-
-/// Dispatch lists for a full batch and, where the set does not divide, the last partial one.
-struct Plans {
-    full: Vec<Dispatch>,
-    last: Option<(u32, Vec<Dispatch>)>,
-}
-
-impl Plans {
-    fn for_rows(&self, rows: u32) -> &[Dispatch] {
-        match &self.last {
-            Some((r, d)) if *r == rows => d,
-            _ => &self.full,
-        }
-    }
-}
-
-pub struct Trainer<'g> {
-    pub gpu: &'g Gpu,
+pub struct Trainer<'a> {
+    pub gpu: &'a Gpu,
+    pub net: &'a Net,
     pub config: TrainConfig,
-    pub net: Net,
-    train: ByteMatrix,
-    test: ByteMatrix,
-    train_index: wgpu::Buffer,
-    test_index: wgpu::Buffer,
+    /// The training images; the step plans read them.
+    _data: ByteMatrix,
+    index: wgpu::Buffer,
     steps: StepTable,
-    eval_steps: StepTable,
-    train_log: wgpu::Buffer,
-    eval_log: wgpu::Buffer,
-    train_plans: Plans,
-    eval_plans: Plans,
+    log: wgpu::Buffer,
+    plans: Plans,
     /// The training step's activations (tests read ε and friends from here).
-    pub train_ws: Workspace,
-    eval_ws: Workspace,
-    sample_ws: Workspace,
-    sample_plan: Vec<Dispatch>,
+    pub ws: Workspace,
     /// Adam steps taken so far.
     pub step: u32,
-    n_train: u32,
-    n_test: u32,
+    n: u32,
 }
 
-/// What one epoch did.
-#[derive(Clone, Copy, Debug)]
-pub struct EpochStats {
-    pub epoch: u32,
-    pub train: LossSum,
-    pub test: LossSum,
-    pub seconds: f64,
+/// One training step of `rows` examples: forward, backward (gradients and both loss terms), the losses into the
+/// loss log, Adam.
+#[allow(clippy::too_many_arguments)]
+fn step_plan(
+    gpu: &Gpu,
+    net: &Net,
+    ws: &Workspace,
+    src: &Source,
+    rows: u32,
+    steps: &StepTable,
+    log: &wgpu::Buffer,
+    config: &AdamConfig,
+) -> Result<Plan> {
+    let (params, grads, m, v) = (&net.params, &net.grads, &net.m, &net.v);
+    let n = net.layout.len as u32;
+    Ok(net::forward(gpu, net, ws, src, rows, steps)?
+        .then(net::backward(gpu, net, ws, rows, steps)?)
+        .then(net::reduce_losses(gpu, net, ws, rows, steps, log)?)
+        .then(Plan::from(vec![adam(
+            gpu, "adam", config, params, grads, m, v, n, steps,
+        )?])))
 }
 
-/// Rows of the image grids written at the end of each epoch.
-pub const RECON_IMAGES: u32 = 8;
-pub const SAMPLE_IMAGES: u32 = 64;
-
-impl<'g> Trainer<'g> {
-    /// Uploads the data and builds every dispatch once. `params` is the initial flat parameter vector.
+impl<'a> Trainer<'a> {
+    /// Uploads the training set and builds every dispatch once; `net` holds the initial parameters.
     pub fn new(
-        gpu: &'g Gpu,
+        gpu: &'a Gpu,
+        net: &'a Net,
         config: TrainConfig,
         train: &Split,
-        test: &Split,
-        params: &[f32],
-    ) -> Result<Trainer<'g>> {
-        let n_train = train.n as u32;
-        let n_test = test.n as u32;
-        if n_test == 0 {
-            return Err(Error::Invalid(
-                "the test set is empty: --test-samples must be at least 1".into(),
-            ));
-        }
-        if config.batch == 0 || config.batch > n_train {
+    ) -> Result<Trainer<'a>> {
+        let n = train.n as u32;
+        if config.batch == 0 || config.batch > n {
             return Err(Error::Invalid(format!(
-                "--batch-size {} must be between 1 and the number of training examples ({n_train})",
+                "--batch-size {} must be between 1 and the number of training examples ({n})",
                 config.batch
             )));
         }
-        let cfg = config.model;
-        let net = Net::new(gpu, cfg, params)?;
-        let pixels = cfg.pixels;
-        let train_data = ByteMatrix::upload(gpu, "train.images", &train.images, pixels)?;
-        let test_data = ByteMatrix::upload(gpu, "test.images", &test.images, pixels)?;
-        let train_index = gpu.storage::<u32>("train.index", n_train as usize)?;
-        let test_index = gpu.storage_init("test.index", &(0..n_test).collect::<Vec<_>>())?;
-
-        let train_batches = batches(n_train, config.batch);
-        let eval_batches = batches(n_test, config.batch);
-        let steps = StepTable::new(gpu, train_batches.len() as u32)?;
-        let eval_steps = StepTable::new(gpu, eval_batches.len() as u32)?;
-        let train_log = gpu.storage::<f32>("train.loss_log", train_batches.len() * TERMS)?;
-        let eval_log = gpu.storage::<f32>("eval.loss_log", eval_batches.len() * TERMS)?;
-        // Evaluation rows: the test batches in order, each with its own noise (rng_step = batch number).
-        let rows: Vec<StepParams> = (0..eval_batches.len() as u32)
-            .map(|b| StepParams {
-                batch_offset: b * config.batch,
-                loss_slot: b,
-                rng_step: b,
-                kl_weight: config.beta,
-                ..Default::default()
-            })
-            .collect();
-        eval_steps.write(gpu, 0, &rows)?;
-
-        let train_ws = Workspace::new(gpu, "train", cfg, config.batch)?;
-        let eval_ws = Workspace::new(gpu, "eval", cfg, config.batch.max(RECON_IMAGES))?;
-        let binarize = |stream| {
-            config.binarize.then_some(Binarize {
-                seed: config.seed,
-                stream,
-            })
-        };
-        let train_src = Source {
-            data: &train_data,
-            index: &train_index,
+        let data = ByteMatrix::upload(gpu, "train.images", &train.images, net.config.pixels)?;
+        let index = gpu.storage::<u32>("train.index", n as usize)?;
+        let sizes = batches(n, config.batch);
+        let steps = StepTable::new(gpu, sizes.len() as u32)?;
+        let log = gpu.storage::<f32>("train.loss_log", sizes.len() * TERMS)?;
+        let ws = Workspace::new(gpu, "train", net.config, config.batch)?;
+        let src = Source {
+            data: &data,
+            index: &index,
             seed: config.seed,
             stream: stream::TRAIN_NOISE,
-            binarize: binarize(stream::BINARIZE_TRAIN),
+            binarize: config.binarize.then_some(Binarize {
+                seed: config.seed,
+                stream: stream::BINARIZE_TRAIN,
+            }),
         };
-        let test_src = Source {
-            data: &test_data,
-            index: &test_index,
-            seed: config.seed,
-            stream: stream::EVAL_NOISE,
-            binarize: binarize(stream::BINARIZE_EVAL),
-        };
-        let train_plan = |rows| -> Result<Vec<Dispatch>> {
-            let mut d = net::forward(
-                gpu, &net, &train_ws, &train_src, rows, &steps, &train_log, true,
-            )?;
-            d.push(adam(
-                gpu,
-                "adam",
-                &config.adam,
-                &net.params,
-                &net.grads,
-                &net.m,
-                &net.v,
-                net.layout.len as u32,
-                &steps,
-            )?);
-            Ok(d)
-        };
-        let eval_plan = |rows| {
-            net::forward(
-                gpu,
-                &net,
-                &eval_ws,
-                &test_src,
-                rows,
-                &eval_steps,
-                &eval_log,
-                false,
-            )
-        };
-        let last = |v: &[u32]| (v.last() != v.first()).then(|| *v.last().unwrap());
-        let train_plans = Plans {
-            full: train_plan(train_batches[0])?,
-            last: last(&train_batches)
-                .map(|r| train_plan(r).map(|d| (r, d)))
-                .transpose()?,
-        };
-        let eval_plans = Plans {
-            full: eval_plan(eval_batches[0])?,
-            last: last(&eval_batches)
-                .map(|r| eval_plan(r).map(|d| (r, d)))
-                .transpose()?,
-        };
-
-        // Samples: z ~ N(0, I) is the reparameterization of μ = 0, log σ² = 0 (a zero `heads`), then the decoder.
-        let sample_ws = Workspace::new(gpu, "sample", cfg, SAMPLE_IMAGES)?;
-        let sample_steps = StepTable::new(gpu, 1)?;
-        sample_steps.write(gpu, 0, &[StepParams::default()])?;
-        let mut sample_plan = vec![reparam(
-            gpu,
-            "sample.reparam",
-            &sample_ws.heads,
-            &sample_ws.z,
-            &sample_ws.eps,
-            (SAMPLE_IMAGES, cfg.latent),
-            config.seed,
-            stream::SAMPLE,
-            &sample_steps,
-        )?];
-        gpu.fill(&sample_ws.heads, 0f32);
-        sample_plan.extend(net::decode(gpu, &net, &sample_ws, SAMPLE_IMAGES)?);
-
+        let plan = |rows| step_plan(gpu, net, &ws, &src, rows, &steps, &log, &config.adam);
+        let plans = Plans::build(&sizes, plan)?;
         Ok(Trainer {
             gpu,
-            config,
             net,
-            train: train_data,
-            test: test_data,
-            train_index,
-            test_index,
+            config,
+            _data: data,
+            index,
             steps,
-            eval_steps,
-            train_log,
-            eval_log,
-            train_plans,
-            eval_plans,
-            train_ws,
-            eval_ws,
-            sample_ws,
-            sample_plan,
+            log,
+            plans,
+            ws,
             step: 0,
-            n_train,
-            n_test,
+            n,
         })
     }
 
@@ -290,12 +136,9 @@ impl<'g> Trainer<'g> {
                 "optimizer state does not match the model".into(),
             ));
         }
-        self.gpu
-            .queue
-            .write_buffer(&self.net.m, 0, bytemuck::cast_slice(m));
-        self.gpu
-            .queue
-            .write_buffer(&self.net.v, 0, bytemuck::cast_slice(v));
+        let queue = &self.gpu.queue;
+        queue.write_buffer(&self.net.m, 0, bytemuck::cast_slice(m));
+        queue.write_buffer(&self.net.v, 0, bytemuck::cast_slice(v));
         self.step = step;
         Ok(())
     }
@@ -309,25 +152,32 @@ impl<'g> Trainer<'g> {
         ))
     }
 
+    /// The parameters, read back (log points and checkpoints only).
+    pub fn params(&self) -> Result<Vec<f32>> {
+        self.gpu.read(&self.net.params, 0, self.net.layout.len)
+    }
+
+    pub fn n_train(&self) -> u32 {
+        self.n
+    }
+
     pub fn steps_per_epoch(&self) -> u32 {
-        self.n_train.div_ceil(self.config.batch)
+        self.n.div_ceil(self.config.batch)
     }
 
     /// Uploads the epoch's shuffled order and its step-table rows; returns the batch sizes. `train_epoch` calls
-    /// it; `vae profile` and `vae bench` record the steps themselves.
+    /// it; `vae profile` records the steps itself.
     pub fn begin_epoch(&mut self, epoch: u32) -> Result<Vec<u32>> {
+        let order = Philox::with_lane(self.config.seed, stream::SHUFFLE, epoch).permutation(self.n);
         let gpu = self.gpu;
-        let b = self.config.batch;
-        let order =
-            Philox::with_lane(self.config.seed, stream::SHUFFLE, epoch).permutation(self.n_train);
         gpu.queue
-            .write_buffer(&self.train_index, 0, bytemuck::cast_slice(&order));
-        let sizes = batches(self.n_train, b);
+            .write_buffer(&self.index, 0, bytemuck::cast_slice(&order));
+        let sizes = batches(self.n, self.config.batch);
         let rows: Vec<StepParams> = (0..sizes.len() as u32)
             .map(|i| {
                 let t = self.step + i + 1;
                 let mut row = StepParams {
-                    batch_offset: i * b,
+                    batch_offset: i * self.config.batch,
                     loss_slot: i,
                     rng_step: t,
                     kl_weight: self.kl_weight(epoch, i, sizes.len() as u32),
@@ -341,9 +191,9 @@ impl<'g> Trainer<'g> {
         Ok(sizes)
     }
 
-    /// The dispatches of one training step of `rows` examples, in order.
-    pub fn step_plan(&self, rows: u32) -> &[Dispatch] {
-        self.train_plans.for_rows(rows)
+    /// The plan of one training step of `rows` examples.
+    pub fn step_plan(&self, rows: u32) -> &Plan {
+        self.plans.for_rows(rows)
     }
 
     /// Trains one epoch (1-based `epoch`). `progress(steps_done, running)` is called at each log point.
@@ -352,33 +202,24 @@ impl<'g> Trainer<'g> {
         epoch: u32,
         mut progress: impl FnMut(u32, &LossSum),
     ) -> Result<LossSum> {
-        let gpu = self.gpu;
         let sizes = self.begin_epoch(epoch)?;
         let mut sum = LossSum::default();
         let interval = self.config.log_interval.max(1) as usize;
         for first in (0..sizes.len()).step_by(interval) {
             let chunk = &sizes[first..(first + interval).min(sizes.len())];
-            let plans = &self.train_plans;
-            gpu.submit_pass("train.steps", |pass| {
-                for (i, &r) in chunk.iter().enumerate() {
-                    for d in plans.for_rows(r) {
-                        d.record(pass, (first + i) as u32);
-                    }
-                }
-            })?;
+            let steps = chunk.iter().enumerate();
+            let plans = steps.map(|(i, &r)| (self.plans.for_rows(r), (first + i) as u32));
+            self.gpu.submit_plans("train.steps", plans)?;
             // Log point: the only readback of the epoch's training losses.
-            let log: Vec<f32> = gpu.read(&self.train_log, first * TERMS, chunk.len() * TERMS)?;
-            if let Some(bad) = log.iter().position(|v| !v.is_finite()) {
+            let log: Vec<f32> = self
+                .gpu
+                .read(&self.log, first * TERMS, chunk.len() * TERMS)?;
+            if let Some((row, term)) = first_non_finite(&log) {
                 // A non-finite loss means non-finite parameters from that step on: stop before they are saved.
-                let step = self.step + (first + bad / TERMS) as u32 + 1;
                 return Err(Error::NonFinite {
-                    step,
+                    step: self.step + (first + row) as u32 + 1,
                     epoch,
-                    what: if bad % TERMS == 0 {
-                        "reconstruction (BCE)"
-                    } else {
-                        "KL"
-                    },
+                    what: term.describe(),
                     lr: self.config.adam.lr,
                 });
             }
@@ -388,85 +229,4 @@ impl<'g> Trainer<'g> {
         self.step += sizes.len() as u32;
         Ok(sum)
     }
-
-    /// The test-set loss with sampled z (as the reference computes it), on the GPU, one submission.
-    pub fn evaluate(&self) -> Result<LossSum> {
-        let sizes = batches(self.n_test, self.config.batch);
-        let plans = &self.eval_plans;
-        self.gpu.submit_pass("eval", |pass| {
-            for (i, &r) in sizes.iter().enumerate() {
-                for d in plans.for_rows(r) {
-                    d.record(pass, i as u32);
-                }
-            }
-        })?;
-        let log: Vec<f32> = self.gpu.read(&self.eval_log, 0, sizes.len() * TERMS)?;
-        let mut sum = LossSum::default();
-        sum.add(&log, &sizes);
-        Ok(sum)
-    }
-
-    /// The first `RECON_IMAGES` test images and their reconstructions' Bernoulli means, each (n, pixels).
-    pub fn reconstructions(&self) -> Result<(Vec<f32>, Vec<f32>)> {
-        let n = RECON_IMAGES.min(self.n_test);
-        let d = net::forward(
-            self.gpu,
-            &self.net,
-            &self.eval_ws,
-            &Source {
-                data: &self.test,
-                index: &self.test_index,
-                seed: self.config.seed,
-                stream: stream::EVAL_NOISE,
-                binarize: self.config.binarize.then_some(Binarize {
-                    seed: self.config.seed,
-                    stream: stream::BINARIZE_EVAL,
-                }),
-            },
-            n,
-            &self.eval_steps,
-            &self.eval_log,
-            false,
-        )?;
-        self.gpu.submit_pass("reconstruct", |pass| {
-            for k in &d {
-                k.record(pass, 0);
-            }
-        })?;
-        let len = (n * self.net.config.pixels) as usize;
-        let x = self.gpu.read(&self.eval_ws.x, 0, len)?;
-        let logits: Vec<f32> = self.gpu.read(&self.eval_ws.logits, 0, len)?;
-        Ok((x, logits.iter().map(|&l| sigmoid(l)).collect()))
-    }
-
-    /// `SAMPLE_IMAGES` decoded draws from the prior (the same z every epoch), Bernoulli means (n, pixels).
-    pub fn samples(&self) -> Result<Vec<f32>> {
-        self.gpu.submit_pass("sample", |pass| {
-            for d in &self.sample_plan {
-                d.record(pass, 0);
-            }
-        })?;
-        let len = (SAMPLE_IMAGES * self.net.config.pixels) as usize;
-        let logits: Vec<f32> = self.gpu.read(&self.sample_ws.logits, 0, len)?;
-        Ok(logits.iter().map(|&l| sigmoid(l)).collect())
-    }
-
-    /// The parameters, read back (log points and checkpoints only).
-    pub fn params(&self) -> Result<Vec<f32>> {
-        self.gpu.read(&self.net.params, 0, self.net.layout.len)
-    }
-
-    pub fn n_train(&self) -> u32 {
-        self.n_train
-    }
-    pub fn n_test(&self) -> u32 {
-        self.n_test
-    }
-    pub fn train_data(&self) -> &ByteMatrix {
-        &self.train
-    }
-}
-
-fn sigmoid(l: f32) -> f32 {
-    1.0 / (1.0 + (-l).exp())
 }

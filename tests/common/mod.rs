@@ -3,7 +3,26 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use vae_wgpu::{Gpu, GpuOptions};
+
+/// The device every GPU test of a test binary shares. Fails (never skips) when there is none, saying how to get
+/// one.
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| match Gpu::new(GpuOptions::default()) {
+        Ok(gpu) => {
+            eprintln!("GPU tests on {}", gpu.info);
+            gpu
+        }
+        Err(e) => panic!(
+            "these tests need a GPU adapter and found none: {e}\n\
+             They run the real shaders; they are not skipped without a GPU."
+        ),
+    })
+}
 
 /// The MNIST directory: data/mnist (where .ci/run links it), else ../shared/data/mnist. Fails, never skips.
 pub fn mnist_dir() -> PathBuf {
@@ -46,4 +65,30 @@ pub fn gz(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(bytes).unwrap();
     e.finish().unwrap()
+}
+
+/// A checkpoint of `model` initialized under `seed`, with zero Adam moments, at step 3 of epoch 1, with the
+/// default settings for that model's sizes.
+pub fn checkpoint(
+    model: vae_wgpu::model::ModelConfig,
+    seed: u64,
+) -> vae_wgpu::training::checkpoint::Checkpoint {
+    use vae_wgpu::training::settings::Settings;
+    let params = model.init(seed);
+    vae_wgpu::training::checkpoint::Checkpoint {
+        model,
+        m: vec![0.0; params.len()],
+        v: vec![0.0; params.len()],
+        params,
+        step: 3,
+        epoch: 1,
+        settings: Settings {
+            hidden: model.hidden,
+            latent: model.latent,
+            seed,
+            ..Settings::DEFAULT
+        },
+        image: None,
+        metrics: String::new(),
+    }
 }

@@ -2,7 +2,17 @@ use vae_wgpu::kernels::iwae::{
     Rows, iw_log_weight_cpu, iw_log_weights, iw_logsumexp, log_mean_exp_cpu,
 };
 
-use crate::{gpu, poisoned, read, rng, run, uniform_vec};
+use vae_wgpu::kernels::{StepParams, StepTable};
+
+use crate::{gpu, poisoned, read, rng, run, step_table, uniform_vec};
+
+/// A step table whose row 0 puts the outputs at `offset` (as a chunk or group starting there).
+fn at(offset: u32) -> StepTable {
+    step_table(&[StepParams {
+        batch_offset: offset,
+        ..Default::default()
+    }])
+}
 
 const U: f64 = 1.0 / 16_777_216.0;
 
@@ -26,7 +36,7 @@ fn check_log_weights(rows: u32, pixels: u32, latent: u32) {
         eps: &eb,
     };
     run(
-        &[&iw_log_weights(gpu, &rows_in, (rows, pixels, latent), &logw, 2).unwrap()],
+        &[&iw_log_weights(gpu, &rows_in, (rows, pixels, latent), &logw, &at(2)).unwrap()],
         0,
     );
     let got = read(&logw, 0, r_ + 3);
@@ -71,7 +81,7 @@ fn check_logsumexp(images: u32, samples: u32) {
     let wb = gpu.storage_init("w", &w).unwrap();
     let out = poisoned(images as usize + 1);
     run(
-        &[&iw_logsumexp(gpu, &wb, (images, samples), &out, 1).unwrap()],
+        &[&iw_logsumexp(gpu, &wb, (images, samples), &out, &at(1)).unwrap()],
         0,
     );
     let got = read(&out, 0, images as usize + 1);
@@ -108,7 +118,7 @@ fn iwae_known_values() {
     // log mean exp of (0, ln 3) = ln 2.
     let w = gpu.storage_init("w", &[0f32, 3f32.ln()]).unwrap();
     let out = poisoned(1);
-    run(&[&iw_logsumexp(gpu, &w, (1, 2), &out, 0).unwrap()], 0);
+    run(&[&iw_logsumexp(gpu, &w, (1, 2), &out, &at(0)).unwrap()], 0);
     assert!((read(&out, 0, 1)[0] - 2f32.ln()).abs() < 1e-6);
     // Logits 0 against x = ½ on 4 pixels: BCE = 4 ln 2; z = ε = log σ² = 0: log w = −4 ln 2.
     let z4 = gpu.storage_init("logits", &[0f32; 4]).unwrap();
@@ -123,7 +133,7 @@ fn iwae_known_values() {
         eps: &zero,
     };
     run(
-        &[&iw_log_weights(gpu, &rows, (1, 4, 1), &logw, 0).unwrap()],
+        &[&iw_log_weights(gpu, &rows, (1, 4, 1), &logw, &at(0)).unwrap()],
         0,
     );
     assert!((read(&logw, 0, 1)[0] + 4.0 * 2f32.ln()).abs() < 1e-5);
@@ -141,7 +151,7 @@ fn iw_log_weights_rejects_inputs_too_small_for_the_shape() {
         z: &big,
         eps: &big,
     };
-    let e = iw_log_weights(gpu, &rows, (2, 8, 3), &big, 0)
+    let e = iw_log_weights(gpu, &rows, (2, 8, 3), &big, &at(0))
         .unwrap_err()
         .to_string();
     assert!(e.contains("logits needs elements 0..16"), "{e}");

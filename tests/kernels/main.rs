@@ -3,6 +3,9 @@
 //! Every test poisons its outputs with NaN before the run, so an element a kernel fails to write fails the
 //! comparison; inputs are seeded (Philox, stream TEST_INPUT) so a failure reproduces.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod adam;
 mod gather;
 mod iwae;
@@ -11,26 +14,11 @@ mod matmul;
 mod reduce;
 mod reparam;
 
-use std::sync::OnceLock;
-
+use vae_wgpu::gpu::Dispatch;
 use vae_wgpu::kernels::philox::{Philox, stream};
-use vae_wgpu::kernels::{Dispatch, StepParams, StepTable};
-use vae_wgpu::{Gpu, GpuOptions};
+use vae_wgpu::kernels::{StepParams, StepTable};
 
-/// The shared device. Fails (never skips) when there is none, saying how to get one.
-pub fn gpu() -> &'static Gpu {
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| match Gpu::new(GpuOptions::default()) {
-        Ok(gpu) => {
-            eprintln!("kernel tests on {}", gpu.info);
-            gpu
-        }
-        Err(e) => panic!(
-            "the kernel tests need a GPU adapter and found none: {e}\n\
-             These tests run the real shaders; they are not skipped without a GPU."
-        ),
-    })
-}
+pub use common::gpu;
 
 /// Seeded test inputs.
 pub fn rng(seed: u64) -> Philox {

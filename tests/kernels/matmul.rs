@@ -1,26 +1,15 @@
 use vae_wgpu::kernels::matmul::{
-    Epilogue, EpilogueCpu, Layout, Operand, Tile, bias_grad_cpu, matmul, matmul_cpu, matmul_tiled,
+    Epilogue, EpilogueKind as Epi, Layout, Operand, Tile, bias_grad_cpu, error_bound, matmul,
+    matmul_cpu, matmul_tiled,
 };
 
 use crate::{assert_close_by, gpu, poisoned, read, rng, run, uniform_vec};
-
-const U: f64 = 1.0 / 16_777_216.0; // unit roundoff of f32
-
-#[derive(Clone, Copy, Debug)]
-enum Epi {
-    None,
-    Bias,
-    BiasRelu,
-    ReluMask,
-    BiasGrad,
-}
 
 /// Runs C = A·B (+ epilogue) on the GPU with every operand at an awkward offset inside a larger buffer, and
 /// compares with the f64 reference.
 ///
 /// Tolerance: f32 accumulation of k products (with or without FMA, in any order) is within γ_k·Σ|a||b| of the
-/// exact sum (Higham, Accuracy and Stability of Numerical Algorithms, §3.1), γ_k = k·u/(1 − k·u); the bias add and
-/// the final rounding add two more u. A wrong index, sign or bound gives errors of the order of Σ|a||b| itself.
+/// exact sum, plus 2u for the bias add and the final rounding ([`error_bound`]). A wrong index, sign or bound gives errors of the order of Σ|a||b| itself.
 /// Both kernels: the 64×64 tile GPUs use and the 128×128 tile CPU rasterizers use.
 fn check(layout: Layout, dims: (u32, u32, u32), epi: Epi) {
     for tile in [Tile::T64, Tile::T128] {
@@ -103,15 +92,15 @@ fn check_tile(
     run(&[&d], 0);
 
     let epi_cpu = match epi {
-        Epi::None | Epi::BiasGrad => EpilogueCpu::None,
-        Epi::Bias => EpilogueCpu::Bias(&bias),
-        Epi::BiasRelu => EpilogueCpu::BiasRelu(&bias),
-        Epi::ReluMask => EpilogueCpu::ReluMask(&mask),
+        Epi::None | Epi::BiasGrad => Epilogue::None,
+        Epi::Bias => Epilogue::Bias(bias.as_slice()),
+        Epi::BiasRelu => Epilogue::BiasRelu(bias.as_slice()),
+        Epi::ReluMask => Epilogue::ReluMask(mask.as_slice()),
     };
     let want = matmul_cpu(layout, (mu, nu, ku), &a, &b, epi_cpu);
     let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
-    let bound = matmul_cpu(layout, (mu, nu, ku), &abs(&a), &abs(&b), EpilogueCpu::None);
-    let gamma = ku as f64 * U / (1.0 - ku as f64 * U) + 2.0 * U;
+    let bound = matmul_cpu(layout, (mu, nu, ku), &abs(&a), &abs(&b), Epilogue::None);
+    let gamma = error_bound(ku);
     let with_bias = matches!(epi, Epi::Bias | Epi::BiasRelu);
     let got = read(&c_buf, c_off, mu * nu);
     let what = format!("{tile:?} offsets {a_off},{b_off} {layout:?} {m}×{n}×{k} {epi:?}");

@@ -1,0 +1,67 @@
+//! Options several commands share, each converted to the library's types in one place.
+
+use std::path::PathBuf;
+
+use vae_wgpu::GpuOptions;
+use vae_wgpu::training::settings::Settings;
+
+/// Adapter choice, shared by every command that opens a GPU.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct GpuArgs {
+    /// Backend(s) to use: vulkan, metal, dx12 (comma-separated); default: wgpu's choice, or WGPU_BACKEND.
+    #[arg(long, global = true)]
+    pub backend: Option<String>,
+    /// Adapter to use: a case-insensitive part of its name as `vae devices` prints it (e.g. llvmpipe, H200);
+    /// default: WGPU_ADAPTER_NAME, else the high-performance adapter.
+    #[arg(long, global = true)]
+    pub adapter: Option<String>,
+}
+
+impl From<&GpuArgs> for GpuOptions {
+    fn from(a: &GpuArgs) -> Self {
+        GpuOptions {
+            backend: a.backend.clone(),
+            adapter: a.adapter.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// What the commands on a trained model share.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// A checkpoint written by `vae train` (<run>/checkpoint.safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Directory with the IDX files the model was trained on (read only by the commands that need test images).
+    #[arg(long, default_value = "data/mnist")]
+    pub data: PathBuf,
+    /// Use only the first N test images.
+    #[arg(long, value_name = "N")]
+    pub test_samples: Option<usize>,
+    /// Where to write the picture(s): a .png file, or a directory for `latent` [default: beside the checkpoint].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+}
+
+/// The model and data a benchmark or profile trains on; the defaults are `vae train`'s.
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchModel {
+    /// Directory with MNIST (random bytes of MNIST's shape are used when it is missing, and the output says so).
+    #[arg(long, default_value = "data/mnist")]
+    pub data: PathBuf,
+    /// Examples per step.
+    #[arg(long, default_value_t = Settings::DEFAULT.batch_size)]
+    pub batch_size: u32,
+    /// Latent dimensions (the PyTorch example and BENCHMARKS.md use 20).
+    #[arg(long, default_value_t = Settings::DEFAULT.latent)]
+    pub latent: u32,
+    /// Hidden units.
+    #[arg(long, default_value_t = Settings::DEFAULT.hidden)]
+    pub hidden: u32,
+    /// Use only the first N training examples.
+    #[arg(long, value_name = "N")]
+    pub train_samples: Option<usize>,
+}

@@ -1,0 +1,422 @@
+//! The host/shader contract, written once: every constant and uniform struct that Rust and WGSL share.
+//!
+//! Each shader module starts with [`prelude`], WGSL generated from the definitions below, so the two sides
+//! cannot disagree on a value, a field's order or a struct's size. `tests/shaders.rs` walks each compiled module
+//! and checks every uniform struct naga sees (members, order, types, offsets, size) against its Rust twin here.
+
+use std::fmt::Write;
+
+/// Invocations per workgroup of the element-wise and reduction kernels (gather, reparam, loss, reduce, adam,
+/// iwae). Dispatch grids are sized with it on the host; `@workgroup_size(WG)` in the shaders.
+pub const WG: u32 = 256;
+
+/// The most per-workgroup partials one loss kernel writes (its workgroup count is capped here).
+pub const MAX_PARTIALS: u32 = 256;
+
+/// The most loss terms one reduction handles (`ReduceParams::counts` is a `vec4<u32>`).
+pub const MAX_TERMS: usize = 4;
+
+/// The terms of the loss, in the order of the loss log's columns and of the partials buffer's blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossTerm {
+    /// The reconstruction term: binary cross-entropy with logits, summed over pixels and examples.
+    Bce = 0,
+    /// KL(q(z|x) ‖ N(0, I)), summed over latent dimensions and examples (unweighted).
+    Kl = 1,
+}
+
+/// How many loss terms there are: the loss log holds this many floats per step.
+pub const TERMS: usize = 2;
+
+impl LossTerm {
+    pub const ALL: [LossTerm; TERMS] = [LossTerm::Bce, LossTerm::Kl];
+
+    /// This term's column in a row of the loss log.
+    pub fn column(self) -> usize {
+        self as usize
+    }
+
+    /// Where this term's partials start in a partials buffer of `MAX_PARTIALS` per term.
+    pub fn partials_offset(self) -> u32 {
+        self as u32 * MAX_PARTIALS
+    }
+
+    /// How a message names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            LossTerm::Bce => "reconstruction (BCE)",
+            LossTerm::Kl => "KL",
+        }
+    }
+}
+
+/// matmul: which operand is transposed (pipeline constant `LAYOUT`), in the order of a layer's passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// Forward, Y = X·Wᵀ: A (m, k), B given as W (n, k).
+    NT = 0,
+    /// Input gradient, ∂X = ∂Y·W: A (m, k), B (k, n).
+    NN = 1,
+    /// Weight gradient, ∂W = ∂Yᵀ·X: A given as ∂Y (k, m), B (k, n).
+    TN = 2,
+}
+
+impl Layout {
+    pub const ALL: [Layout; 3] = [Layout::NT, Layout::NN, Layout::TN];
+
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    pub fn from_code(code: u32) -> Option<Layout> {
+        Layout::ALL.into_iter().find(|l| l.code() == code)
+    }
+
+    fn wgsl_name(self) -> &'static str {
+        match self {
+            Layout::NT => "LAYOUT_NT",
+            Layout::NN => "LAYOUT_NN",
+            Layout::TN => "LAYOUT_TN",
+        }
+    }
+}
+
+/// matmul: what happens to each output after the product (pipeline constant `EPILOGUE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EpilogueKind {
+    /// C = A·B.
+    None = 0,
+    /// C = A·B + bias[n].
+    Bias = 1,
+    /// C = max(A·B + bias[n], 0).
+    BiasRelu = 2,
+    /// C = A·B where mask[m, n] > 0, else 0 (the ReLU backward).
+    ReluMask = 3,
+    /// C = A·B, and the row sums of A at `bias_off` (with TN, the bias gradient).
+    BiasGrad = 4,
+}
+
+impl EpilogueKind {
+    pub const ALL: [EpilogueKind; 5] = [
+        EpilogueKind::None,
+        EpilogueKind::Bias,
+        EpilogueKind::BiasRelu,
+        EpilogueKind::ReluMask,
+        EpilogueKind::BiasGrad,
+    ];
+
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    pub fn from_code(code: u32) -> Option<EpilogueKind> {
+        EpilogueKind::ALL.into_iter().find(|e| e.code() == code)
+    }
+
+    fn wgsl_name(self) -> &'static str {
+        match self {
+            EpilogueKind::None => "EPI_NONE",
+            EpilogueKind::Bias => "EPI_BIAS",
+            EpilogueKind::BiasRelu => "EPI_BIAS_RELU",
+            EpilogueKind::ReluMask => "EPI_RELU_MASK",
+            EpilogueKind::BiasGrad => "EPI_BIAS_GRAD",
+        }
+    }
+}
+
+/// matmul: invocations per side of a workgroup (16 × 16).
+pub const MATMUL_SIDE: u32 = 16;
+/// matmul: the output tile of one workgroup of `matmul` (4 × 4 per invocation).
+pub const MATMUL_TILE: u32 = 64;
+/// matmul: the output tile of one workgroup of `matmul_big` and the vec4 kernels (8 × 8 per invocation).
+pub const MATMUL_TILE_BIG: u32 = 128;
+
+/// A Rust type with a WGSL twin of the same size and alignment in a uniform buffer.
+pub trait WgslType {
+    const WGSL: &'static str;
+}
+impl WgslType for u32 {
+    const WGSL: &'static str = "u32";
+}
+impl WgslType for f32 {
+    const WGSL: &'static str = "f32";
+}
+impl WgslType for [u32; 4] {
+    const WGSL: &'static str = "vec4<u32>";
+}
+
+/// One member of a uniform struct, as Rust lays it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub name: &'static str,
+    pub wgsl: &'static str,
+    pub offset: usize,
+    pub size: usize,
+    pub doc: &'static str,
+}
+
+/// A uniform struct, as Rust lays it out: what its WGSL declaration is generated from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StructInfo {
+    pub name: &'static str,
+    pub size: usize,
+    pub fields: Vec<Field>,
+}
+
+impl StructInfo {
+    /// The WGSL declaration, each member with its Rust doc comment.
+    pub fn wgsl(&self) -> String {
+        let mut s = format!("struct {} {{\n", self.name);
+        for f in &self.fields {
+            let decl = format!("    {}: {},", f.name, f.wgsl);
+            if f.doc.is_empty() {
+                let _ = writeln!(s, "{decl}");
+            } else {
+                let _ = writeln!(s, "{decl:<32} // {}", f.doc);
+            }
+        }
+        s.push_str("}\n");
+        s
+    }
+}
+
+/// Declares a `#[repr(C)]` uniform struct and its [`StructInfo`], from which its WGSL twin is generated. Fields
+/// are `u32`, `f32` or `[u32; 4]` (a `vec4<u32>`); padding is written out as `u32` fields.
+macro_rules! gpu_struct {
+    (
+        $(#[doc = $doc:literal])*
+        pub struct $name:ident {
+            $( $(#[doc = $fdoc:literal])* pub $field:ident: $ty:ty, )*
+        }
+    ) => {
+        $(#[doc = $doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+        pub struct $name {
+            $( $(#[doc = $fdoc])* pub $field: $ty, )*
+        }
+
+        impl $name {
+            /// The layout its WGSL declaration is generated from.
+            pub fn info() -> StructInfo {
+                StructInfo {
+                    name: stringify!($name),
+                    size: size_of::<$name>(),
+                    fields: vec![$(Field {
+                        name: stringify!($field),
+                        wgsl: <$ty as WgslType>::WGSL,
+                        offset: std::mem::offset_of!($name, $field),
+                        size: size_of::<$ty>(),
+                        doc: concat!($($fdoc),*).trim_ascii(),
+                    },)*],
+                }
+            }
+        }
+    };
+}
+
+gpu_struct! {
+    /// The values that change from one training step to the next: one row per step in the step table, read by
+    /// the kernels through a dynamic uniform offset (see `kernels::step`).
+    pub struct StepParams {
+        /// Adam's step number, 1-based.
+        pub t: u32,
+        /// Position of this batch's first row in the epoch's index list.
+        pub batch_offset: u32,
+        /// Row of the loss log that this step's loss totals go to.
+        pub loss_slot: u32,
+        /// Philox counter word 1 for this step's noise (the step number, so a resumed run draws the same noise).
+        pub rng_step: u32,
+        /// Adam's step size with the first-moment bias correction folded in: lr / (1 − β1ᵗ).
+        pub adam_step_size: f32,
+        /// Adam's second-moment bias correction: 1 / √(1 − β2ᵗ).
+        pub adam_inv_sqrt_bc2: f32,
+        /// Weight on the KL term (β of a β-VAE; 1 for the plain ELBO).
+        pub kl_weight: f32,
+        pub _pad0: u32,
+    }
+}
+
+gpu_struct! {
+    /// gather: a batch of rows of a byte dataset.
+    pub struct GatherParams {
+        /// Rows of the batch.
+        pub rows: u32,
+        /// Bytes per row.
+        pub cols: u32,
+        /// Rows of the dataset (an index at or past it gives NaN).
+        pub data_rows: u32,
+        /// Philox stream of the binarization noise.
+        pub stream: u32,
+        /// Philox key (the seed's low and high words).
+        pub key_lo: u32,
+        pub key_hi: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+    }
+}
+
+gpu_struct! {
+    /// matmul: C (m, n) = A·B with an epilogue; operands addressed by element offsets into their buffers.
+    pub struct MatmulParams {
+        pub m: u32,
+        pub n: u32,
+        pub k: u32,
+        pub a_off: u32,
+        pub b_off: u32,
+        pub c_off: u32,
+        /// Offset of the epilogue's operand (bias or mask) in its buffer.
+        pub aux_off: u32,
+        /// With EPI_BIAS_GRAD: where the row sums of A go in C's buffer.
+        pub bias_off: u32,
+    }
+}
+
+gpu_struct! {
+    /// reparam: z = μ + ε·σ for rows × latent elements.
+    pub struct ReparamParams {
+        pub rows: u32,
+        pub latent: u32,
+        /// Philox key (the seed's low and high words).
+        pub key_lo: u32,
+        pub key_hi: u32,
+        /// Philox stream of the noise.
+        pub stream: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+        pub _pad2: u32,
+    }
+}
+
+gpu_struct! {
+    /// philox_words: the raw generator on n counters, for tests.
+    pub struct PhiloxWordsParams {
+        pub n: u32,
+        pub key_lo: u32,
+        pub key_hi: u32,
+        pub _pad0: u32,
+    }
+}
+
+gpu_struct! {
+    /// loss: BCE or KL over rows × cols elements, one partial per workgroup.
+    pub struct LossParams {
+        pub rows: u32,
+        /// Pixels per row (bce_logits) or latent dimensions (kl_backward).
+        pub cols: u32,
+        /// Where this kernel's partials start in the partials buffer.
+        pub partial_off: u32,
+        pub _pad0: u32,
+    }
+}
+
+gpu_struct! {
+    /// reduce: each term's partials to one total in the loss log.
+    pub struct ReduceParams {
+        pub terms: u32,
+        /// Elements between the starts of two terms' partials.
+        pub stride: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+        /// Partials per term; at most MAX_TERMS terms.
+        pub counts: [u32; 4],
+    }
+}
+
+gpu_struct! {
+    /// adam: one Adam step over n parameters.
+    pub struct AdamParams {
+        pub n: u32,
+        pub beta1: f32,
+        pub beta2: f32,
+        pub eps: f32,
+    }
+}
+
+gpu_struct! {
+    /// iwae: importance log-weights and their log-mean-exp.
+    pub struct IwaeParams {
+        pub pixels: u32,
+        pub latent: u32,
+        /// Importance samples per image.
+        pub samples: u32,
+        pub _pad0: u32,
+    }
+}
+
+/// Every uniform struct of the contract.
+pub fn structs() -> Vec<StructInfo> {
+    vec![
+        StepParams::info(),
+        GatherParams::info(),
+        MatmulParams::info(),
+        ReparamParams::info(),
+        PhiloxWordsParams::info(),
+        LossParams::info(),
+        ReduceParams::info(),
+        AdamParams::info(),
+        IwaeParams::info(),
+    ]
+}
+
+/// Every shared constant, by its WGSL name.
+pub fn constants() -> Vec<(&'static str, u32)> {
+    let mut c = vec![
+        ("WG", WG),
+        ("MAX_PARTIALS", MAX_PARTIALS),
+        ("MAX_TERMS", MAX_TERMS as u32),
+        ("LOSS_TERMS", TERMS as u32),
+        ("TERM_BCE", LossTerm::Bce as u32),
+        ("TERM_KL", LossTerm::Kl as u32),
+        ("MATMUL_SIDE", MATMUL_SIDE),
+        ("MATMUL_TILE", MATMUL_TILE),
+        ("MATMUL_TILE_BIG", MATMUL_TILE_BIG),
+    ];
+    c.extend(Layout::ALL.map(|l| (l.wgsl_name(), l.code())));
+    c.extend(EpilogueKind::ALL.map(|e| (e.wgsl_name(), e.code())));
+    c
+}
+
+/// The WGSL every shader module starts with: the constants and struct declarations above.
+pub fn prelude() -> String {
+    let mut s = String::from(
+        "// Generated from src/kernels/contract.rs, the one definition of what Rust and WGSL share.\n",
+    );
+    for (name, value) in constants() {
+        let _ = writeln!(s, "const {name}: u32 = {value}u;");
+    }
+    for st in structs() {
+        s.push('\n');
+        s.push_str(&st.wgsl());
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn structs_are_whole_words_with_no_hidden_padding() {
+        for st in structs() {
+            let fields: usize = st.fields.iter().map(|f| f.size).sum();
+            assert_eq!(fields, st.size, "{}: implicit padding", st.name);
+            assert_eq!(
+                st.size % 16,
+                0,
+                "{}: uniform structs are 16-byte multiples",
+                st.name
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<&str> = constants().iter().map(|c| c.0).collect();
+        names.extend(structs().iter().map(|s| s.name));
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+}

@@ -1,0 +1,79 @@
+//! What the trainer and the evaluator share: a pass over a set in batches, the dispatch plan of each batch size,
+//! and the loss totals read back from the loss log.
+
+use crate::error::Result;
+use crate::gpu::Plan;
+use crate::kernels::contract::{LossTerm, TERMS};
+
+/// The batches of one pass over `n` examples: full batches, then the remainder (kept, not dropped).
+pub fn batches(n: u32, batch: u32) -> Vec<u32> {
+    let mut v = vec![batch; (n / batch) as usize];
+    if !n.is_multiple_of(batch) {
+        v.push(n % batch);
+    }
+    v
+}
+
+/// The plan for a full batch and, where the set does not divide, the plan for the last partial one.
+pub struct Plans {
+    full: Plan,
+    last: Option<(u32, Plan)>,
+}
+
+impl Plans {
+    /// Builds the plans the batches of `sizes` need (at most two).
+    pub fn build(sizes: &[u32], plan: impl Fn(u32) -> Result<Plan>) -> Result<Plans> {
+        let (first, last) = (sizes[0], *sizes.last().expect("at least one batch"));
+        Ok(Plans {
+            full: plan(first)?,
+            last: if last != first {
+                Some((last, plan(last)?))
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The plan of a batch of `rows` examples.
+    pub fn for_rows(&self, rows: u32) -> &Plan {
+        match &self.last {
+            Some((r, p)) if *r == rows => p,
+            _ => &self.full,
+        }
+    }
+}
+
+/// Loss totals over some examples (summed over pixels, latent dimensions and examples).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LossSum {
+    pub bce: f64,
+    pub kl: f64,
+    pub examples: u64,
+}
+
+impl LossSum {
+    pub fn loss(&self) -> f64 {
+        self.bce + self.kl
+    }
+
+    /// (loss, bce, kl) per example.
+    pub fn per_example(&self) -> (f64, f64, f64) {
+        let n = self.examples.max(1) as f64;
+        (self.loss() / n, self.bce / n, self.kl / n)
+    }
+
+    /// Adds the loss log's rows for batches of `rows` examples (one row of [`TERMS`] floats per batch).
+    pub fn add(&mut self, log: &[f32], rows: &[u32]) {
+        for (row, &r) in log.chunks_exact(TERMS).zip(rows) {
+            self.bce += row[LossTerm::Bce.column()] as f64;
+            self.kl += row[LossTerm::Kl.column()] as f64;
+            self.examples += r as u64;
+        }
+    }
+}
+
+/// The first non-finite value of a loss log holding rows of [`TERMS`]: (row, term).
+pub fn first_non_finite(log: &[f32]) -> Option<(usize, LossTerm)> {
+    let at = log.iter().position(|v| !v.is_finite())?;
+    Some((at / TERMS, LossTerm::ALL[at % TERMS]))
+}
