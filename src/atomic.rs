@@ -22,6 +22,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        crate::fault::stall_at(&format!("stall-before-rename:{name}"));
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

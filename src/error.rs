@@ -65,9 +65,11 @@ pub enum Error {
         hint: String,
     },
 
-    #[error("the {what} loss became non-finite at step {step} (epoch {epoch}): training diverged. Lower the learning rate (--lr {lr} now; try {}), or resume from the last checkpoint with a smaller --lr in a new run", lr / 10.0)]
+    #[error("the {what} loss became non-finite at step {step} (epoch {epoch}), seen at the log point after step {seen}: training diverged and stopped there. Lower the learning rate (--lr {lr} now; try {}), or resume from the last checkpoint with a smaller --lr in a new run", lr / 10.0)]
     NonFinite {
         step: u32,
+        /// The last step of the log interval whose losses showed it: the run stopped after it.
+        seen: u32,
         epoch: u32,
         what: &'static str,
         lr: f32,

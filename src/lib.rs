@@ -4,7 +4,8 @@
 //!
 //! Layers, each using only those above it:
 //!
-//! - [`error`], [`atomic`]: the error type; files written whole or not at all.
+//! - [`error`], [`atomic`], [`fault`]: the error type; files written whole or not at all; the tests' fault
+//!   injection.
 //! - [`gpu`]: adapters, the device and its limits, error scopes, buffers, readback, pipelines and dispatches.
 //! - [`kernels`]: the WGSL kernel families, each with its host wrapper and CPU reference, and the host/shader
 //!   contract (constants and uniform structs) they share.
@@ -18,6 +19,7 @@
 pub mod atomic;
 pub mod data;
 pub mod error;
+pub mod fault;
 pub mod gpu;
 pub mod kernels;
 pub mod model;

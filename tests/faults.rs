@@ -1,23 +1,27 @@
-//! Faults: a process killed at random moments never leaves a corrupt checkpoint and resumes to the same result;
-//! a diverging run stops at the next log point keeping its last good checkpoint; two runs cannot share an output
-//! directory. These need MNIST in data/mnist/ (see data/README.md).
+//! Faults: a process killed at eight chosen moments (before any checkpoint, mid-epoch, between a checkpoint's
+//! temporary write and its rename, right after a checkpoint) never leaves a corrupt checkpoint, and each restart
+//! resumes from the last one to the same result; a diverging run stops at the next log point keeping its last
+//! good checkpoint; two runs cannot share an output directory. These need MNIST in data/mnist/ (see
+//! data/README.md).
 
 mod common;
 use common::{mnist_dir, scratch};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vae_wgpu::training::checkpoint::Checkpoint;
 
 const VAE: &str = env!("CARGO_BIN_EXE_vae");
 
-const RUN: [&str; 10] = [
+const RUN: [&str; 12] = [
     "--train-samples",
-    "2000",
+    "1000",
     "--test-samples",
     "200",
     "--batch-size",
+    "50",
+    "--hidden",
     "100",
     "--latent",
     "3",
@@ -50,64 +54,172 @@ fn losses(out: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The epoch of the checkpoint in `ck`, if there is one (checkpoints are renamed into place whole).
+fn checkpoint_epoch(ck: &Path) -> Option<u32> {
+    Checkpoint::load(ck).ok().map(|c| c.epoch)
+}
+
+/// Where a run is killed.
+#[derive(Clone, Copy, Debug)]
+enum Moment {
+    /// Right after the process starts, before any GPU work.
+    Startup,
+    /// Part-way (this fraction of an epoch's training time) into training `epoch`, before its checkpoint.
+    InEpoch(u32, f64),
+    /// Stalled between writing checkpoint.safetensors's temporary file and renaming it into place.
+    BeforeRename,
+    /// As soon as the checkpoint of `epoch` is in place (while the run draws its pictures and goes on).
+    AfterCheckpoint(u32),
+}
+
+/// Polls every few milliseconds until `done()` holds; fails after a minute.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 #[test]
-fn killed_runs_keep_a_valid_checkpoint_and_resume_to_the_same_result() {
+fn killed_runs_resume_from_their_last_checkpoint_and_end_bit_identical() {
     let straight = scratch("straight");
-    let started = std::time::Instant::now();
     let o = train_cmd(&straight, &["--epochs", "4"]).output().unwrap();
-    // Kill moments are fractions of a whole run's time, so the test means the same on a slow or fast device.
-    let whole = started.elapsed().as_millis() as u64;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The training time of one epoch (metrics.csv's epoch_seconds), to aim kills into the middle of an epoch.
+    let epoch_seconds: f64 = std::fs::read_to_string(straight.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split(',').nth(7)?.parse().ok())
+        .unwrap();
 
     let out = scratch("killed");
     let ck = out.join("checkpoint.safetensors");
-    let mut kills = 0;
-    // Kill after these fractions (per mille) of a whole run, spread over loading, training, evaluation, writing.
-    for per_mille in [220u64, 410, 110, 630, 320, 750, 170, 510] {
-        let delay = whole * per_mille / 1000;
-        let resume = ck.exists();
+    let stderr_file = out.with_extension("stderr");
+    // Eight moments, in order, and the epoch the run after each one must resume at (None: from scratch).
+    let moments = [
+        (Moment::Startup, None),
+        (Moment::InEpoch(1, 0.5), None),
+        (Moment::AfterCheckpoint(1), Some(2)),
+        (Moment::InEpoch(2, 0.3), Some(2)),
+        (Moment::BeforeRename, Some(2)),
+        (Moment::AfterCheckpoint(2), Some(3)),
+        (Moment::InEpoch(3, 0.6), Some(3)),
+        (Moment::AfterCheckpoint(3), Some(4)),
+    ];
+    // The epoch each start resumed at, as its first line says.
+    let mut resumed_at: Vec<Option<u32>> = Vec::new();
+    let start = |fault: bool| {
         let mut args = vec!["--epochs", "4"];
-        if resume {
+        if ck.exists() {
             args.extend(["--resume", ck.to_str().unwrap()]);
         }
-        let mut child = train_cmd(&out, &args).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(delay));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL on Unix
-            kills += 1;
+        let mut cmd = train_cmd(&out, &args);
+        cmd.stderr(std::fs::File::create(&stderr_file).unwrap());
+        if fault {
+            cmd.env(
+                vae_wgpu::fault::VARIABLE,
+                "stall-before-rename:checkpoint.safetensors",
+            );
         }
-        let status = child.wait().unwrap();
-        if status.success() {
-            break;
+        cmd.spawn().unwrap()
+    };
+    let stderr_now = || std::fs::read_to_string(&stderr_file).unwrap_or_default();
+    let resume_epoch = |text: &str| -> Option<u32> {
+        let at = text.find("resuming at epoch ")? + "resuming at epoch ".len();
+        text[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    for (moment, next_resume) in moments {
+        let before = checkpoint_epoch(&ck);
+        let mut child = start(matches!(moment, Moment::BeforeRename));
+        match moment {
+            Moment::Startup => std::thread::sleep(Duration::from_millis(20)),
+            Moment::InEpoch(epoch, fraction) => {
+                // Training of `epoch` starts after the first line (epoch 1) or after the previous checkpoint.
+                wait_for("the run to start", || stderr_now().contains("writing to"));
+                wait_for("the previous checkpoint", || {
+                    epoch == 1 || checkpoint_epoch(&ck) == Some(epoch - 1)
+                });
+                std::thread::sleep(Duration::from_secs_f64(fraction * epoch_seconds));
+            }
+            Moment::BeforeRename => {
+                wait_for("the stall before the rename", || {
+                    stderr_now().contains("stalled at")
+                });
+                assert_eq!(checkpoint_epoch(&ck), before, "the rename happened");
+                let tmp = format!(".checkpoint.safetensors.tmp{}", child.id());
+                assert!(out.join(tmp).exists(), "no temporary checkpoint");
+            }
+            Moment::AfterCheckpoint(epoch) => {
+                wait_for("the checkpoint", || checkpoint_epoch(&ck) == Some(epoch));
+            }
         }
-        // Whatever is there is a complete checkpoint (never a torn one).
-        if ck.exists() {
-            let c = Checkpoint::load(&ck).unwrap_or_else(|e| panic!("after kill {kills}: {e}"));
-            assert!((1..=4).contains(&c.epoch));
+        let was_running = child.try_wait().unwrap().is_none();
+        child.kill().unwrap(); // SIGKILL on Unix
+        child.wait().unwrap();
+        assert!(
+            was_running,
+            "{moment:?}: the run ended before it was killed"
+        );
+        resumed_at.push(resume_epoch(&stderr_now()));
+        // The kill left a whole checkpoint: the one before it, or (right after one) the new one.
+        match moment {
+            Moment::AfterCheckpoint(e) => assert_eq!(checkpoint_epoch(&ck), Some(e)),
+            _ => assert_eq!(
+                checkpoint_epoch(&ck),
+                before,
+                "{moment:?} changed the checkpoint"
+            ),
         }
+        assert_eq!(
+            checkpoint_epoch(&ck).map(|e| e + 1),
+            next_resume,
+            "{moment:?}"
+        );
     }
     // Finish the run.
-    let mut args = vec!["--epochs", "4"];
-    if ck.exists() && Checkpoint::load(&ck).unwrap().epoch < 4 {
-        args.extend(["--resume", ck.to_str().unwrap()]);
-    }
-    if Checkpoint::load(&ck).map(|c| c.epoch).unwrap_or(0) < 4 {
-        let o = train_cmd(&out, &args).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
-    assert!(
-        kills >= 3,
-        "only {kills} kills landed; the run is too fast for this test"
+    let o = start(false).wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr_now());
+    resumed_at.push(resume_epoch(&stderr_now()));
+    // Every start after a checkpoint existed resumed from it, at the epoch after it.
+    assert_eq!(
+        resumed_at,
+        [
+            None,
+            None,
+            None,
+            Some(2),
+            Some(2),
+            Some(2),
+            Some(3),
+            Some(3),
+            Some(4)
+        ]
     );
+    // The stalled run's temporary file was cleared by a later run.
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     // Exact resume: the killed-and-resumed run ends where the straight one does, to the bit.
     assert_eq!(losses(&out), losses(&straight));
-    assert_eq!(
-        Checkpoint::load(&ck).unwrap().params,
-        Checkpoint::load(&straight.join("checkpoint.safetensors"))
-            .unwrap()
-            .params
+    let (a, b) = (
+        Checkpoint::load(&ck).unwrap(),
+        Checkpoint::load(&straight.join("checkpoint.safetensors")).unwrap(),
     );
+    assert_eq!((a.params, a.m, a.v, a.step), (b.params, b.m, b.v, b.step));
     std::fs::remove_dir_all(&out).ok();
+    std::fs::remove_file(&stderr_file).ok();
     std::fs::remove_dir_all(&straight).ok();
 }
 
@@ -138,9 +250,27 @@ fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
     .unwrap();
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
-    assert!(
-        e.contains("became non-finite at step") && e.contains("Lower the learning rate"),
-        "{e}"
+    assert!(e.contains("Lower the learning rate"), "{e}");
+    // The step where the loss went non-finite, and the log point where the run saw it and stopped: the next one
+    // (log interval 5, 20 steps an epoch, the checkpoint's 20 steps done).
+    let number_after = |key: &str| -> u32 {
+        let at = e.find(key).unwrap_or_else(|| panic!("no {key:?} in: {e}")) + key.len();
+        e[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (bad, seen) = (
+        number_after("non-finite at step "),
+        number_after("log point after step "),
+    );
+    assert!(bad > 20, "the first resumed step is 21: {e}");
+    assert_eq!(
+        seen,
+        bad.div_ceil(5) * 5,
+        "stopped at another log point: {e}"
     );
     assert!(!e.contains("panicked"), "{e}");
     assert_eq!(

@@ -218,6 +218,7 @@ impl<'a> Trainer<'a> {
                 // A non-finite loss means non-finite parameters from that step on: stop before they are saved.
                 return Err(Error::NonFinite {
                     step: self.step + (first + row) as u32 + 1,
+                    seen: self.step + (first + chunk.len()) as u32,
                     epoch,
                     what: term.describe(),
                     lr: self.config.adam.lr,
