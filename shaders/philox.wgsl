@@ -41,8 +41,9 @@ fn philox4x32_10(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
 
 // A uniform float in (0, 1): the top 23 bits as an odd multiple of 2^-24. Every step is exact in f32 (no rounding,
 // so no dependence on the device's rounding mode), 0 and 1 are never produced, and the CPU gets the same bits.
+// The scales are hex float literals, exact by construction (exp2 would be allowed 3 + 2|x| ULP of error).
 fn philox_uniform(word: u32) -> f32 {
-    return f32(word >> 9u) * exp2(-23.0) + exp2(-24.0);
+    return f32(word >> 9u) * 0x1p-23f + 0x1p-24f;
 }
 
 // A standard normal by Box–Muller from two words: sqrt(-2 ln u0) · cos(π (2 u1 - 1)). The angle stays in (-π, π),

@@ -12,6 +12,11 @@ use vae_wgpu::model::net::Net;
 use vae_wgpu::model::reference::loss_and_grad;
 use vae_wgpu::training::trainer::{TrainConfig, Trainer};
 
+/// `diff <= tol`: false for a NaN difference.
+fn within(diff: f64, tol: f64) -> bool {
+    diff <= tol
+}
+
 fn random_split(n: usize, pixels: usize, seed: u64) -> Split {
     let mut r = Philox::new(seed, stream::TEST_INPUT);
     Split {
@@ -80,8 +85,10 @@ fn gpu_step_matches_cpu_reference_for_three_steps() {
             loss.bce,
             want.bce
         );
+        // KL is a sum of 1,000 terms whose inputs (the heads) carry the fc1 and heads matmuls' relative errors;
+        // measured at most 1.8e-6 relative on lavapipe, so 1e-5 relative, with no absolute slack (KL is ≥ 16 here).
         assert!(
-            (loss.kl - want.kl).abs() <= 1e-5 * want.kl + 1e-3,
+            (loss.kl - want.kl).abs() <= 1e-5 * want.kl,
             "step {epoch} kl {} want {}",
             loss.kl,
             want.kl
@@ -121,10 +128,11 @@ fn gpu_step_matches_cpu_reference_for_three_steps() {
         // Adam: from the GPU's state and gradients, the CPU update must agree to the adam kernel test's bounds.
         let (mut p, mut m, mut v) = (p0.clone(), m0, v0);
         adam_cpu(&adam, epoch, &mut p, &grads, &mut m, &mut v);
+        // Counted as `!within(..)`, so that a NaN parameter (never within anything) is a mismatch.
         let bad = (0..n)
             .filter(|&i| {
-                (p1[i] as f64 - p[i] as f64).abs()
-                    > 2e-9 + 1e-6 * (p[i] as f64).abs() + 1e-6 * adam.lr as f64
+                let diff = (p1[i] as f64 - p[i] as f64).abs();
+                !within(diff, 2e-9 + 1e-6 * (p[i] as f64).abs() + 1e-6 * adam.lr as f64)
             })
             .count();
         assert_eq!(

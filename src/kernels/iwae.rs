@@ -1,6 +1,8 @@
 //! iwae: per-sample importance log-weights and their stable log-mean-exp per image (`shaders/iwae.wgsl`).
 
-use super::contract::IwaeParams;
+use super::accuracy::{FLUSH, U, exp_rel, gamma, log_abs, strided_tree_additions};
+use super::contract::{IwaeParams, WG};
+use super::loss::bce_term_error;
 use super::{IWAE, StepTable, check_room};
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -130,4 +132,41 @@ pub fn iw_log_weight_cpu(logits: &[f32], x: &[f32], heads: &[f32], z: &[f32], ep
 pub fn log_mean_exp_cpu(w: &[f64]) -> f64 {
     let top = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     top + (w.iter().map(|v| (v - top).exp()).sum::<f64>() / w.len() as f64).ln()
+}
+
+/// The error WGSL's accuracy rules allow one log-weight as `iw_log_weights` computes it: each pixel's BCE term
+/// ([`bce_term_error`]), each latent term ½(ε² − z² + log σ²) (two products and two additions), their sums over
+/// the workgroup's strided lanes and tree, and the final subtraction. Arguments as [`iw_log_weight_cpu`]'s.
+pub fn log_weight_error(logits: &[f32], x: &[f32], heads: &[f32], z: &[f32], eps: &[f32]) -> f64 {
+    let latent = z.len();
+    let (mut err, mut sum_abs) = (0f64, 0f64);
+    for (&l, &xv) in logits.iter().zip(x) {
+        err += bce_term_error(l, xv);
+        let (l, xv) = (l as f64, xv as f64);
+        sum_abs += l.max(0.0) - l * xv + (-l.abs()).exp().ln_1p();
+    }
+    for j in 0..latent {
+        let (e, zz, lv) = (eps[j] as f64, z[j] as f64, heads[latent + j] as f64);
+        err += 0.5 * U * (e * e + zz * zz) + U * (e * e + zz * zz + lv.abs()) + FLUSH;
+        sum_abs += 0.5 * (e * e - zz * zz + lv).abs();
+    }
+    let per_lane = |n: usize| n.div_ceil(WG as usize).max(1);
+    let additions = per_lane(logits.len()) + per_lane(latent) - 1 + WG.ilog2() as usize;
+    err + gamma(additions) * sum_abs + U * sum_abs
+}
+
+/// The error WGSL allows `iw_logsumexp`'s log-mean-exp of `w`: each `exp(w − top)` (the subtraction rounds,
+/// exp is within 3 + 2|w − top| ULP), their strided-and-tree sum, both logs, the last two additions.
+pub fn log_mean_exp_error(w: &[f64]) -> f64 {
+    let top = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let (mut total, mut total_err) = (0f64, 0f64);
+    for &v in w {
+        let t = (v - top).exp();
+        total += t;
+        total_err += t * (U * (v - top).abs() + exp_rel(v - top)) + FLUSH;
+    }
+    let additions = strided_tree_additions(w.len() as u64, WG as u64, WG);
+    let rel = total_err / total + gamma(additions);
+    let result = top + (total / w.len() as f64).ln();
+    rel + log_abs(total) + log_abs(w.len() as f64) + 2.0 * U * (top.abs() + result.abs())
 }

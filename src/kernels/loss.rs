@@ -1,6 +1,7 @@
 //! loss: BCE-with-logits fused with its gradient, and KL fused with the reparameterization backward
 //! (`shaders/loss.wgsl`). Both are summed over the batch and leave per-workgroup partials for [`super::reduce`].
 
+use super::accuracy::{DIV, FLUSH, SQRT, U, exp_rel, log_abs, strided_tree_additions, sum_error};
 use super::contract::{LossParams, MAX_PARTIALS};
 use super::{LOSS, StepTable, WG, check_room};
 use crate::error::{Error, Result};
@@ -193,4 +194,61 @@ pub fn kl_backward_cpu(
         }
     }
     (kl, dheads)
+}
+
+/// The error WGSL's accuracy rules allow one pixel's BCE term as `bce_term` (logistic.wgsl) computes it,
+/// `max(l, 0) − l·x + log1p_small(exp(−|l|))`: two roundings of the linear part, exp's 3 + 2|l| ULP carried
+/// through log1p (slope ≤ 1), the series (eleven roundings of terms ≤ e, truncation below u·e) or `log(1 + e)`
+/// (1 + e rounds: u; log: 2⁻²¹ absolute), and the final addition.
+pub fn bce_term_error(l: f32, x: f32) -> f64 {
+    let (l, x) = (l as f64, x as f64);
+    let e = (-l.abs()).exp();
+    let linear = l.max(0.0) + (l * x).abs();
+    let log1p = if e < 1.0 / 64.0 {
+        11.0 * U * e
+    } else {
+        U + log_abs(1.0 + e)
+    };
+    2.0 * U * linear + exp_rel(l) * e + log1p + U * (linear + e.ln_1p()) + FLUSH
+}
+
+/// The error WGSL allows ∂ = σ(l) − x as `bce_logits` computes it: σ from exp (3 + 2|l| ULP), one rounding of
+/// 1 + e and a division (2.5 ULP), then the subtraction.
+pub fn bce_grad_error(l: f32, x: f32) -> f64 {
+    let l = l as f64;
+    let e = (-l.abs()).exp();
+    let sigma = 1.0 / (1.0 + (-l).exp());
+    // For l < 0 σ = e / (1 + e): e's error reaches the numerator too.
+    let numerator = if l < 0.0 { exp_rel(l) } else { 0.0 };
+    let rel = numerator + exp_rel(l) * e / (1.0 + e) + U + DIV;
+    sigma * rel + U * (sigma - x as f64).abs() + FLUSH
+}
+
+/// The error WGSL allows one KL term `½(μ² + σ² − 1 − log σ²)` as `kl_backward` computes it: μ² rounds, σ² = exp
+/// (3 + 2|log σ²| ULP), three additions of terms at most μ² + σ² + 1 + |log σ²|.
+pub fn kl_term_error(mu: f32, log_var: f32) -> f64 {
+    let (mu, lv) = (mu as f64, log_var as f64);
+    let var = lv.exp();
+    0.5 * (U * mu * mu + exp_rel(lv) * var + 3.0 * U * (mu * mu + var + 1.0 + lv.abs())) + FLUSH
+}
+
+/// The error WGSL allows the two head gradients of one latent dimension as `kl_backward` computes them:
+/// ∂μ = ∂z + w·μ (two roundings) and ∂log σ² = ½·∂z·ε·√σ² + w·½·(σ² − 1), where √ of exp's result carries half
+/// its error plus sqrt's own (inherited from 1 / inverseSqrt), three products round, σ² − 1 and the sum round.
+pub fn kl_grad_error(mu: f32, log_var: f32, eps: f32, dz: f32, w: f32) -> (f64, f64) {
+    let (mu, lv, eps, dz, w) = (mu as f64, log_var as f64, eps as f64, dz as f64, w as f64);
+    let var = lv.exp();
+    let d_mu = U * (w * mu).abs() + U * (dz + w * mu).abs();
+    let a = 0.5 * dz * eps * var.sqrt();
+    let b = 0.5 * w * (var - 1.0);
+    let a_err = a.abs() * (exp_rel(lv) / 2.0 + SQRT + 3.0 * U);
+    let b_err = 0.5 * w.abs() * (exp_rel(lv) * var + U * (var - 1.0).abs()) + U * b.abs();
+    (d_mu + FLUSH, a_err + b_err + U * (a + b).abs() + FLUSH)
+}
+
+/// The error of a loss kernel's partials summed over `n` terms of total magnitude `sum_abs` (each workgroup
+/// strides its invocations over the terms, then sums a tree of `WG`), on top of the terms' own errors.
+pub fn partials_sum_error(n: u64, sum_abs: f64) -> f64 {
+    let lanes = WG as u64 * loss_groups(n) as u64;
+    sum_error(strided_tree_additions(n, lanes, WG), sum_abs)
 }

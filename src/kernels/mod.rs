@@ -6,6 +6,7 @@
 //! shared pieces it uses (the step table, the Philox generator): WGSL has no `#include`, so a module's source is
 //! the plain concatenation of its parts, and validation maps naga's line numbers back to the part they came from.
 
+pub mod accuracy;
 pub mod adam;
 pub mod contract;
 pub mod gather;

@@ -2,6 +2,7 @@
 //! generator for tests (`shaders/philox_words.wgsl`). The backward is fused with the KL term: see
 //! [`super::loss::kl_backward`].
 
+use super::accuracy::{COS_ABS, FLUSH, SQRT, U, log_abs};
 use super::contract::{PhiloxWordsParams, ReparamParams};
 use super::{PHILOX, REPARAM, StepTable, WG, check_room, grid};
 use crate::error::{Error, Result};
@@ -132,4 +133,21 @@ pub fn philox_words(
         [n.div_ceil(WG).max(1), 1, 1],
         None,
     )
+}
+
+/// The error WGSL's accuracy rules allow a Box–Muller normal `philox_normal(w0, w1)` (philox.wgsl), computed
+/// from the exact uniforms of the two words: log (3 ULP, or 2⁻²¹ absolute near 1) and the ×−2 give the radius
+/// √(−2 ln u0) (sqrt inherits 1 / inverseSqrt's error and halves the radicand's); the angle π·(2u1 − 1) carries
+/// π's f32 rounding and one product; cos is within 2⁻¹¹ absolute on [−π, π]; the last product rounds.
+pub fn normal_error(w0: u32, w1: u32) -> f64 {
+    let (u0, u1) = (philox::uniform(w0) as f64, philox::uniform(w1) as f64);
+    let radicand = -2.0 * u0.ln();
+    let radius = radicand.sqrt();
+    let radius_rel = 0.5 * (log_abs(u0) / u0.ln().abs() + U) + SQRT;
+    let pi_f32 = std::f32::consts::PI as f64;
+    let angle = std::f64::consts::PI * (2.0 * u1 - 1.0);
+    let angle_err =
+        (pi_f32 - std::f64::consts::PI).abs() * (2.0 * u1 - 1.0).abs() + U * angle.abs();
+    let c = angle.cos();
+    radius * (COS_ABS + angle_err) + c.abs() * radius * radius_rel + U * (radius * c).abs() + FLUSH
 }

@@ -1,5 +1,9 @@
+//! The IWAE kernels against their CPU references and against values worked out by hand from the Gaussian and
+//! Bernoulli densities; tolerances from WGSL's accuracy rules (`log_weight_error`, `log_mean_exp_error`).
+
 use vae_wgpu::kernels::iwae::{
-    Rows, iw_log_weight_cpu, iw_log_weights, iw_logsumexp, log_mean_exp_cpu,
+    Rows, iw_log_weight_cpu, iw_log_weights, iw_logsumexp, log_mean_exp_cpu, log_mean_exp_error,
+    log_weight_error,
 };
 
 use vae_wgpu::kernels::{StepParams, StepTable};
@@ -13,8 +17,6 @@ fn at(offset: u32) -> StepTable {
         ..Default::default()
     }])
 }
-
-const U: f64 = 1.0 / 16_777_216.0;
 
 fn check_log_weights(rows: u32, pixels: u32, latent: u32) {
     let gpu = gpu();
@@ -45,16 +47,15 @@ fn check_log_weights(rows: u32, pixels: u32, latent: u32) {
         "wrote outside its rows"
     );
     for i in 0..r_ {
-        let want = iw_log_weight_cpu(
+        let row = (
             &logits[i * p_..(i + 1) * p_],
             &x[i * p_..(i + 1) * p_],
             &heads[i * 2 * l_..(i + 1) * 2 * l_],
             &z[i * l_..(i + 1) * l_],
             &eps[i * l_..(i + 1) * l_],
         );
-        // A sum of pixels + latent terms, each a few ulp of itself (≤ ~12 for BCE, ≤ 6 for latent terms): the
-        // f32 sum is within (n + 8)·u of Σ|term| ≤ 12·(pixels + latent).
-        let tol = (p_ + l_ + 8) as f64 * U * 12.0 * (p_ + l_) as f64 + 1e-4;
+        let want = iw_log_weight_cpu(row.0, row.1, row.2, row.3, row.4);
+        let tol = log_weight_error(row.0, row.1, row.2, row.3, row.4);
         let g = got[2 + i] as f64;
         assert!(
             (g - want).abs() <= tol,
@@ -94,9 +95,8 @@ fn check_logsumexp(images: u32, samples: u32) {
                 .map(|&v| v as f64)
                 .collect::<Vec<_>>(),
         );
-        // exp, log within 3 ulp; the sum of K terms within K·u relative, which log turns into K·u absolute; the
-        // result rounds to the ulp of ~100 (7.6e-6).
-        let tol = 2e-5 + samples as f64 * 2.0 * U;
+        let wi: Vec<f64> = w[i * s..(i + 1) * s].iter().map(|&v| v as f64).collect();
+        let tol = log_mean_exp_error(&wi);
         assert!(
             (got[1 + i] as f64 - want).abs() <= tol,
             "image {i}: {} want {want}",
@@ -113,30 +113,68 @@ fn iw_logsumexp_matches_cpu() {
 }
 
 #[test]
+fn iw_logsumexp_takes_the_max_out_of_widely_spread_weights() {
+    // Log-weights 120 nats apart, the largest not first: e^120 overflows f32, so only a log-mean-exp that
+    // subtracts the true maximum first gets this right. log((e^−50 + e^−170 + e^−60) / 3) ≈ −50 − ln 3 + e^−10.
+    let gpu = gpu();
+    let w = [-170.0f32, -50.0, -60.0];
+    let wb = gpu.storage_init("w", &w).unwrap();
+    let out = poisoned(1);
+    run(&[&iw_logsumexp(gpu, &wb, (1, 3), &out, &at(0)).unwrap()], 0);
+    let want = -50.0 - 3f64.ln() + (1.0 + (-10f64).exp() + (-120f64).exp()).ln();
+    let got = read(&out, 0, 1)[0] as f64;
+    let tol = log_mean_exp_error(&w.map(|v| v as f64));
+    assert!((got - want).abs() <= tol, "{got} want {want} (tol {tol:e})");
+}
+
+#[test]
 fn iwae_known_values() {
     let gpu = gpu();
     // log mean exp of (0, ln 3) = ln 2.
     let w = gpu.storage_init("w", &[0f32, 3f32.ln()]).unwrap();
     let out = poisoned(1);
     run(&[&iw_logsumexp(gpu, &w, (1, 2), &out, &at(0)).unwrap()], 0);
-    assert!((read(&out, 0, 1)[0] - 2f32.ln()).abs() < 1e-6);
-    // Logits 0 against x = ½ on 4 pixels: BCE = 4 ln 2; z = ε = log σ² = 0: log w = −4 ln 2.
-    let z4 = gpu.storage_init("logits", &[0f32; 4]).unwrap();
-    let half = gpu.storage_init("x", &[0.5f32; 4]).unwrap();
-    let zero = gpu.storage_init("zero", &[0f32; 2]).unwrap();
+    let tol = log_mean_exp_error(&[0.0, 3f64.ln()]);
+    assert!((read(&out, 0, 1)[0] as f64 - 2f64.ln()).abs() <= tol);
+
+    // One sample of a 2-pixel, 2-latent model, worked out from the densities by hand:
+    //   pixels: logits (0, 2) against x (½, 1): log p(x|z) = −(ln 2 + ln(1 + e⁻²)) = −0.8200751916;
+    //   latent 1: μ = ½, σ = 2 (log σ² = ln 4), ε = 1, so z = 2.5:
+    //     log N(2.5; 0, 1) − log N(2.5; ½, 4) = (−3.125 − ½ln 2π) − (−½ − ln 2 − ½ln 2π) = −1.9318528194;
+    //   latent 2: μ = −1, σ = ½ (log σ² = ln ¼), ε = −2, so z = −2:
+    //     log N(−2; 0, 1) − log N(−2; −1, ¼) = (−2 − ½ln 2π) − (−2 + ln 2 − ½ln 2π) = −0.6931471806;
+    //   log w = −0.8200751916 − 1.9318528194 − 0.6931471806 = −3.4450751916.
+    let want = -3.445_075_191_6;
+    let logits = [0f32, 2.0];
+    let x = [0.5f32, 1.0];
+    let heads = [0.5f32, -1.0, 4f32.ln(), 0.25f32.ln()];
+    let z = [2.5f32, -2.0];
+    let eps = [1f32, -2.0];
+    let b = |v: &[f32]| gpu.storage_init("in", v).unwrap();
+    let (lb, xb, hb, zb, eb) = (b(&logits), b(&x), b(&heads), b(&z), b(&eps));
     let logw = poisoned(1);
     let rows = Rows {
-        logits: &z4,
-        x: &half,
-        heads: &zero,
-        z: &zero,
-        eps: &zero,
+        logits: &lb,
+        x: &xb,
+        heads: &hb,
+        z: &zb,
+        eps: &eb,
     };
     run(
-        &[&iw_log_weights(gpu, &rows, (1, 4, 1), &logw, &at(0)).unwrap()],
+        &[&iw_log_weights(gpu, &rows, (1, 2, 2), &logw, &at(0)).unwrap()],
         0,
     );
-    assert!((read(&logw, 0, 1)[0] + 4.0 * 2f32.ln()).abs() < 1e-5);
+    let got = read(&logw, 0, 1)[0] as f64;
+    // The inputs are f32 roundings of the exact values (ln 4, ln ¼): their error enters the bound through the terms.
+    let tol =
+        log_weight_error(&logits, &x, &heads, &z, &eps) + 2.0 * vae_wgpu::kernels::accuracy::U;
+    assert!(
+        (got - want).abs() <= tol,
+        "log w {got} want {want} (tol {tol:e})"
+    );
+    // The CPU reference agrees with the densities too (so it cannot share a sign error with the kernel).
+    let cpu = iw_log_weight_cpu(&logits, &x, &heads, &z, &eps);
+    assert!((cpu - want).abs() < 1e-7, "CPU reference {cpu} want {want}");
 }
 
 #[test]

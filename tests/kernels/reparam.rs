@@ -1,6 +1,7 @@
 use vae_wgpu::kernels::StepParams;
+use vae_wgpu::kernels::accuracy::{U, exp_rel};
 use vae_wgpu::kernels::philox::{self, stream};
-use vae_wgpu::kernels::reparam::{philox_words, reparam, reparam_cpu};
+use vae_wgpu::kernels::reparam::{normal_error, philox_words, reparam, reparam_cpu};
 
 use crate::{assert_close_by, gpu, read, rng, run, step_table, uniform_vec};
 
@@ -70,12 +71,18 @@ fn philox_words_and_uniforms_match_cpu_bit_for_bit() {
     }
 }
 
-/// Tolerance for ε and z: the words and uniforms are bit-identical, but log, cos and exp are not correctly
-/// rounded on GPUs. Vulkan bounds cos on [−π, π] by 2⁻¹¹ absolute and log by 3 ulp (2⁻²¹ absolute near 1); with a
-/// Box–Muller radius of at most √(−2 ln 2⁻²⁴) ≈ 5.8 that allows ≈ 3·10⁻³ on ε. Errors of a wrong counter,
-/// stream, key or formula are of order 1.
-fn eps_tol(e: f32) -> f64 {
-    6e-4 * (1.0 + e.abs() as f64)
+/// WGSL's bound on the GPU's ε for element `i` of a draw (`normal_error` of its two Philox words: log, sqrt and
+/// cos are not correctly rounded; the words and uniforms are bit-identical), plus the reference's own rounding to
+/// f32. Errors of a wrong counter, stream, key or formula are of order 1.
+fn eps_tol(key: [u32; 2], counter: [u32; 4], want: f32) -> f64 {
+    let w = philox::philox4x32_10(counter, key);
+    normal_error(w[0], w[1]) + U * want.abs() as f64
+}
+
+/// WGSL's bound on z = μ + ε·σ given ε's: σ = exp(½·log σ²) (3 + |log σ²| ULP), the product and the sum round.
+fn z_tol(eps_err: f64, eps: f64, log_var: f64, z: f64) -> f64 {
+    let sigma = (0.5 * log_var).exp();
+    sigma * eps_err + eps.abs() * sigma * (exp_rel(0.5 * log_var) + U) + 2.0 * U * z.abs()
 }
 
 fn check(rows: u32, latent: u32, seed: u64, rng_step: u32, stream: u32) {
@@ -124,14 +131,12 @@ fn check(rows: u32, latent: u32, seed: u64, rng_step: u32, stream: u32) {
     let got_eps = read(&eps, 0, r_ * l_);
     let got_z = read(&z, 0, r_ * l_);
     let what = format!("reparam {rows}×{latent} seed {seed} step {rng_step}");
-    assert_close_by(&format!("{what} ε"), &got_eps, &want_eps, |i| {
-        eps_tol(want_eps[i])
-    });
-    // z = μ + ε·σ: ε's error times σ, plus exp's (3 ulp) and the rounding of the sum.
+    let key = philox::key(seed);
+    let tol = |i: usize| eps_tol(key, [i as u32, rng_step, stream, 0], want_eps[i]);
+    assert_close_by(&format!("{what} ε"), &got_eps, &want_eps, tol);
     assert_close_by(&format!("{what} z"), &got_z, &want_z, |i| {
-        let row = i / l_;
-        let sigma = (0.5 * heads[row * 2 * l_ + l_ + i % l_] as f64).exp();
-        eps_tol(want_eps[i]) * sigma + 1e-6 * (1.0 + want_z[i].abs() as f64)
+        let log_var = heads[(i / l_) * 2 * l_ + l_ + i % l_] as f64;
+        z_tol(tol(i), want_eps[i] as f64, log_var, want_z[i] as f64)
     });
 }
 
@@ -155,16 +160,23 @@ fn reparam_real_batch() {
 #[test]
 fn reparam_known_values() {
     let gpu = gpu();
-    // μ = 1, log σ² = 2·ln 3 (σ = 3): z = 1 + 3ε, with ε the normal from counter (0, 5, TRAIN_NOISE, 0).
+    // μ = 1, log σ² = 2·ln 3 (σ = 3): z = 1 + 3ε, with ε the normal of counter (0, step, TRAIN_NOISE, 0) under
+    // key (0, 0). Worked out apart from this crate (a separate Philox4x32-10, checked against Random123's vectors,
+    // then Box–Muller in f64): step 5 gives the words 0x68bc134e, 0x52e2d174, so u0 = 0.40911978483200073,
+    // u1 = 0.32377344369888306 and ε = √(−2 ln u0)·cos(π(2u1 − 1)) = 0.597774139868474; step 6 gives
+    // ε = 1.0785929524839104.
     let heads = [1.0f32, (2.0 * 3f64.ln()) as f32];
     let h = gpu.storage_init("heads", &heads).unwrap();
-    let (z, eps) = (crate::poisoned(1), crate::poisoned(1));
-    let table = step_table(&[StepParams {
-        rng_step: 5,
-        ..Default::default()
-    }]);
-    run(
-        &[&reparam(
+    for (step, e) in [
+        (5u32, 0.597_774_139_868_474f64),
+        (6, 1.078_592_952_483_910_4),
+    ] {
+        let (z, eps) = (crate::poisoned(1), crate::poisoned(1));
+        let table = step_table(&[StepParams {
+            rng_step: step,
+            ..Default::default()
+        }]);
+        let d = reparam(
             gpu,
             "reparam",
             &h,
@@ -174,21 +186,44 @@ fn reparam_known_values() {
             0,
             stream::TRAIN_NOISE,
             &table,
-        )
-        .unwrap()],
+        );
+        run(&[&d.unwrap()], 0);
+        let (gz, ge) = (read(&z, 0, 1)[0] as f64, read(&eps, 0, 1)[0] as f64);
+        let w = philox::philox4x32_10([0, step, stream::TRAIN_NOISE, 0], [0, 0]);
+        let e_tol = normal_error(w[0], w[1]);
+        assert!(
+            (ge - e).abs() <= e_tol,
+            "step {step}: ε {ge} want {e} (tol {e_tol:e})"
+        );
+        let z_want = 1.0 + 3.0 * e;
+        let tol = z_tol(e_tol, e, heads[1] as f64, z_want);
+        assert!(
+            (gz - z_want).abs() <= tol,
+            "step {step}: z {gz} want {z_want}"
+        );
+    }
+    // Another stream, same counter: the GPU draws other noise (ε far from step 5's TRAIN_NOISE value).
+    let eps = crate::poisoned(1);
+    let table = step_table(&[StepParams {
+        rng_step: 5,
+        ..Default::default()
+    }]);
+    let z = crate::poisoned(1);
+    let d = reparam(
+        gpu,
+        "reparam",
+        &h,
+        &z,
+        &eps,
+        (1, 1),
         0,
+        stream::EVAL_NOISE,
+        &table,
     );
-    let e = philox::normal_at([0, 0], 0, 5, stream::TRAIN_NOISE);
-    let (gz, ge) = (read(&z, 0, 1)[0] as f64, read(&eps, 0, 1)[0] as f64);
-    assert!((ge - e).abs() < eps_tol(e as f32), "ε {ge} want {e}");
+    run(&[&d.unwrap()], 0);
+    let other = read(&eps, 0, 1)[0] as f64;
     assert!(
-        (gz - (1.0 + 3.0 * e)).abs() < 4.0 * eps_tol(e as f32),
-        "z {gz} want {}",
-        1.0 + 3.0 * e
-    );
-    // Different steps and streams draw different noise.
-    assert_ne!(
-        philox::normal_at([0, 0], 0, 5, stream::TRAIN_NOISE),
-        philox::normal_at([0, 0], 0, 6, stream::TRAIN_NOISE)
+        (other - 0.597_774_139_868_474).abs() > 0.01,
+        "EVAL_NOISE drew TRAIN_NOISE's ε {other}"
     );
 }
