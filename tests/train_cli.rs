@@ -53,6 +53,88 @@ fn metrics(dir: &Path) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// How many different pixel values a PNG holds (a blank picture has one or two).
+fn distinct_colours(path: &Path) -> usize {
+    let decoder = png::Decoder::new(BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().expect("a valid PNG");
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let px = info.color_type.samples();
+    let mut seen: Vec<&[u8]> = buf[..info.buffer_size()].chunks(px).collect();
+    seen.sort();
+    seen.dedup();
+    seen.len()
+}
+
+/// Every command on a trained model, on `ck`: each exits 0 and writes what it says, of the right size.
+fn commands_on_a_checkpoint(ck: &Path, data: &Path) {
+    let dir = ck.parent().unwrap().join("commands");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ck, data) = (ck.to_str().unwrap(), data.to_str().unwrap());
+    let run = |args: &[&str], file: &str| -> String {
+        let out = dir.join(file);
+        let mut all = args.to_vec();
+        all.extend([
+            "--checkpoint",
+            ck,
+            "--data",
+            data,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let stdout = ok(&vae(&all));
+        assert!(stdout.contains("wrote"), "{args:?}: {stdout}");
+        stdout
+    };
+    run(&["reconstruct", "--n", "5"], "r.png");
+    assert_eq!(png_size(&dir.join("r.png")), (5 * 29 + 1, 2 * 29 + 1));
+    run(&["interpolate", "--pairs", "2", "--steps", "4"], "i.png");
+    assert_eq!(png_size(&dir.join("i.png")), (6 * 29 + 1, 2 * 29 + 1));
+    run(&["sample", "--n", "16"], "s.png");
+    assert_eq!(png_size(&dir.join("s.png")), (4 * 29 + 1, 4 * 29 + 1));
+    run(
+        &["latent", "--side", "5", "--test-samples", "300"],
+        "latent",
+    );
+    assert_eq!(
+        png_size(&dir.join("latent/manifold.png")),
+        (5 * 29 + 1, 5 * 29 + 1)
+    );
+    assert!(distinct_colours(&dir.join("latent/latent_scatter.png")) > 10);
+    for png in ["r.png", "i.png", "s.png", "latent/manifold.png"] {
+        assert!(distinct_colours(&dir.join(png)) > 10, "{png} is blank");
+    }
+    // eval: the ELBO and the importance-sampled log p(x), which is above it.
+    let stdout = ok(&vae(&[
+        "eval",
+        "--checkpoint",
+        ck,
+        "--data",
+        data,
+        "--test-samples",
+        "100",
+        "--iw-samples",
+        "50",
+    ]));
+    let number_after = |key: &str| -> f64 {
+        let at = stdout
+            .find(key)
+            .unwrap_or_else(|| panic!("no {key:?}: {stdout}"))
+            + key.len();
+        let text = stdout[at..].trim_start();
+        let end = text
+            .find(|c: char| c != '-' && c != '.' && !c.is_ascii_digit())
+            .unwrap();
+        text[..end].parse().unwrap()
+    };
+    let (elbo, ll) = (number_after("ELBO:"), number_after("log p(x) ≈"));
+    assert!(
+        ll > elbo && ll < 0.0,
+        "log p(x) {ll} vs ELBO {elbo}: {stdout}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 fn png_size(path: &Path) -> (u32, u32) {
     let decoder = png::Decoder::new(BufReader::new(
         std::fs::File::open(path).expect("png exists"),
@@ -108,6 +190,17 @@ fn short_run_lowers_the_test_loss_and_writes_metrics_and_pictures() {
             (8 * 29 + 1, 8 * 29 + 1)
         );
     }
+    // The end-of-run pictures: the curve, the scatter and (a 2-D latent space) the manifold, each a real PNG
+    // with something drawn on it.
+    for (name, size) in [
+        ("training_curve.png", (1000, 450)),
+        ("latent_scatter.png", (820, 760)),
+        ("manifold.png", (20 * 29 + 1, 20 * 29 + 1)),
+    ] {
+        assert_eq!(png_size(&out.join(name)), size, "{name}");
+        assert!(distinct_colours(&out.join(name)) > 10, "{name} is blank");
+    }
+    commands_on_a_checkpoint(&out.join("checkpoint.safetensors"), &data);
     // Sampling from the prior needs only the decoder and the image shape the checkpoint records: it works from a
     // directory with no dataset in sight.
     let empty = scratch("no-data");
@@ -416,6 +509,24 @@ fn beta_warmup_and_binarization_are_recorded_and_reported() {
         "--test-samples",
         "50",
     ]);
+    ok(&e);
     assert!(String::from_utf8_lossy(&e.stdout).contains("binarized test set"));
+    // The importance-sampled log-likelihood is refused on a binarized model, naming the option, writing nothing.
+    let e = vae(&[
+        "eval",
+        "--checkpoint",
+        out.join("checkpoint.safetensors").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--iw-samples",
+        "10",
+    ]);
+    let stderr = String::from_utf8_lossy(&e.stderr);
+    assert_eq!(e.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--iw-samples") && stderr.contains("--binarize"),
+        "{stderr}"
+    );
+    assert!(e.stdout.is_empty());
     std::fs::remove_dir_all(&out).ok();
 }
