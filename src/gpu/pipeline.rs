@@ -33,7 +33,10 @@ impl ShaderSource {
             .iter()
             .map(|p| (p.name, Cow::Owned((p.source)())))
             .collect();
-        parts.extend(self.files.iter().map(|&(n, s)| (n, Cow::Borrowed(s))));
+        parts.extend(self.files.iter().map(|&(n, s)| {
+            let text = crate::fault::shader_override(n).map_or(Cow::Borrowed(s), Cow::Owned);
+            (n, text)
+        }));
         parts
     }
 
