@@ -39,6 +39,7 @@ def main():
     ap.add_argument("--train-samples", type=int, default=None)
     ap.add_argument("--adapter", default=None, help="vae --adapter")
     ap.add_argument("--compile", default=None, help="also time PyTorch with this torch.compile mode")
+    ap.add_argument("--vae-arg", action="append", default=[], help="an extra argument for vae bench epoch (repeatable)")
     args = ap.parse_args()
 
     # The model is the PyTorch example's, 784-400-20, on both sides (vae's own default latent size is 2).
@@ -51,6 +52,7 @@ def main():
     vae_cmd = [args.vae, "bench", "epoch", "--data", args.data] + common
     if args.adapter:
         vae_cmd += ["--adapter", args.adapter]
+    vae_cmd += args.vae_arg
     out = run(vae_cmd)
     adapter = next((l for l in out.splitlines() if l.startswith("epoch benchmark on")), "")
     for line in out.splitlines():

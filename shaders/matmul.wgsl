@@ -1,19 +1,4 @@
-// matmul: C = A·B for the forward and backward passes of a linear layer whose weight W is (out, in), PyTorch's
-// layout. The layout is a pipeline constant, so each pipeline compiles to straight-line addressing:
-//
-//   LAYOUT_NT  forward      Y  = X·Wᵀ   A = X (m, k),                 B(k, n) = W[n, k], W (n, k)
-//   LAYOUT_NN  input grad   ∂X = ∂Y·W   A = ∂Y (m, k),                B = W (k, n)
-//   LAYOUT_TN  weight grad  ∂W = ∂Yᵀ·X  A(m, k) = ∂Y[k, m], ∂Y (k, m), B = X (k, n)
-//
-// Every matrix is row-major and addressed by an element offset into its buffer, so one flat buffer can hold every
-// weight and bias. C is (m, n). Epilogues (pipeline constant EPILOGUE):
-//
-//   EPI_NONE        C = A·B
-//   EPI_BIAS        C = A·B + aux[n]                     (bias add)
-//   EPI_BIAS_RELU   C = max(A·B + aux[n], 0)             (bias add and ReLU)
-//   EPI_RELU_MASK   C = A·B where aux[m, n] > 0, else 0  (ReLU backward; aux is the layer's forward output)
-//   EPI_BIAS_GRAD   C = A·B, and c[bias_off + m] = Σ_k A(m, k): with LAYOUT_TN that is the bias gradient, the
-//                   column sums of ∂Y, computed as one more output column against a virtual column of ones in B.
+// matmul: register-tiled kernels (layouts, epilogues, bindings, loads and the store: matmul_common.wgsl).
 //
 // Register tiling: a workgroup of 16×16 invocations computes a 64×64 tile of C, each invocation a 4×4 block of
 // rows lid.y + 16·i and columns lid.x + 16·j (strided, so neighbouring invocations touch neighbouring columns).
@@ -23,36 +8,12 @@
 // Entry points: matmul (64×64 tile, GPUs), matmul_big (128×128, CPU rasterizers), and the 128 tile's vec4
 // variants matmul_nt4 / matmul_nn4 / matmul_tn4 (below).
 
-// The layout and epilogue codes, MATMUL_SIDE and the tile sizes come from the prelude (src/kernels/contract.rs).
-override LAYOUT: u32 = LAYOUT_NT;
-override EPILOGUE: u32 = EPI_NONE;
-
 const WX: u32 = MATMUL_SIDE;                      // invocations per row of the workgroup
 const WY: u32 = MATMUL_SIDE;                      // invocations per column
 const TM: u32 = MATMUL_TILE / MATMUL_SIDE;        // rows per invocation of `matmul` (4)
 const TN: u32 = MATMUL_TILE / MATMUL_SIDE;        // columns per invocation of `matmul` (4)
 const BIG: u32 = MATMUL_TILE_BIG / MATMUL_SIDE;   // rows and columns per invocation of the 128 tile (8)
 const HALF_BIG: u32 = MATMUL_TILE_BIG / 2u;       // the 128 tile's second run of rows and columns (64)
-
-@group(0) @binding(0) var<uniform> p: MatmulParams;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<storage, read> aux: array<f32>;
-
-fn load_a(m: u32, k: u32) -> f32 {
-    if LAYOUT == LAYOUT_TN {
-        return a[p.a_off + k * p.m + m];
-    }
-    return a[p.a_off + m * p.k + k];
-}
-
-fn load_b(k: u32, n: u32) -> f32 {
-    if LAYOUT == LAYOUT_NT {
-        return b[p.b_off + n * p.k + k];
-    }
-    return b[p.b_off + k * p.n + n];
-}
 
 // B(k, n) for the four columns of this invocation; the virtual ones column (EPI_BIAS_GRAD) reads as 1.
 fn load_b4(k: u32, cols: vec4<u32>, ones: vec4<bool>) -> vec4<f32> {
@@ -61,30 +22,6 @@ fn load_b4(k: u32, cols: vec4<u32>, ones: vec4<bool>) -> vec4<f32> {
         return select(b, vec4<f32>(1.0), ones);
     }
     return b;
-}
-
-fn store(m: u32, n: u32, value: f32, is_ones: bool) {
-    if m >= p.m {
-        return;
-    }
-    if is_ones {
-        c[p.bias_off + m] = value;
-        return;
-    }
-    if n >= p.n {
-        return;
-    }
-    var v = value;
-    if EPILOGUE == EPI_BIAS || EPILOGUE == EPI_BIAS_RELU {
-        v += aux[p.aux_off + n];
-    }
-    if EPILOGUE == EPI_BIAS_RELU {
-        v = max(v, 0.0);
-    }
-    if EPILOGUE == EPI_RELU_MASK && !(aux[p.aux_off + m * p.n + n] > 0.0) {
-        v = 0.0;
-    }
-    c[p.c_off + m * p.n + n] = v;
 }
 
 fn store_row(m: u32, cols: vec4<u32>, acc: vec4<f32>, ones: vec4<bool>) {

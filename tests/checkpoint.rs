@@ -26,6 +26,11 @@ fn sample(latent: u32) -> Checkpoint {
         },
         image: Some((28, 28)),
         metrics: "epoch,train_loss\n1,200.5\n".into(),
+        kernels: [(
+            "NT 128x400x784 BiasRelu".to_string(),
+            "split4x4k".to_string(),
+        )]
+        .into(),
     }
 }
 

@@ -14,7 +14,8 @@ use vae_wgpu::training::checkpoint::Checkpoint;
 
 const VAE: &str = env!("CARGO_BIN_EXE_vae");
 
-const RUN: [&str; 12] = [
+const RUN: [&str; 13] = [
+    "--no-tune",
     "--train-samples",
     "1000",
     "--test-samples",

@@ -6,6 +6,7 @@ mod common;
 use vae_wgpu::data::mnist::Split;
 use vae_wgpu::kernels::adam::{AdamConfig, adam_cpu};
 use vae_wgpu::kernels::gather::gather_cpu;
+use vae_wgpu::kernels::matmul::{EVERY_PRODUCT, Kernel};
 use vae_wgpu::kernels::philox::{Philox, stream};
 use vae_wgpu::model::ModelConfig;
 use vae_wgpu::model::net::Net;
@@ -37,8 +38,20 @@ fn random_split(n: usize, pixels: usize, seed: u64) -> Split {
 
 /// Three steps of the real 784-400-20 model at batch 50 (which divides no tile): each step's loss and gradients
 /// against the CPU reference from the GPU's own parameters, batch and ε, then the Adam update against `adam_cpu`.
+/// The whole step with each matmul candidate forced in turn on every product: any kernel autotuning may choose
+/// is proven in the real step, not only in isolation.
 #[test]
-fn gpu_step_matches_cpu_reference_for_three_steps() {
+fn gpu_step_matches_cpu_reference_with_every_kernel() {
+    for kernel in Kernel::CANDIDATES {
+        let gpu = common::gpu();
+        gpu.clear_choices();
+        gpu.set_choices([(EVERY_PRODUCT.to_string(), kernel.name())]);
+        three_steps_match_the_reference(&kernel.name());
+    }
+}
+
+/// Three steps of the real model against the CPU reference (see the comments inside for each tolerance).
+fn three_steps_match_the_reference(kernel: &str) {
     let gpu = common::gpu();
     let model = ModelConfig::new(784, 400, 20).unwrap();
     let batch = 50u32;
@@ -58,6 +71,11 @@ fn gpu_step_matches_cpu_reference_for_three_steps() {
     // One step per epoch: the whole (50-example) set is one batch, reshuffled each epoch.
     let net = Net::new(gpu, model, &model.init(seed)).unwrap();
     let mut trainer = Trainer::new(gpu, &net, config, &train).unwrap();
+    let used: Vec<String> = trainer.products().into_iter().map(|(_, k)| k).collect();
+    assert!(
+        used.len() == 11 && used.iter().all(|k| k == kernel),
+        "{kernel}: {used:?}"
+    );
     let n = model.layout().len;
     let read = |b: &wgpu::Buffer, len: usize| -> Vec<f32> { gpu.read(b, 0, len).unwrap() };
     for epoch in 1..=3u32 {
@@ -81,7 +99,7 @@ fn gpu_step_matches_cpu_reference_for_three_steps() {
         // to them (logits, heads) carry the matmuls' relative ~1e-6. 1e-5 relative covers both with margin.
         assert!(
             (loss.bce - want.bce).abs() <= 1e-5 * want.bce,
-            "step {epoch} bce {} want {}",
+            "{kernel} step {epoch} bce {} want {}",
             loss.bce,
             want.bce
         );
@@ -89,7 +107,7 @@ fn gpu_step_matches_cpu_reference_for_three_steps() {
         // measured at most 1.8e-6 relative on lavapipe, so 1e-5 relative, with no absolute slack (KL is ≥ 16 here).
         assert!(
             (loss.kl - want.kl).abs() <= 1e-5 * want.kl,
-            "step {epoch} kl {} want {}",
+            "{kernel} step {epoch} kl {} want {}",
             loss.kl,
             want.kl
         );
@@ -115,7 +133,7 @@ fn gpu_step_matches_cpu_reference_for_three_steps() {
                 }
                 assert!(
                     worst.0 <= 1e-5 * scale,
-                    "step {epoch} {}.{what}: gradient error {:e} at {} (got {} want {}), scale {scale:e}",
+                    "{kernel} step {epoch} {}.{what}: gradient error {:e} at {} (got {} want {}), scale {scale:e}",
                     l.name,
                     worst.0,
                     worst.1,
@@ -132,12 +150,15 @@ fn gpu_step_matches_cpu_reference_for_three_steps() {
         let bad = (0..n)
             .filter(|&i| {
                 let diff = (p1[i] as f64 - p[i] as f64).abs();
-                !within(diff, 2e-9 + 1e-6 * (p[i] as f64).abs() + 1e-6 * adam.lr as f64)
+                !within(
+                    diff,
+                    2e-9 + 1e-6 * (p[i] as f64).abs() + 1e-6 * adam.lr as f64,
+                )
             })
             .count();
         assert_eq!(
             bad, 0,
-            "step {epoch}: {bad} parameters differ from the CPU Adam update"
+            "{kernel} step {epoch}: {bad} parameters differ from the CPU Adam update"
         );
         // And the step moved the parameters.
         assert!(p0.iter().zip(&p1).filter(|(a, b)| a != b).count() > n / 2);

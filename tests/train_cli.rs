@@ -14,7 +14,7 @@ fn vae(args: &[&str]) -> Output {
     Command::new(VAE).args(args).output().expect("run vae")
 }
 
-/// `vae train --data <data> --out <out> <extra...>`.
+/// `vae train --data <data> --out <out> --no-tune <extra...>` (tuning is tested on its own, in tests/tune.rs).
 fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "train",
@@ -22,6 +22,7 @@ fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {
         data.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
+        "--no-tune",
     ];
     args.extend_from_slice(extra);
     vae(&args)

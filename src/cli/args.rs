@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use vae_wgpu::GpuOptions;
+use vae_wgpu::kernels::tune::TuneMode;
 use vae_wgpu::training::settings::Settings;
 
 /// Adapter choice, shared by every command that opens a GPU.
@@ -64,4 +65,28 @@ pub struct BenchModel {
     /// Use only the first N training examples.
     #[arg(long, value_name = "N")]
     pub train_samples: Option<usize>,
+}
+
+/// How the matmul kernels are chosen: tuned on this adapter (cached), or the fixed portable ones.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TuneArgs {
+    /// The kernel-choice cache [default: one file per adapter, driver and program version in the user's cache
+    /// directory, e.g. ~/.cache/vae-wgpu/].
+    #[arg(long, value_name = "FILE")]
+    pub tune_cache: Option<PathBuf>,
+    /// Do not tune: use the fixed portable kernels (the 64 tile on GPUs, the 128 tile on CPU adapters).
+    #[arg(long)]
+    pub no_tune: bool,
+}
+
+impl From<&TuneArgs> for TuneMode {
+    fn from(a: &TuneArgs) -> Self {
+        if a.no_tune {
+            TuneMode::Off
+        } else {
+            TuneMode::Tune {
+                cache: a.tune_cache.clone(),
+            }
+        }
+    }
 }

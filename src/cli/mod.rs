@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use vae_wgpu::gpu::{self, GpuOptions};
 
-use args::{BenchModel, GpuArgs, ModelArgs};
+use args::{BenchModel, GpuArgs, ModelArgs, TuneArgs};
 
 #[derive(Parser)]
 #[command(
@@ -97,12 +97,29 @@ enum Command {
         #[arg(long)]
         capture: bool,
         #[command(flatten)]
+        tune: TuneArgs,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
+    /// Measure every matmul kernel candidate for every product of a training run on this adapter, check each
+    /// against the CPU reference, print the table and cache the fastest (training then starts at once).
+    Tune {
+        #[command(flatten)]
+        model: BenchModel,
+        /// Timed submissions per candidate (the median is taken).
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+        #[command(flatten)]
+        tune: TuneArgs,
+        #[command(flatten)]
         gpu: GpuArgs,
     },
     /// Benchmarks (see BENCHMARKS.md), each kernel checked against its CPU reference before it is timed.
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
+        #[command(flatten)]
+        tune: TuneArgs,
         #[command(flatten)]
         gpu: GpuArgs,
     },
@@ -175,21 +192,28 @@ fn run(command: Command) -> vae_wgpu::Result<()> {
             model,
             trace,
             capture,
+            tune,
             gpu,
-        } => perf::profile(&gpu, &model, steps, &trace, capture),
-        Command::Bench { what, gpu } => match what {
+        } => perf::profile(&gpu, &tune, &model, steps, &trace, capture),
+        Command::Tune {
+            model,
+            runs,
+            tune,
+            gpu,
+        } => perf::tune(&gpu, &tune, &model, runs),
+        Command::Bench { what, tune, gpu } => match what {
             BenchWhat::Epoch {
                 model,
                 batch_sizes,
                 warmup,
                 reps,
-            } => perf::epoch(&gpu, &model, &batch_sizes, warmup, reps),
+            } => perf::epoch(&gpu, &tune, &model, &batch_sizes, warmup, reps),
             BenchWhat::Matmul {
                 model,
                 square,
                 reps,
                 runs,
-            } => perf::matmul(&gpu, &model, square, reps, runs),
+            } => perf::matmul(&gpu, &tune, &model, square, reps, runs),
         },
     }
 }

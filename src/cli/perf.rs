@@ -4,17 +4,21 @@ use std::path::Path;
 
 use vae_wgpu::data::mnist::{self, Split};
 use vae_wgpu::gpu::{Gpu, GpuOptions};
+use vae_wgpu::kernels;
+use vae_wgpu::kernels::contract::EpilogueKind;
 use vae_wgpu::kernels::contract::Layout;
-use vae_wgpu::kernels::matmul::Tile;
+use vae_wgpu::kernels::matmul::Kernel;
 use vae_wgpu::kernels::philox::{Philox, stream};
+use vae_wgpu::kernels::tune::{MatmulRow, Product};
 use vae_wgpu::model::ModelConfig;
 use vae_wgpu::model::net::Net;
-use vae_wgpu::perf::bench::{self, Product};
+use vae_wgpu::perf::bench;
 use vae_wgpu::perf::profile;
+use vae_wgpu::training::run::distinct;
 use vae_wgpu::training::trainer::Trainer;
 use vae_wgpu::{Error, Result};
 
-use super::args::{BenchModel, GpuArgs};
+use super::args::{BenchModel, GpuArgs, TuneArgs};
 
 /// The training data for benchmarks: MNIST when present, else random bytes of its shape (said on stderr).
 fn bench_data(m: &BenchModel) -> Split {
@@ -50,14 +54,27 @@ fn bench_trainer<'g>(gpu: &'g Gpu, net: &'g Net, batch: u32, train: &Split) -> R
     )
 }
 
+/// Chooses the kernels of `trainer`'s products as `tune` says, rebuilds its plans and prints the one line.
+fn tuned(gpu: &Gpu, trainer: &mut Trainer, tune: &TuneArgs) -> Result<()> {
+    let products = distinct(trainer.products());
+    let chosen = kernels::tune::choose(gpu, &products, &tune.into(), |w| eprintln!("{w}"))?;
+    trainer.rebuild_plans()?;
+    eprintln!("{}", chosen.line());
+    Ok(())
+}
+
 pub fn epoch(
     args: &GpuArgs,
+    tune: &TuneArgs,
     m: &BenchModel,
     batches: &[u32],
     warmup: u32,
     reps: u32,
 ) -> Result<()> {
-    let gpu = Gpu::new(args.into())?;
+    let gpu = Gpu::new(GpuOptions {
+        timestamps: true,
+        ..args.into()
+    })?;
     let train = bench_data(m);
     println!(
         "epoch benchmark on {} ({} training examples, {}-{}-{})",
@@ -74,6 +91,7 @@ pub fn epoch(
     let net = bench_net(&gpu, m, &train)?;
     for &b in batches {
         let mut trainer = bench_trainer(&gpu, &net, b, &train)?;
+        tuned(&gpu, &mut trainer, tune)?;
         let row = bench::epoch_bench(&mut trainer, warmup, reps)?;
         let runs: Vec<String> = row.runs.iter().map(|r| format!("{r:.1}")).collect();
         println!(
@@ -88,56 +106,154 @@ pub fn epoch(
     Ok(())
 }
 
-/// Every matmul of a training step of `m`'s model at its batch size, each with every tile, and a square.
-pub fn matmul(args: &GpuArgs, m: &BenchModel, square: u32, reps: u32, runs: u32) -> Result<()> {
-    let gpu = Gpu::new(args.into())?;
-    let train = bench_data(&BenchModel {
-        train_samples: Some(m.batch_size as usize),
-        ..m.clone()
-    });
+/// The distinct products a training run of `m` computes (full batch, the last partial batch), in step order.
+fn run_products(gpu: &Gpu, m: &BenchModel) -> Result<(Split, Vec<Product>)> {
+    let train = bench_data(m);
+    let net = bench_net(gpu, m, &train)?;
+    let trainer = bench_trainer(gpu, &net, m.batch_size, &train)?;
+    Ok((train, distinct(trainer.products())))
+}
+
+fn print_row(
+    product: &Product,
+    kernel: Kernel,
+    outcome: &std::result::Result<MatmulRow, String>,
+    chosen: bool,
+) {
+    let (pm, pn, pk) = product.shape;
+    let head = format!(
+        "{:<18} {:<4} {:<9} {:>14} {:<1}{:<20}",
+        product.name,
+        format!("{:?}", product.layout),
+        format!("{:?}", product.epilogue),
+        format!("{pm}×{pn}×{pk}"),
+        if chosen { "*" } else { " " },
+        kernel.name(),
+    );
+    match outcome {
+        Ok(r) => println!(
+            "{head} {:>10.1} {:>10.2} {:>9.3}",
+            r.median_us, r.gflops, r.error_ratio
+        ),
+        Err(why) => println!("{head} unavailable: {why}"),
+    }
+}
+
+fn table_header() {
+    println!(
+        "{:<18} {:<4} {:<9} {:>14}  {:<20} {:>10} {:>10} {:>9}",
+        "product", "lay.", "epilogue", "m×n×k", "kernel", "median µs", "GFLOP/s", "err/bound"
+    );
+}
+
+/// Every candidate for every matmul of one training step (read from the step's plans), the kernel the step
+/// uses marked `*`, and a square.
+pub fn matmul(
+    args: &GpuArgs,
+    tune: &TuneArgs,
+    m: &BenchModel,
+    square: u32,
+    reps: u32,
+    runs: u32,
+) -> Result<()> {
+    let gpu = Gpu::new(GpuOptions {
+        timestamps: true,
+        ..args.into()
+    })?;
+    let train = bench_data(m);
     let net = bench_net(&gpu, m, &train)?;
-    let trainer = bench_trainer(&gpu, &net, m.batch_size, &train)?;
-    let mut products = bench::step_products(&trainer, m.batch_size);
+    let mut trainer = bench_trainer(&gpu, &net, m.batch_size, &train)?;
+    tuned(&gpu, &mut trainer, tune)?;
+    let mut products = trainer.products();
+    let mut seen = std::collections::BTreeSet::new();
+    products.retain(|(p, _)| seen.insert(p.key()));
     if square > 0 {
-        products.push(Product {
+        let p = Product {
             name: format!("square{square}"),
             layout: Layout::NT,
-            epilogue: vae_wgpu::kernels::contract::EpilogueKind::None,
+            epilogue: EpilogueKind::None,
             shape: (square, square, square),
-        });
+        };
+        let k = Kernel::default_for(&gpu, square, square).name();
+        products.push((p, gpu.choice(&products_key(square)).unwrap_or(k)));
     }
     println!("matmul on {}", gpu.info);
     println!(
-        "the {} products of a batch-{} training step of {}-{}-{}{} (tile * = the one this adapter uses for the shape)",
-        products.len() - (square > 0) as usize,
+        "every candidate for the products of a batch-{} training step of {}-{}-{}{} (* = the kernel the step uses)",
         m.batch_size,
         train.pixels(),
         m.hidden,
         m.latent,
         if square > 0 { ", then a square" } else { "" }
     );
-    println!(
-        "{:<18} {:<6} {:<6} {:<10} {:>18} {:>10} {:>10} {:>9}",
-        "kernel", "tile", "layout", "epilogue", "m×n×k", "median µs", "GFLOP/s", "err/bound"
-    );
-    for product in &products {
+    table_header();
+    for (product, used) in &products {
         let (pm, pn, pk) = product.shape;
         let big = pm as u64 * pn as u64 * pk as u64 > 1 << 30;
-        for tile in [Tile::T64, Tile::T128] {
+        for kernel in Kernel::CANDIDATES {
+            if big && matches!(kernel, Kernel::Split { .. }) {
+                // One output per few invocations: for small outputs; at this size it would take minutes.
+                continue;
+            }
             let r = if big { 2 } else { reps };
-            let row = bench::matmul_bench(&gpu, tile, product, r, runs)?;
-            let chosen = tile == Tile::for_shape(&gpu, pm, pn);
+            let outcome = kernels::tune::matmul_bench(&gpu, kernel, product, r, runs)
+                .map_err(|e| e.to_string());
+            print_row(product, kernel, &outcome, kernel.name() == *used);
+        }
+    }
+    Ok(())
+}
+
+fn products_key(square: u32) -> String {
+    kernels::matmul::product_key(Layout::NT, (square, square, square), EpilogueKind::None)
+}
+
+/// `vae tune`: measures every candidate for every product of a training run of `m`, prints the table, and writes
+/// the choices to the cache.
+pub fn tune(args: &GpuArgs, tune: &TuneArgs, m: &BenchModel, runs: u32) -> Result<()> {
+    let gpu = Gpu::new(GpuOptions {
+        timestamps: true,
+        ..args.into()
+    })?;
+    let (train, products) = run_products(&gpu, m)?;
+    println!(
+        "tuning the {} matmuls of a batch-{} training run of {}-{}-{} on {}",
+        products.len(),
+        m.batch_size,
+        train.pixels(),
+        m.hidden,
+        m.latent,
+        gpu.info
+    );
+    let start = std::time::Instant::now();
+    let tuned = kernels::tune::tune(&gpu, &products, runs);
+    table_header();
+    for row in &tuned.rows {
+        print_row(&row.product, row.kernel, &row.outcome, row.chosen);
+    }
+    let identity = kernels::tune::identity(&gpu);
+    let path = tune
+        .tune_cache
+        .clone()
+        .or_else(|| kernels::tune::default_cache_path(&identity));
+    match path {
+        Some(path) => {
+            // Keep what an existing, valid cache knows about other products.
+            let mut all = kernels::tune::read_cache(&path, &identity)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            all.extend(tuned.choices.clone());
+            kernels::tune::write_cache(&path, &identity, &all)?;
             println!(
-                "{:<18} {:<6} {:<6} {:<10} {:>18} {:>10.1} {:>10.2} {:>9.3}",
-                product.name,
-                format!("{}{}", tile.size(), if chosen { "*" } else { "" }),
-                format!("{:?}", product.layout),
-                format!("{:?}", product.epilogue),
-                format!("{pm}×{pn}×{pk}"),
-                row.median_us,
-                row.gflops,
-                row.error_ratio
+                "chose {} kernels in {:.1} s; cached in {}",
+                tuned.choices.len(),
+                start.elapsed().as_secs_f64(),
+                path.display()
             );
+        }
+        None => {
+            println!("no user cache directory: the choices are not saved (pass --tune-cache FILE)")
         }
     }
     Ok(())
@@ -145,6 +261,7 @@ pub fn matmul(args: &GpuArgs, m: &BenchModel, square: u32, reps: u32, runs: u32)
 
 pub fn profile(
     args: &GpuArgs,
+    tune: &TuneArgs,
     m: &BenchModel,
     steps: u32,
     trace: &Path,
@@ -160,6 +277,7 @@ pub fn profile(
     let train = bench_data(m);
     let net = bench_net(&gpu, m, &train)?;
     let mut trainer = bench_trainer(&gpu, &net, m.batch_size, &train)?;
+    tuned(&gpu, &mut trainer, tune)?;
     let p = profile::profile(&mut trainer, steps, Some(trace), capture)?;
     println!(
         "profile of {} training steps (batch {}, {}-{}-{}) on {}",

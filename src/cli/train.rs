@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use vae_wgpu::training::run::{self, TrainOptions};
 
-use super::args::GpuArgs;
+use super::args::{GpuArgs, TuneArgs};
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -59,6 +59,8 @@ pub struct TrainArgs {
     #[arg(long = "mirror", value_name = "URL")]
     mirrors: Vec<String>,
     #[command(flatten)]
+    tune: TuneArgs,
+    #[command(flatten)]
     gpu: GpuArgs,
 }
 
@@ -66,6 +68,7 @@ impl From<TrainArgs> for TrainOptions {
     fn from(a: TrainArgs) -> Self {
         TrainOptions {
             gpu: (&a.gpu).into(),
+            tune: (&a.tune).into(),
             data: a.data,
             out: a.out,
             epochs: a.epochs,

@@ -11,6 +11,7 @@ pub mod pipeline;
 pub use adapter::{AdapterSummary, GpuOptions, list_adapters, parse_backends};
 pub use pipeline::{Access, Dispatch, KernelSpec, Plan, RowTable, ShaderSource, Workload};
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -49,6 +50,9 @@ pub struct Gpu {
     uncaptured: ErrorLog,
     lost: Arc<Mutex<Option<String>>>,
     pub(crate) pipelines: pipeline::SharedCache,
+    /// Which kernel computes which product (product key → kernel name), where one was chosen: by tuning, from
+    /// the tuning cache or from a checkpoint. The kernels layer reads it; an absent key takes its default.
+    choices: Mutex<BTreeMap<String, String>>,
 }
 
 impl fmt::Debug for Gpu {
@@ -157,7 +161,27 @@ impl Gpu {
             uncaptured,
             lost,
             pipelines: Default::default(),
+            choices: Default::default(),
         })
+    }
+
+    /// The kernel chosen for `key`, if any.
+    pub fn choice(&self, key: &str) -> Option<String> {
+        self.choices_lock().get(key).cloned()
+    }
+
+    /// Adds kernel choices (dispatches built from now on use them).
+    pub fn set_choices(&self, choices: impl IntoIterator<Item = (String, String)>) {
+        self.choices_lock().extend(choices);
+    }
+
+    /// Forgets every kernel choice: dispatches built from now on take the defaults.
+    pub fn clear_choices(&self) {
+        self.choices_lock().clear();
+    }
+
+    fn choices_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.choices.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether compute passes can carry GPU timestamps.
@@ -322,6 +346,53 @@ impl Gpu {
             }
             self.queue.submit([encoder.finish()])
         })
+    }
+
+    /// Records work into one compute pass, submits it and waits: the pass's GPU time from timestamp queries where
+    /// the device was opened with them (`GpuOptions::timestamps`), else the wall-clock time of submit and wait.
+    /// For benchmarks and tuning, never a training step.
+    pub fn timed_pass(
+        &self,
+        label: &str,
+        record: impl FnOnce(&mut wgpu::ComputePass<'_>),
+    ) -> Result<std::time::Duration> {
+        if !self.has_timestamps() {
+            let start = std::time::Instant::now();
+            self.submit_pass(label, record)?;
+            self.wait()?;
+            return Ok(start.elapsed());
+        }
+        let ticks = self.buffer(
+            "timed_pass.ticks",
+            16,
+            wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+        )?;
+        self.scoped(format_args!("recording {label:?}"), || {
+            let queries = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("timed_pass.queries"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let mut encoder = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(label),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: &queries,
+                        beginning_of_pass_write_index: Some(0),
+                        end_of_pass_write_index: Some(1),
+                    }),
+                });
+                record(&mut pass);
+            }
+            encoder.resolve_query_set(&queries, 0..2, &ticks, 0);
+            self.queue.submit([encoder.finish()]);
+        })?;
+        let t: Vec<u64> = self.read(&ticks, 0, 2)?;
+        let ns = t[1].saturating_sub(t[0]) as f64 * self.queue.get_timestamp_period() as f64;
+        Ok(std::time::Duration::from_secs_f64(ns * 1e-9))
     }
 
     /// Waits until all submitted work is done. For benchmarks and shutdown; a training step never calls it.

@@ -414,6 +414,7 @@ impl Gpu {
             flops: 0.0,
             bytes: 0.0,
             workload: None,
+            kernel: None,
         })
     }
 
@@ -459,12 +460,15 @@ pub struct Dispatch {
     pub flops: f64,
     pub bytes: f64,
     pub workload: Option<Workload>,
+    /// The kernel variant that computes it, where there are several (a matmul candidate's name).
+    pub kernel: Option<String>,
 }
 
 impl Dispatch {
-    /// Records what the dispatch computes.
-    pub fn with_workload(mut self, workload: Workload) -> Dispatch {
+    /// Records what the dispatch computes, and with which kernel variant.
+    pub fn with_workload(mut self, workload: Workload, kernel: String) -> Dispatch {
         self.workload = Some(workload);
+        self.kernel = Some(kernel);
         self
     }
 

@@ -3,52 +3,173 @@
 
 use super::contract::MatmulParams;
 pub use super::contract::{EpilogueKind, Layout};
-use super::{MATMUL, check_room};
+use super::contract::{MATMUL_TILE, MATMUL_TILE_BIG, WG};
+use super::{MATMUL, MATMUL_SPLIT, MATMUL_TILED, check_room};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::gpu::{Access, Dispatch, KernelSpec, Workload};
+use crate::gpu::{Access, Dispatch, KernelSpec, ShaderSource, Workload};
 
-/// Which kernel of `shaders/matmul.wgsl` computes a product: the output tile of one workgroup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tile {
-    /// `matmul`: 64×64 per workgroup, 4×4 per invocation. For GPUs: many workgroups even at batch 128.
-    T64,
-    /// `matmul_big`: 128×128 per workgroup, 8×8 per invocation. For CPU rasterizers, where loads are gathers.
-    T128,
+/// A matmul kernel and its configuration: one of the candidates autotuning chooses between (and the portable
+/// default when it does not). Every candidate computes every layout, epilogue and shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// `matmul` (matmul.wgsl): 64×64 per workgroup, 4×4 per invocation, no workgroup memory.
+    Reg64,
+    /// `matmul_big`: 128×128 per workgroup, 8×8 per invocation, no workgroup memory; its vec4 variants
+    /// (`matmul_nt4` / `nn4` / `tn4`) where the contiguous sizes and the offsets are multiples of 4.
+    Reg128,
+    /// `matmul_tiled` (matmul_tiled.wgsl): a bm × bn tile staged in bk-deep slices in workgroup memory, tm × tn
+    /// per invocation.
+    Tiled {
+        bm: u32,
+        bn: u32,
+        bk: u32,
+        tm: u32,
+        tn: u32,
+    },
+    /// `matmul_split` (matmul_split.wgsl): rm × rn outputs per workgroup, each summed by WG / (rm·rn) invocations
+    /// over interleaved k, reduced in a fixed-order tree; `k_fastest` puts one output's slices side by side.
+    Split { rm: u32, rn: u32, k_fastest: bool },
 }
 
-impl Tile {
-    /// The tile for an adapter: T128 on CPU (software) adapters, T64 elsewhere.
-    pub fn for_gpu(gpu: &Gpu) -> Tile {
-        if gpu.info.device_type == wgpu::DeviceType::Cpu {
-            Tile::T128
+impl Kernel {
+    /// Every candidate, in the order tables list them.
+    pub const CANDIDATES: [Kernel; 11] = [
+        Kernel::Reg64,
+        Kernel::Reg128,
+        Kernel::Tiled {
+            bm: 128,
+            bn: 128,
+            bk: 8,
+            tm: 8,
+            tn: 8,
+        },
+        Kernel::Tiled {
+            bm: 64,
+            bn: 64,
+            bk: 16,
+            tm: 4,
+            tn: 4,
+        },
+        Kernel::Tiled {
+            bm: 32,
+            bn: 32,
+            bk: 32,
+            tm: 2,
+            tn: 2,
+        },
+        Kernel::Tiled {
+            bm: 16,
+            bn: 64,
+            bk: 32,
+            tm: 1,
+            tn: 4,
+        },
+        Kernel::Split {
+            rm: 4,
+            rn: 4,
+            k_fastest: true,
+        },
+        Kernel::Split {
+            rm: 4,
+            rn: 4,
+            k_fastest: false,
+        },
+        Kernel::Split {
+            rm: 8,
+            rn: 8,
+            k_fastest: true,
+        },
+        Kernel::Split {
+            rm: 2,
+            rn: 2,
+            k_fastest: true,
+        },
+        Kernel::Split {
+            rm: 16,
+            rn: 16,
+            k_fastest: false,
+        },
+    ];
+
+    /// The portable default (no tuning): the 128 tile on CPU (software) adapters, where loads are gathers and
+    /// bigger register blocks pay, except where it would be a single workgroup (one CPU thread); the 64 tile
+    /// elsewhere.
+    pub fn default_for(gpu: &Gpu, m: u32, n: u32) -> Kernel {
+        let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
+        if cpu && m.div_ceil(MATMUL_TILE_BIG) * n.div_ceil(MATMUL_TILE_BIG) >= 2 {
+            Kernel::Reg128
         } else {
-            Tile::T64
+            Kernel::Reg64
         }
     }
 
-    /// The tile for one product of an m × n output on this adapter: [`Tile::for_gpu`], except that a product
-    /// the 128 tile would cover with a single workgroup (one CPU thread) takes the 64 tile (heads.forward at
-    /// batch 128: 1.7 → 3.2 GFLOP/s on lavapipe).
-    pub fn for_shape(gpu: &Gpu, m: u32, n: u32) -> Tile {
-        match Tile::for_gpu(gpu) {
-            Tile::T128 if m.div_ceil(128) * n.div_ceil(128) < 2 => Tile::T64,
-            t => t,
+    /// The name tables, caches and checkpoints use, e.g. `reg64`, `tiled64x64x16/4x4`, `split4x4k`.
+    pub fn name(&self) -> String {
+        match *self {
+            Kernel::Reg64 => "reg64".into(),
+            Kernel::Reg128 => "reg128".into(),
+            Kernel::Tiled { bm, bn, bk, tm, tn } => format!("tiled{bm}x{bn}x{bk}/{tm}x{tn}"),
+            Kernel::Split { rm, rn, k_fastest } => {
+                format!("split{rm}x{rn}{}", if k_fastest { "k" } else { "m" })
+            }
         }
     }
-    pub fn size(self) -> u32 {
-        match self {
-            Tile::T64 => 64,
-            Tile::T128 => 128,
+
+    /// The candidate named `name`, if there is one.
+    pub fn parse(name: &str) -> Option<Kernel> {
+        Kernel::CANDIDATES.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The output tile of one workgroup, (rows, columns).
+    fn tile(&self) -> (u32, u32) {
+        match *self {
+            Kernel::Reg64 => (MATMUL_TILE, MATMUL_TILE),
+            Kernel::Reg128 => (MATMUL_TILE_BIG, MATMUL_TILE_BIG),
+            Kernel::Tiled { bm, bn, .. } => (bm, bn),
+            Kernel::Split { rm, rn, .. } => (rm, rn),
         }
     }
-    fn entry(self) -> &'static str {
-        match self {
-            Tile::T64 => "matmul",
-            Tile::T128 => "matmul_big",
+
+    /// Module, entry point and pipeline constants (beyond LAYOUT and EPILOGUE).
+    fn pipeline(
+        &self,
+    ) -> (
+        &'static ShaderSource,
+        &'static str,
+        Vec<(&'static str, f64)>,
+    ) {
+        match *self {
+            Kernel::Reg64 => (&MATMUL, "matmul", vec![]),
+            Kernel::Reg128 => (&MATMUL, "matmul_big", vec![]),
+            Kernel::Tiled { bm, bn, bk, tm, tn } => {
+                let threads = (bm / tm) * (bn / tn);
+                let c = [("BM", bm), ("BN", bn), ("BK", bk), ("TM", tm), ("TN", tn)];
+                let mut c: Vec<_> = c.into_iter().map(|(n, v)| (n, v as f64)).collect();
+                c.push(("THREADS", threads as f64));
+                (&MATMUL_TILED, "matmul_tiled", c)
+            }
+            Kernel::Split { rm, rn, k_fastest } => {
+                let slices = WG / (rm * rn);
+                let c = vec![
+                    ("RM", rm as f64),
+                    ("RN", rn as f64),
+                    ("SLICES", slices as f64),
+                    ("K_FASTEST", k_fastest as u8 as f64),
+                ];
+                (&MATMUL_SPLIT, "matmul_split", c)
+            }
         }
     }
 }
+
+/// The key of a product in the kernel choices (tuning, its cache, checkpoints): layout, shape and epilogue.
+pub fn product_key(layout: Layout, (m, n, k): (u32, u32, u32), epilogue: EpilogueKind) -> String {
+    format!("{layout:?} {m}x{n}x{k} {epilogue:?}")
+}
+
+/// The key under which a choice applies to every product (to force one candidate everywhere, in tests).
+pub const EVERY_PRODUCT: &str = "*";
 
 /// A matrix operand: a buffer and the element offset at which the matrix starts.
 #[derive(Clone, Copy, Debug)]
@@ -108,14 +229,14 @@ pub fn error_bound(k: usize) -> f64 {
 /// `matmul_tn4` (A along m, B along n). On lavapipe a vec4 load costs about what a scalar gather does, so these
 /// move four times the data per load (2× the scalar 128 tile at the model's shapes, BENCHMARKS.md).
 fn vec4_kernel(
-    tile: Tile,
+    kernel: Kernel,
     layout: Layout,
     (m, n, k): (u32, u32, u32),
     a_off: usize,
     b_off: usize,
     epilogue: &Epilogue<Operand>,
 ) -> Option<&'static str> {
-    if tile != Tile::T128 || !a_off.is_multiple_of(4) || !b_off.is_multiple_of(4) {
+    if kernel != Kernel::Reg128 || !a_off.is_multiple_of(4) || !b_off.is_multiple_of(4) {
         return None;
     }
     let bias_grad = matches!(epilogue, Epilogue::BiasGrad { .. });
@@ -136,7 +257,8 @@ fn check_fits(label: &str, what: &str, op: Operand, elems: u64) -> Result<()> {
     check_room("matmul", label, what, op.buffer, op.offset as u64, elems)
 }
 
-/// Records C (m, n) = A·B (+ epilogue) with the tile for this adapter and shape ([`Tile::for_shape`]). Shapes
+/// Records C (m, n) = A·B (+ epilogue) with the kernel chosen for this product on this device: the device's
+/// kernel choices (tuned, cached or from a checkpoint; see `perf::tune`), else [`Kernel::default_for`]. Shapes
 /// are checked against the buffers here, once.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
@@ -149,16 +271,19 @@ pub fn matmul(
     c: Operand,
     epilogue: Epilogue<Operand>,
 ) -> Result<Dispatch> {
+    let key = product_key(layout, dims, epilogue.kind());
+    let chosen = gpu.choice(&key).or_else(|| gpu.choice(EVERY_PRODUCT));
+    let kernel = chosen.and_then(|name| Kernel::parse(&name));
     let cols = dims.1 + matches!(epilogue, Epilogue::BiasGrad { .. }) as u32;
-    let tile = Tile::for_shape(gpu, dims.0, cols);
-    matmul_tiled(gpu, tile, label, layout, dims, a, b, c, epilogue)
+    let kernel = kernel.unwrap_or_else(|| Kernel::default_for(gpu, dims.0, cols));
+    matmul_with(gpu, kernel, label, layout, dims, a, b, c, epilogue)
 }
 
 /// [`matmul`] with an explicit kernel.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_tiled(
+pub fn matmul_with(
     gpu: &Gpu,
-    tile: Tile,
+    kernel: Kernel,
     label: &str,
     layout: Layout,
     (m, n, k): (u32, u32, u32),
@@ -221,14 +346,14 @@ pub fn matmul_tiled(
         aux_off: aux.offset as u32,
         bias_off: bias_off as u32,
     };
-    let vec4_entry = vec4_kernel(tile, layout, (m, n, k), a.offset, b.offset, &epilogue);
+    let vec4_entry = vec4_kernel(kernel, layout, (m, n, k), a.offset, b.offset, &epilogue);
+    let (module, entry, mut constants) = kernel.pipeline();
+    constants.push(("LAYOUT", layout.code() as f64));
+    constants.push(("EPILOGUE", epilogue.kind().code() as f64));
     let spec = KernelSpec {
-        module: &MATMUL,
-        entry: vec4_entry.unwrap_or(tile.entry()),
-        constants: vec![
-            ("LAYOUT", layout.code() as f64),
-            ("EPILOGUE", epilogue.kind().code() as f64),
-        ],
+        module,
+        entry: vec4_entry.unwrap_or(entry),
+        constants,
         storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read],
         uses_rows: false,
     };
@@ -238,7 +363,8 @@ pub fn matmul_tiled(
     } else {
         n
     };
-    let workgroups = [cols.div_ceil(tile.size()), m.div_ceil(tile.size()), 1];
+    let (tile_m, tile_n) = kernel.tile();
+    let workgroups = [cols.div_ceil(tile_n), m.div_ceil(tile_m), 1];
     gpu.dispatch(
         label,
         &spec,
@@ -252,11 +378,14 @@ pub fn matmul_tiled(
             flops(m, n, k),
             4.0 * (m64 * k64 + k64 * n64 + m64 * n64) as f64,
         )
-        .with_workload(Workload {
-            family: MATMUL.name,
-            dims: [m, n, k],
-            codes: [layout.code(), epilogue.kind().code()],
-        })
+        .with_workload(
+            Workload {
+                family: MATMUL.name,
+                dims: [m, n, k],
+                codes: [layout.code(), epilogue.kind().code()],
+            },
+            kernel.name(),
+        )
     })
 }
 

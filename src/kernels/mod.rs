@@ -17,6 +17,7 @@ pub mod philox;
 pub mod reduce;
 pub mod reparam;
 pub mod step;
+pub mod tune;
 
 use crate::error::{Error, Result};
 use crate::gpu::pipeline::{Prelude, ShaderSource};
@@ -54,7 +55,17 @@ family!(
     "gather",
     ["step.wgsl", "philox.wgsl", "gather.wgsl"]
 );
-family!(MATMUL, "matmul", ["matmul.wgsl"]);
+family!(MATMUL, "matmul", ["matmul_common.wgsl", "matmul.wgsl"]);
+family!(
+    MATMUL_TILED,
+    "matmul_tiled",
+    ["matmul_common.wgsl", "matmul_tiled.wgsl"]
+);
+family!(
+    MATMUL_SPLIT,
+    "matmul_split",
+    ["matmul_common.wgsl", "matmul_split.wgsl"]
+);
 family!(
     REPARAM,
     "reparam",
@@ -90,7 +101,16 @@ family!(
 
 /// Every shader module the crate builds.
 pub const FAMILIES: &[&ShaderSource] = &[
-    &GATHER, &MATMUL, &REPARAM, &PHILOX, &LOSS, &REDUCE, &ADAM, &IWAE,
+    &GATHER,
+    &MATMUL,
+    &MATMUL_TILED,
+    &MATMUL_SPLIT,
+    &REPARAM,
+    &PHILOX,
+    &LOSS,
+    &REDUCE,
+    &ADAM,
+    &IWAE,
 ];
 
 /// The features a device is opened with at most (`Gpu::open`), hence the shader capabilities every module must

@@ -10,7 +10,7 @@ use wgpu_profiler::{GpuProfiler, GpuProfilerSettings, GpuTimerQueryResult};
 
 use crate::error::{Error, Result};
 use crate::gpu::Plan;
-use crate::perf::bench::median;
+use crate::kernels::tune::median;
 use crate::training::trainer::Trainer;
 
 /// One kernel's row of the table.

@@ -35,6 +35,9 @@ pub struct Checkpoint {
     pub image: Option<(u32, u32)>,
     /// metrics.csv of the epochs so far.
     pub metrics: String,
+    /// The matmul kernel of each product the run's plans compute (product key → kernel name), so a resumed run
+    /// uses the same kernels even where a new tuning would choose others (split-K changes summation order).
+    pub kernels: BTreeMap<String, String>,
 }
 
 /// PyTorch's name, the range in the flat layout, and the shape of each tensor.
@@ -131,6 +134,13 @@ impl Checkpoint {
             ("step", self.step.to_string()),
             ("epoch", self.epoch.to_string()),
             ("metrics", self.metrics.clone()),
+            (
+                "kernels",
+                self.kernels
+                    .iter()
+                    .map(|(k, v)| format!("{k}\t{v}\n"))
+                    .collect(),
+            ),
         ] {
             meta.insert(k.into(), v);
         }
@@ -259,6 +269,25 @@ impl Checkpoint {
             settings,
             image,
             metrics: meta.get("metrics").cloned().unwrap_or_default(),
+            kernels: parse_kernels(path, meta.get("kernels").map_or("", |s| s.as_str()))?,
         })
     }
+}
+
+/// The "kernels" metadata: `product<TAB>kernel` lines naming known kernels (absent in older checkpoints: none).
+fn parse_kernels(path: &Path, text: &str) -> Result<BTreeMap<String, String>> {
+    let mut kernels = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let (key, kernel) = line
+            .split_once('\t')
+            .filter(|(_, k)| crate::kernels::matmul::Kernel::parse(k).is_some())
+            .ok_or_else(|| {
+                bad(
+                    path,
+                    format!("metadata \"kernels\" has an unknown entry {line:?}"),
+                )
+            })?;
+        kernels.insert(key.to_string(), kernel.to_string());
+    }
+    Ok(kernels)
 }

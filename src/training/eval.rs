@@ -1,7 +1,7 @@
 //! Evaluation of the current network: the test-set loss (with sampled z, as the reference computes it), the
 //! reconstructions and the prior samples drawn each epoch, and `vae eval`'s report.
 
-use super::plans::{LossSum, Plans, batches};
+use super::plans::{LossSum, Plans, batches, products};
 use crate::data::mnist::Split;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Plan};
@@ -9,6 +9,7 @@ use crate::kernels::contract::TERMS;
 use crate::kernels::gather::{Binarize, ByteMatrix};
 use crate::kernels::philox::stream;
 use crate::kernels::reparam::reparam;
+use crate::kernels::tune::Product;
 use crate::kernels::{StepParams, StepTable};
 use crate::model::inference::{INFER_ROWS, Inference};
 use crate::model::net::{self, Net, Source, Workspace};
@@ -32,17 +33,18 @@ pub struct EvalConfig {
 pub struct Evaluator<'a> {
     gpu: &'a Gpu,
     net: &'a Net,
-    /// The test images; the plans' bind groups read them.
-    _data: ByteMatrix,
+    config: EvalConfig,
+    data: ByteMatrix,
+    index: wgpu::Buffer,
     n: u32,
     batch: u32,
-    /// The evaluation batches' step-table rows; the plans read them.
-    _steps: StepTable,
+    steps: StepTable,
     log: wgpu::Buffer,
     plans: Plans,
     ws: Workspace,
     recon_plan: Plan,
     sample_ws: Workspace,
+    sample_steps: StepTable,
     sample_plan: Plan,
 }
 
@@ -77,9 +79,37 @@ impl<'a> Evaluator<'a> {
         steps.write(gpu, 0, &rows)?;
         let log = gpu.storage::<f32>("eval.loss_log", sizes.len() * TERMS)?;
         let ws = Workspace::new(gpu, "eval", net.config, batch.max(RECON_IMAGES))?;
+        let sample_ws = Workspace::new(gpu, "sample", net.config, SAMPLE_IMAGES)?;
+        gpu.fill(&sample_ws.heads, 0f32);
+        let sample_steps = StepTable::new(gpu, 1)?;
+        sample_steps.write(gpu, 0, &[StepParams::default()])?;
+        let mut evaluator = Evaluator {
+            gpu,
+            net,
+            config,
+            data,
+            index,
+            n,
+            batch,
+            steps,
+            log,
+            plans: Plans::empty(),
+            ws,
+            recon_plan: Plan::default(),
+            sample_ws,
+            sample_steps,
+            sample_plan: Plan::default(),
+        };
+        evaluator.rebuild_plans()?;
+        Ok(evaluator)
+    }
+
+    /// Builds (again) the evaluation, reconstruction and sampling plans with the device's current kernel choices.
+    pub fn rebuild_plans(&mut self) -> Result<()> {
+        let (gpu, net, config) = (self.gpu, self.net, self.config);
         let src = Source {
-            data: &data,
-            index: &index,
+            data: &self.data,
+            index: &self.index,
             seed: config.seed,
             stream: stream::EVAL_NOISE,
             binarize: config.binarize.then_some(Binarize {
@@ -87,28 +117,26 @@ impl<'a> Evaluator<'a> {
                 stream: stream::BINARIZE_EVAL,
             }),
         };
-        let plans = Plans::build(&sizes, |rows| {
-            Ok(net::forward(gpu, net, &ws, &src, rows, &steps)?
-                .then(net::losses(gpu, net, &ws, rows, &steps)?)
-                .then(net::reduce_losses(gpu, net, &ws, rows, &steps, &log)?))
+        let (ws, steps, log) = (&self.ws, &self.steps, &self.log);
+        self.plans = Plans::build(&batches(self.n, self.batch), |rows| {
+            Ok(net::forward(gpu, net, ws, &src, rows, steps)?
+                .then(net::losses(gpu, net, ws, rows, steps)?)
+                .then(net::reduce_losses(gpu, net, ws, rows, steps, log)?))
         })?;
         // Reconstructions: the first test images through the model, with the first batch's noise.
-        let recon_plan = net::forward(gpu, net, &ws, &src, RECON_IMAGES.min(n), &steps)?;
-        let (sample_ws, sample_plan) = prior_samples(gpu, net, config.seed)?;
-        Ok(Evaluator {
-            gpu,
-            net,
-            _data: data,
-            n,
-            batch,
-            _steps: steps,
-            log,
-            plans,
-            ws,
-            recon_plan,
-            sample_ws,
-            sample_plan,
-        })
+        self.recon_plan = net::forward(gpu, net, ws, &src, RECON_IMAGES.min(self.n), steps)?;
+        self.sample_plan =
+            prior_samples(gpu, net, &self.sample_ws, &self.sample_steps, config.seed)?;
+        Ok(())
+    }
+
+    /// The matmuls of every plan, as (product, kernel), duplicates included.
+    pub fn products(&self) -> Vec<(Product, String)> {
+        let all = self
+            .plans
+            .all()
+            .chain([&self.recon_plan, &self.sample_plan]);
+        all.flat_map(products).collect()
     }
 
     pub fn n_test(&self) -> u32 {
@@ -146,12 +174,14 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-/// Samples: z ~ N(0, I) is the reparameterization of μ = 0, log σ² = 0 (a zero `heads`), then the decoder.
-fn prior_samples(gpu: &Gpu, net: &Net, seed: u64) -> Result<(Workspace, Plan)> {
-    let ws = Workspace::new(gpu, "sample", net.config, SAMPLE_IMAGES)?;
-    let steps = StepTable::new(gpu, 1)?;
-    steps.write(gpu, 0, &[StepParams::default()])?;
-    gpu.fill(&ws.heads, 0f32);
+/// Samples: z ~ N(0, I) is the reparameterization of μ = 0, log σ² = 0 (`ws.heads` is zero), then the decoder.
+fn prior_samples(
+    gpu: &Gpu,
+    net: &Net,
+    ws: &Workspace,
+    steps: &StepTable,
+    seed: u64,
+) -> Result<Plan> {
     let shape = (SAMPLE_IMAGES, net.config.latent);
     let draw = reparam(
         gpu,
@@ -162,10 +192,9 @@ fn prior_samples(gpu: &Gpu, net: &Net, seed: u64) -> Result<(Workspace, Plan)> {
         shape,
         seed,
         stream::SAMPLE,
-        &steps,
+        steps,
     )?;
-    let plan = Plan::from(vec![draw]).then(net::decode(gpu, net, &ws, SAMPLE_IMAGES)?);
-    Ok((ws, plan))
+    Ok(Plan::from(vec![draw]).then(net::decode(gpu, net, ws, SAMPLE_IMAGES)?))
 }
 
 /// What `vae eval` reports, per test image.

@@ -3,7 +3,8 @@
 
 use crate::error::Result;
 use crate::gpu::Plan;
-use crate::kernels::contract::{LossTerm, TERMS};
+use crate::kernels::contract::{EpilogueKind, Layout, LossTerm, TERMS};
+use crate::kernels::tune::Product;
 
 /// The batches of one pass over `n` examples: full batches, then the remainder (kept, not dropped).
 pub fn batches(n: u32, batch: u32) -> Vec<u32> {
@@ -21,6 +22,19 @@ pub struct Plans {
 }
 
 impl Plans {
+    /// No plans yet (before the first `build`).
+    pub fn empty() -> Plans {
+        Plans {
+            full: Plan::default(),
+            last: None,
+        }
+    }
+
+    /// Every plan.
+    pub fn all(&self) -> impl Iterator<Item = &Plan> {
+        std::iter::once(&self.full).chain(self.last.as_ref().map(|(_, p)| p))
+    }
+
     /// Builds the plans the batches of `sizes` need (at most two).
     pub fn build(sizes: &[u32], plan: impl Fn(u32) -> Result<Plan>) -> Result<Plans> {
         let (first, last) = (sizes[0], *sizes.last().expect("at least one batch"));
@@ -41,6 +55,22 @@ impl Plans {
             _ => &self.full,
         }
     }
+}
+
+/// The matmuls of a plan, as (product, the kernel that computes it), read from its dispatches.
+pub fn products(plan: &Plan) -> impl Iterator<Item = (Product, String)> + '_ {
+    plan.iter().filter_map(|d| {
+        let w = d
+            .workload
+            .filter(|w| w.family == crate::kernels::MATMUL.name)?;
+        let product = Product {
+            name: d.label.clone(),
+            layout: Layout::from_code(w.codes[0])?,
+            epilogue: EpilogueKind::from_code(w.codes[1])?,
+            shape: (w.dims[0], w.dims[1], w.dims[2]),
+        };
+        Some((product, d.kernel.clone().unwrap_or_default()))
+    })
 }
 
 /// Loss totals over some examples (summed over pixels, latent dimensions and examples).

@@ -1,5 +1,6 @@
 //! `vae train`: the whole run, from options to metrics.csv, checkpoints and pictures.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -13,6 +14,7 @@ use crate::data::mnist::{self, Split};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::kernels::adam::AdamConfig;
+use crate::kernels::tune::{self, Chosen, Product, TuneMode};
 use crate::model::ModelConfig;
 use crate::model::inference::{INFER_ROWS, Inference};
 use crate::model::net::Net;
@@ -40,6 +42,8 @@ pub struct TrainOptions {
     pub log_interval: u32,
     pub gpu: GpuOptions,
     pub mirrors: Vec<String>,
+    /// How the matmul kernels are chosen (a resumed run takes its checkpoint's).
+    pub tune: TuneMode,
     /// Print per-epoch lines (the binary) or stay quiet (tests of the library).
     pub verbose: bool,
 }
@@ -403,6 +407,8 @@ struct Run<'a> {
     evaluator: Evaluator<'a>,
     out: &'a Path,
     image: (usize, usize),
+    /// The kernel of each product the plans compute (recorded in checkpoints).
+    kernels: BTreeMap<String, String>,
     /// metrics.csv's rows so far, without the header.
     lines: Vec<String>,
     verbose: bool,
@@ -467,6 +473,7 @@ impl Run<'_> {
             settings: self.settings.clone(),
             image: Some((self.image.0 as u32, self.image.1 as u32)),
             metrics: self.metrics_csv(),
+            kernels: self.kernels.clone(),
         })
     }
 
@@ -542,6 +549,45 @@ fn model_for(
     Ok(model)
 }
 
+/// Distinct products, by key, in first-seen order.
+pub fn distinct(products: impl IntoIterator<Item = (Product, String)>) -> Vec<Product> {
+    let mut seen = std::collections::BTreeSet::new();
+    products
+        .into_iter()
+        .filter(|(p, _)| seen.insert(p.key()))
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// The kernel of each product, by key.
+fn kernels_used(products: impl IntoIterator<Item = (Product, String)>) -> BTreeMap<String, String> {
+    products.into_iter().map(|(p, k)| (p.key(), k)).collect()
+}
+
+/// Sets the device's kernel choices for the run's products: the checkpoint's when resuming (exact resume holds
+/// even where tuning would now choose otherwise), else as `opts.tune` says.
+fn choose_kernels(
+    gpu: &Gpu,
+    opts: &TrainOptions,
+    ck: Option<&Checkpoint>,
+    trainer: &Trainer,
+    evaluator: &Evaluator,
+) -> Result<Chosen> {
+    if let Some(ck) = ck.filter(|c| !c.kernels.is_empty()) {
+        gpu.clear_choices();
+        gpu.set_choices(ck.kernels.clone());
+        return Ok(Chosen {
+            how: format!("{} products from the checkpoint", ck.kernels.len()),
+            seconds: 0.0,
+            tuned: None,
+        });
+    }
+    // The step's products; the evaluator's full batches are the same products, the rest take the defaults.
+    let _ = evaluator;
+    let products = distinct(trainer.products());
+    tune::choose(gpu, &products, &opts.tune, |w| eprintln!("{w}"))
+}
+
 /// Runs `vae train`; returns the per-epoch statistics of the epochs it trained.
 pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
     opts.check()?;
@@ -561,7 +607,11 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
     let net = Net::new(&gpu, model, &params)?;
     let config = TrainConfig::new(model, &settings, opts.log_interval);
     let mut trainer = Trainer::new(&gpu, &net, config, &train)?;
-    let evaluator = Evaluator::new(&gpu, &net, EvalConfig::from(&settings), &test)?;
+    let mut evaluator = Evaluator::new(&gpu, &net, EvalConfig::from(&settings), &test)?;
+    let chosen = choose_kernels(&gpu, opts, ck, &trainer, &evaluator)?;
+    trainer.rebuild_plans()?;
+    evaluator.rebuild_plans()?;
+    let kernels = kernels_used(trainer.products().into_iter().chain(evaluator.products()));
     let mut lines = Vec::new();
     if let Some(ck) = ck {
         trainer.restore(&ck.m, &ck.v, ck.step)?;
@@ -591,6 +641,7 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
             settings.data_kind(),
             out.display()
         );
+        eprintln!("{}", chosen.line());
     }
     let mut run = Run {
         settings: &settings,
@@ -598,6 +649,7 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
         evaluator,
         out: &out,
         image: (train.rows, train.cols),
+        kernels,
         lines,
         verbose: opts.verbose,
     };

@@ -2,7 +2,7 @@
 //! (forward, backward, Adam) recorded many to a submission, and loss totals kept on the GPU until a log point
 //! reads them.
 
-use super::plans::{LossSum, Plans, batches, first_non_finite};
+use super::plans::{LossSum, Plans, batches, first_non_finite, products};
 use crate::data::mnist::Split;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Plan};
@@ -10,6 +10,7 @@ use crate::kernels::adam::{AdamConfig, adam};
 use crate::kernels::contract::TERMS;
 use crate::kernels::gather::{Binarize, ByteMatrix};
 use crate::kernels::philox::{Philox, stream};
+use crate::kernels::tune::Product;
 use crate::kernels::{StepParams, StepTable};
 use crate::model::ModelConfig;
 use crate::model::net::{self, Net, Source, Workspace};
@@ -36,7 +37,7 @@ pub struct Trainer<'a> {
     pub net: &'a Net,
     pub config: TrainConfig,
     /// The training images; the step plans read them.
-    _data: ByteMatrix,
+    data: ByteMatrix,
     index: wgpu::Buffer,
     steps: StepTable,
     log: wgpu::Buffer,
@@ -92,9 +93,30 @@ impl<'a> Trainer<'a> {
         let steps = StepTable::new(gpu, sizes.len() as u32)?;
         let log = gpu.storage::<f32>("train.loss_log", sizes.len() * TERMS)?;
         let ws = Workspace::new(gpu, "train", net.config, config.batch)?;
+        let mut trainer = Trainer {
+            gpu,
+            net,
+            config,
+            data,
+            index,
+            steps,
+            log,
+            plans: Plans::empty(),
+            ws,
+            step: 0,
+            n,
+        };
+        trainer.rebuild_plans()?;
+        Ok(trainer)
+    }
+
+    /// Builds (again) the plan of every batch size with the device's current kernel choices: after tuning, or
+    /// after a checkpoint's choices are restored.
+    pub fn rebuild_plans(&mut self) -> Result<()> {
+        let (gpu, net, config) = (self.gpu, self.net, &self.config);
         let src = Source {
-            data: &data,
-            index: &index,
+            data: &self.data,
+            index: &self.index,
             seed: config.seed,
             stream: stream::TRAIN_NOISE,
             binarize: config.binarize.then_some(Binarize {
@@ -102,21 +124,15 @@ impl<'a> Trainer<'a> {
                 stream: stream::BINARIZE_TRAIN,
             }),
         };
-        let plan = |rows| step_plan(gpu, net, &ws, &src, rows, &steps, &log, &config.adam);
-        let plans = Plans::build(&sizes, plan)?;
-        Ok(Trainer {
-            gpu,
-            net,
-            config,
-            _data: data,
-            index,
-            steps,
-            log,
-            plans,
-            ws,
-            step: 0,
-            n,
-        })
+        let (ws, steps, log) = (&self.ws, &self.steps, &self.log);
+        let plan = |rows| step_plan(gpu, net, ws, &src, rows, steps, log, &config.adam);
+        self.plans = Plans::build(&batches(self.n, config.batch), plan)?;
+        Ok(())
+    }
+
+    /// The matmuls of every step plan, as (product, kernel) in plan order, duplicates included.
+    pub fn products(&self) -> Vec<(Product, String)> {
+        self.plans.all().flat_map(products).collect()
     }
 
     /// The KL weight of step `i` (0-based) of `epoch` (1-based): β, ramped linearly over the warm-up epochs.

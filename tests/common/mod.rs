@@ -90,5 +90,6 @@ pub fn checkpoint(
         },
         image: None,
         metrics: String::new(),
+        kernels: Default::default(),
     }
 }

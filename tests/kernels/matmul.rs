@@ -1,6 +1,6 @@
 use vae_wgpu::kernels::matmul::{
-    Epilogue, EpilogueKind as Epi, Layout, Operand, Tile, bias_grad_cpu, error_bound, matmul,
-    matmul_cpu, matmul_tiled,
+    Epilogue, EpilogueKind as Epi, Kernel, Layout, Operand, bias_grad_cpu, error_bound, matmul,
+    matmul_cpu, matmul_with,
 };
 
 use crate::{assert_close_by, gpu, poisoned, read, rng, run, uniform_vec};
@@ -10,19 +10,23 @@ use crate::{assert_close_by, gpu, poisoned, read, rng, run, uniform_vec};
 ///
 /// Tolerance: f32 accumulation of k products (with or without FMA, in any order) is within γ_k·Σ|a||b| of the
 /// exact sum, plus 2u for the bias add and the final rounding ([`error_bound`]). A wrong index, sign or bound gives errors of the order of Σ|a||b| itself.
-/// Both kernels: the 64×64 tile GPUs use and the 128×128 tile CPU rasterizers use.
+/// Every candidate kernel (autotuning may choose any of them, on any product).
 fn check(layout: Layout, dims: (u32, u32, u32), epi: Epi) {
-    for tile in [Tile::T64, Tile::T128] {
+    for kernel in Kernel::CANDIDATES {
         // Operand offsets that are not multiples of 4 take the scalar kernels; aligned ones let the 128 tile
-        // read vec4s where the shape allows (matmul_nt4 / nn4 / tn4).
-        for offsets in [(5, 3), (8, 4)] {
-            check_tile(tile, offsets, layout, dims, epi);
+        // read vec4s where the shape allows (matmul_nt4 / nn4 / tn4); the others read scalars either way.
+        let offsets: &[(usize, usize)] = match kernel {
+            Kernel::Reg128 => &[(5, 3), (8, 4)],
+            _ => &[(5, 3)],
+        };
+        for &o in offsets {
+            check_kernel(kernel, o, layout, dims, epi);
         }
     }
 }
 
-fn check_tile(
-    tile: Tile,
+fn check_kernel(
+    kernel: Kernel,
     (a_off, b_off): (usize, usize),
     layout: Layout,
     (m, n, k): (u32, u32, u32),
@@ -68,9 +72,9 @@ fn check_tile(
         Epi::ReluMask => Epilogue::ReluMask(aux),
         Epi::BiasGrad => Epilogue::BiasGrad { offset: bias_off },
     };
-    let d = matmul_tiled(
+    let d = matmul_with(
         gpu,
-        tile,
+        kernel,
         "matmul",
         layout,
         (m, n, k),
@@ -103,7 +107,10 @@ fn check_tile(
     let gamma = error_bound(ku);
     let with_bias = matches!(epi, Epi::Bias | Epi::BiasRelu);
     let got = read(&c_buf, c_off, mu * nu);
-    let what = format!("{tile:?} offsets {a_off},{b_off} {layout:?} {m}×{n}×{k} {epi:?}");
+    let what = format!(
+        "{} offsets {a_off},{b_off} {layout:?} {m}×{n}×{k} {epi:?}",
+        kernel.name()
+    );
     assert_close_by(&what, &got, &want, |i| {
         let b = if with_bias {
             bias[i % nu].abs() as f64
@@ -205,52 +212,42 @@ fn matmul_real_latent_shapes() {
 #[test]
 fn matmul_known_values() {
     let gpu = gpu();
-    // A = [[1, 2], [3, 4]], W = [[5, 6], [7, 8]] (out, in): A·Wᵀ = [[17, 23], [39, 53]].
+    // A = [[1, 2], [3, 4]], W = [[5, 6], [7, 8]] (out, in): A·Wᵀ = [[17, 23], [39, 53]], + bias (−20, 1), ReLU.
     let a = gpu.storage_init("a", &[1f32, 2., 3., 4.]).unwrap();
     let w = gpu.storage_init("w", &[5f32, 6., 7., 8.]).unwrap();
     let bias = gpu.storage_init("bias", &[-20f32, 1.]).unwrap();
-    let c = poisoned(4);
-    let d = matmul(
-        gpu,
-        "known",
-        Layout::NT,
-        (2, 2, 2),
-        (&a).into(),
-        (&w).into(),
-        (&c).into(),
-        Epilogue::BiasRelu((&bias).into()),
-    )
-    .unwrap();
-    run(&[&d], 0);
-    assert_eq!(read(&c, 0, 4), vec![0., 24., 19., 54.]);
-    // A·W = [[19, 22], [43, 50]]; ∂Wᵀ-style Aᵀ·W = [[26, 30], [38, 44]] with row sums of Aᵀ = [4, 6].
-    let c2 = poisoned(6);
-    let d = matmul(
-        gpu,
-        "known.nn",
-        Layout::NN,
-        (2, 2, 2),
-        (&a).into(),
-        (&w).into(),
-        (&c2).into(),
-        Epilogue::None,
-    )
-    .unwrap();
-    run(&[&d], 0);
-    assert_eq!(read(&c2, 0, 4), vec![19., 22., 43., 50.]);
-    let d = matmul(
-        gpu,
-        "known.tn",
-        Layout::TN,
-        (2, 2, 2),
-        (&a).into(),
-        (&w).into(),
-        (&c2).into(),
-        Epilogue::BiasGrad { offset: 4 },
-    )
-    .unwrap();
-    run(&[&d], 0);
-    assert_eq!(read(&c2, 0, 6), vec![26., 30., 38., 44., 4., 6.]);
+    for kernel in Kernel::CANDIDATES {
+        let name = kernel.name();
+        let run_one = |label, layout, c: &wgpu::Buffer, epilogue| {
+            let ops = ((&a).into(), (&w).into(), c.into());
+            let d = matmul_with(
+                gpu,
+                kernel,
+                label,
+                layout,
+                (2, 2, 2),
+                ops.0,
+                ops.1,
+                ops.2,
+                epilogue,
+            );
+            run(&[&d.unwrap()], 0);
+        };
+        let c = poisoned(4);
+        run_one("known", Layout::NT, &c, Epilogue::BiasRelu((&bias).into()));
+        assert_eq!(read(&c, 0, 4), vec![0., 24., 19., 54.], "{name}");
+        // A·W = [[19, 22], [43, 50]]; Aᵀ·W = [[26, 30], [38, 44]] with row sums of Aᵀ = [4, 6].
+        let c2 = poisoned(6);
+        run_one("known.nn", Layout::NN, &c2, Epilogue::None);
+        assert_eq!(read(&c2, 0, 4), vec![19., 22., 43., 50.], "{name}");
+        run_one(
+            "known.tn",
+            Layout::TN,
+            &c2,
+            Epilogue::BiasGrad { offset: 4 },
+        );
+        assert_eq!(read(&c2, 0, 6), vec![26., 30., 38., 44., 4., 6.], "{name}");
+    }
 }
 
 #[test]

@@ -1,0 +1,52 @@
+// matmul_split: C = A·B with k split inside the workgroup (layouts, epilogues, loads and the store:
+// matmul_common.wgsl). For small outputs with a long k (the batch-128 products, k = 784), where one invocation per
+// output would leave the GPU idle: a workgroup of WG invocations computes RM × RN outputs, each by SLICES
+// invocations that take every SLICES-th k, and the slices' partial sums meet in a fixed-order tree in workgroup
+// memory (no atomics), so the result is the same on every run.
+//
+// Pipeline constants: RM, RN and SLICES with RM·RN·SLICES = WG, SLICES a power of two; K_FASTEST puts the slices of
+// one output on consecutive invocations (consecutive k: coalesced where A and B are contiguous along k, NT) or the
+// outputs (consecutive m or n: coalesced along TN's rows). Dispatch: (ceil(n' / RN), ceil(m / RM), 1).
+
+override RM: u32 = 4u;
+override RN: u32 = 4u;
+override SLICES: u32 = 16u;
+override K_FASTEST: bool = true;
+
+var<workgroup> partial: array<f32, WG>;
+
+fn split_slot(o: u32, s: u32) -> u32 {
+    if K_FASTEST {
+        return o * SLICES + s;
+    }
+    return s * (RM * RN) + o;
+}
+
+@compute @workgroup_size(WG)
+fn matmul_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    var s = lid % SLICES;
+    var o = lid / SLICES;
+    if !K_FASTEST {
+        o = lid % (RM * RN);
+        s = lid / (RM * RN);
+    }
+    let m = wg.y * RM + o / RN;
+    let n = wg.x * RN + o % RN;
+    var sum = 0.0;
+    if m < p.m && n < output_cols() {
+        for (var k = s; k < p.k; k += SLICES) {
+            sum = fma(load_a(m, k), load_b_or_one(k, n), sum);
+        }
+    }
+    partial[split_slot(o, s)] = sum;
+    workgroupBarrier();
+    for (var half = SLICES / 2u; half > 0u; half >>= 1u) {
+        if s < half {
+            partial[split_slot(o, s)] += partial[split_slot(o, s + half)];
+        }
+        workgroupBarrier();
+    }
+    if s == 0u {
+        store(m, n, partial[split_slot(o, 0u)], EPILOGUE == EPI_BIAS_GRAD && n == p.n);
+    }
+}

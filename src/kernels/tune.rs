@@ -1,0 +1,464 @@
+//! Autotuning: for each matmul of the training step, every candidate kernel is checked against the CPU reference
+//! and timed on this adapter, and the fastest is chosen. The choices are cached on disk, keyed by the adapter, its
+//! driver, the backend and the program version (with a hash of the shaders), so a second run starts at once.
+//!
+//! A candidate that fails anywhere (shader validation, pipeline creation, its check against the reference) is
+//! unavailable: the table says why and the others compete. A cache that cannot be read, is corrupt or was written
+//! for another adapter or program is ignored with a warning and rewritten; it can never select a kernel that does
+//! not exist (names are parsed back into candidates) or one for another shape (keys are products).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::atomic::write_atomic;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernels::matmul::{
+    Epilogue, EpilogueKind, Kernel, Layout, Operand, error_bound, flops, matmul_cpu, matmul_with,
+    product_key,
+};
+use crate::kernels::philox::{Philox, stream};
+
+/// One matmul of a training step, as its dispatch describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Product {
+    /// The dispatch's label, e.g. `fc1.forward`.
+    pub name: String,
+    pub layout: Layout,
+    pub epilogue: EpilogueKind,
+    /// (m, n, k).
+    pub shape: (u32, u32, u32),
+}
+
+impl Product {
+    /// The product's key in the kernel choices.
+    pub fn key(&self) -> String {
+        product_key(self.layout, self.shape, self.epilogue)
+    }
+}
+
+/// One timed matmul.
+#[derive(Clone, Debug)]
+pub struct MatmulRow {
+    pub product: Product,
+    pub kernel: Kernel,
+    /// Largest |gpu − cpu| divided by its error bound γ_k·Σ|a||b| (≤ 1 passes).
+    pub error_ratio: f64,
+    pub median_us: f64,
+    pub gflops: f64,
+}
+
+/// Times `product` with `kernel`: checks it against the CPU reference (on a sample of rows for large shapes),
+/// then runs `reps` dispatches per submission, `runs` times after one warm-up, and reports the median per
+/// dispatch. A kernel that fails to build or to match the reference is an error, never a row.
+pub fn matmul_bench(
+    gpu: &Gpu,
+    kernel: Kernel,
+    product: &Product,
+    reps: u32,
+    runs: u32,
+) -> Result<MatmulRow> {
+    let (m, n, k) = product.shape;
+    let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+    let name = product.name.as_str();
+    let mut rng = Philox::new(42, stream::TEST_INPUT);
+    let mut random = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.range(-1.0, 1.0)).collect() };
+    let (a, b) = (random(mu * ku), random(ku * nu));
+    // The epilogue's operand: a bias of n, or a ReLU mask of m × n (half of it zero).
+    let aux = match product.epilogue {
+        EpilogueKind::Bias | EpilogueKind::BiasRelu => random(nu),
+        EpilogueKind::ReluMask => random(mu * nu),
+        EpilogueKind::None | EpilogueKind::BiasGrad => vec![0.0],
+    };
+    let a_buf = gpu.storage_init(&format!("{name}.a"), &a)?;
+    let b_buf = gpu.storage_init(&format!("{name}.b"), &b)?;
+    let aux_buf = gpu.storage_init(&format!("{name}.aux"), &aux)?;
+    // C, then the bias gradient's m elements after it.
+    let c_buf = gpu.storage::<f32>(&format!("{name}.c"), mu * nu + mu)?;
+    gpu.fill(&c_buf, f32::NAN);
+    let aux_op = Operand::from(&aux_buf);
+    let epilogue = match product.epilogue {
+        EpilogueKind::None => Epilogue::None,
+        EpilogueKind::Bias => Epilogue::Bias(aux_op),
+        EpilogueKind::BiasRelu => Epilogue::BiasRelu(aux_op),
+        EpilogueKind::ReluMask => Epilogue::ReluMask(aux_op),
+        EpilogueKind::BiasGrad => Epilogue::BiasGrad { offset: mu * nu },
+    };
+    let layout = product.layout;
+    let d = matmul_with(
+        gpu,
+        kernel,
+        name,
+        layout,
+        (m, n, k),
+        (&a_buf).into(),
+        (&b_buf).into(),
+        (&c_buf).into(),
+        epilogue,
+    )?;
+    gpu.submit_pass(name, |pass| d.record(pass, 0))?;
+    let got: Vec<f32> = gpu.read(&c_buf, 0, mu * nu)?;
+
+    // Check a sample of rows (all of them for small shapes): the CPU reference is O(mnk) in f64, so about 64
+    // rows, or 8 for the largest products.
+    let sample = if nu * ku > 1 << 24 { 8 } else { 64 };
+    let rows: Vec<usize> = (0..mu).step_by((mu / sample).max(1)).collect();
+    let pick_rows = |v: &[f32], cols: usize, transposed: bool| -> Vec<f32> {
+        // The rows of a (rows_of, cols) matrix used by `rows`, in the layout's storage order.
+        if transposed {
+            (0..cols)
+                .flat_map(|kk| rows.iter().map(move |&i| v[kk * mu + i]))
+                .collect()
+        } else {
+            rows.iter()
+                .flat_map(|&i| v[i * cols..(i + 1) * cols].iter().copied())
+                .collect()
+        }
+    };
+    let a_rows = pick_rows(&a, ku, layout == Layout::TN);
+    let mask_rows = match product.epilogue {
+        EpilogueKind::ReluMask => pick_rows(&aux, nu, false),
+        _ => Vec::new(),
+    };
+    let cpu_epilogue = match product.epilogue {
+        EpilogueKind::Bias => Epilogue::Bias(aux.as_slice()),
+        EpilogueKind::BiasRelu => Epilogue::BiasRelu(aux.as_slice()),
+        EpilogueKind::ReluMask => Epilogue::ReluMask(mask_rows.as_slice()),
+        _ => Epilogue::None,
+    };
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+    let sub = (rows.len(), nu, ku);
+    let want = matmul_cpu(layout, sub, &a_rows, &b, cpu_epilogue);
+    let bound = matmul_cpu(layout, sub, &abs(&a_rows), &abs(&b), Epilogue::None);
+    let gamma = error_bound(ku);
+    let bias_abs = |j: usize| match product.epilogue {
+        EpilogueKind::Bias | EpilogueKind::BiasRelu => aux[j].abs() as f64,
+        _ => 0.0,
+    };
+    let mut error_ratio = 0f64;
+    for (r, &i) in rows.iter().enumerate() {
+        for j in 0..nu {
+            let g = got[i * nu + j] as f64;
+            let tol = gamma * (bound[r * nu + j] as f64 + bias_abs(j));
+            let e = (g - want[r * nu + j] as f64).abs() / tol.max(1e-30);
+            error_ratio = error_ratio.max(if g.is_nan() { f64::INFINITY } else { e });
+        }
+    }
+    if error_ratio > 1.0 {
+        return Err(Error::shape(
+            "matmul benchmark",
+            format!(
+                "{name}: GPU result differs from the CPU reference ({error_ratio:.1}× the error bound); not timing a wrong kernel"
+            ),
+        ));
+    }
+
+    // One warm-up submission, then `runs` timed ones: GPU timestamps around the pass where the device has them.
+    let mut times = Vec::new();
+    for run in 0..=runs {
+        let t = gpu.timed_pass(name, |pass| {
+            for _ in 0..reps {
+                d.record(pass, 0);
+            }
+        })?;
+        if run > 0 {
+            times.push(t.as_secs_f64() / reps as f64);
+        }
+    }
+    let median = median(&mut times);
+    Ok(MatmulRow {
+        product: product.clone(),
+        kernel,
+        error_ratio,
+        median_us: median * 1e6,
+        gflops: flops(m, n, k) / median / 1e9,
+    })
+}
+
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// How the kernels of a run are chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TuneMode {
+    /// Measure where the cache has no answer, with the cache in this file (None: the user's cache directory).
+    Tune { cache: Option<PathBuf> },
+    /// No tuning: the portable defaults (`Kernel::default_for`).
+    Off,
+}
+
+impl Default for TuneMode {
+    fn default() -> Self {
+        TuneMode::Tune { cache: None }
+    }
+}
+
+/// One candidate for one product: its timing, or why it is unavailable.
+#[derive(Clone, Debug)]
+pub struct TuneRow {
+    pub product: Product,
+    pub kernel: Kernel,
+    pub outcome: std::result::Result<MatmulRow, String>,
+    pub chosen: bool,
+}
+
+/// Every candidate's row for every product, and the choices (product key → kernel name).
+#[derive(Clone, Debug, Default)]
+pub struct Tuned {
+    pub rows: Vec<TuneRow>,
+    pub choices: BTreeMap<String, String>,
+}
+
+/// The candidates for `product`, each checked and timed; the fastest chosen. Candidates are timed in two
+/// rounds: a quick one, then (for those within 3× of the quickest) `runs` timed submissions of enough
+/// dispatches to fill about 2 ms each.
+pub fn tune_product(
+    gpu: &Gpu,
+    product: &Product,
+    candidates: &[Kernel],
+    runs: u32,
+) -> Vec<TuneRow> {
+    let quick: Vec<(Kernel, std::result::Result<MatmulRow, String>)> = candidates
+        .iter()
+        .map(|&k| {
+            (
+                k,
+                matmul_bench(gpu, k, product, 1, 1).map_err(|e| e.to_string()),
+            )
+        })
+        .collect();
+    let best = quick
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().map(|r| r.median_us))
+        .fold(f64::INFINITY, f64::min);
+    let mut rows: Vec<TuneRow> = quick
+        .into_iter()
+        .map(|(kernel, outcome)| {
+            let outcome = match outcome {
+                Ok(r) if r.median_us <= 3.0 * best => {
+                    let reps = (2000.0 / r.median_us.max(1.0)).clamp(1.0, 64.0) as u32;
+                    matmul_bench(gpu, kernel, product, reps, runs).map_err(|e| e.to_string())
+                }
+                other => other,
+            };
+            TuneRow {
+                product: product.clone(),
+                kernel,
+                outcome,
+                chosen: false,
+            }
+        })
+        .collect();
+    let fastest = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.outcome.as_ref().ok().map(|o| (i, o.median_us)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((i, _)) = fastest {
+        rows[i].chosen = true;
+    }
+    rows
+}
+
+/// Tunes every distinct product of `products` over every candidate.
+pub fn tune(gpu: &Gpu, products: &[Product], runs: u32) -> Tuned {
+    let mut tuned = Tuned::default();
+    let mut seen = std::collections::BTreeSet::new();
+    for p in products {
+        if !seen.insert(p.key()) {
+            continue;
+        }
+        let rows = tune_product(gpu, p, &Kernel::CANDIDATES, runs);
+        if let Some(r) = rows.iter().find(|r| r.chosen) {
+            tuned.choices.insert(p.key(), r.kernel.name());
+        }
+        tuned.rows.extend(rows);
+    }
+    tuned
+}
+
+/// What the cache is keyed by: the adapter, its driver, the backend and the program (version and shaders).
+pub fn identity(gpu: &Gpu) -> String {
+    let i = &gpu.info;
+    format!(
+        "adapter={} | driver={} {} | backend={:?} | program=vae-wgpu {} shaders {:016x}",
+        i.name,
+        i.driver,
+        i.driver_info,
+        i.backend,
+        env!("CARGO_PKG_VERSION"),
+        shaders_hash()
+    )
+}
+
+/// FNV-1a over every shader module's text: a changed kernel invalidates the cache.
+fn shaders_hash() -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for family in crate::kernels::FAMILIES {
+        for b in family.source().bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// The default cache file for this adapter: `<user cache dir>/vae-wgpu/kernels-<hash of the identity>.txt`.
+pub fn default_cache_path(identity: &str) -> Option<PathBuf> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in identity.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    Some(
+        dirs::cache_dir()?
+            .join("vae-wgpu")
+            .join(format!("kernels-{h:016x}.txt")),
+    )
+}
+
+const HEADER: &str =
+    "# vae-wgpu kernel choices, written by tuning (vae tune); delete this file to tune again";
+
+/// Reads a cache file written for `identity`. Ok(None) when there is none; Err(warning) when it is unusable.
+pub fn read_cache(
+    path: &Path,
+    identity: &str,
+) -> std::result::Result<Option<BTreeMap<String, String>>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read it ({e})")),
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(HEADER) {
+        return Err("it is not a kernel-choice cache (unexpected first line)".into());
+    }
+    match lines.next().and_then(|l| l.strip_prefix("identity ")) {
+        Some(id) if id == identity => {}
+        Some(id) => {
+            return Err(format!(
+                "it was written for another adapter or program ({id})"
+            ));
+        }
+        None => return Err("its identity line is missing".into()),
+    }
+    let mut choices = BTreeMap::new();
+    for (i, line) in lines.enumerate() {
+        let (key, kernel) = line
+            .split_once('\t')
+            .ok_or_else(|| format!("line {} is not `product<TAB>kernel`", i + 3))?;
+        if Kernel::parse(kernel).is_none() {
+            return Err(format!("line {} names no known kernel ({kernel:?})", i + 3));
+        }
+        choices.insert(key.to_string(), kernel.to_string());
+    }
+    Ok(Some(choices))
+}
+
+/// Writes the cache (atomically; the directory is created).
+pub fn write_cache(path: &Path, identity: &str, choices: &BTreeMap<String, String>) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+            what: format!("creating {}", dir.display()),
+            message: e.to_string(),
+        })?;
+    }
+    let mut text = format!("{HEADER}\nidentity {identity}\n");
+    for (k, v) in choices {
+        text.push_str(&format!("{k}\t{v}\n"));
+    }
+    write_atomic(path, text.as_bytes())
+}
+
+/// Where the choices of a run came from, and how long getting them took.
+#[derive(Clone, Debug)]
+pub struct Chosen {
+    pub how: String,
+    pub seconds: f64,
+    pub tuned: Option<Tuned>,
+}
+
+impl Chosen {
+    /// The one line training and `vae profile` print.
+    pub fn line(&self) -> String {
+        format!("kernels: {} ({:.2} s)", self.how, self.seconds)
+    }
+}
+
+/// Sets the device's kernel choices for `products` as `mode` says: from the cache where it answers every
+/// product, else tuned (and the cache rewritten), or the fixed defaults. Warnings go to `warn`.
+pub fn choose(
+    gpu: &Gpu,
+    products: &[Product],
+    mode: &TuneMode,
+    mut warn: impl FnMut(&str),
+) -> Result<Chosen> {
+    let start = Instant::now();
+    let cache = match mode {
+        TuneMode::Off => {
+            gpu.clear_choices();
+            return Ok(Chosen {
+                how: "fixed portable defaults (--no-tune)".into(),
+                seconds: 0.0,
+                tuned: None,
+            });
+        }
+        TuneMode::Tune { cache } => cache.clone(),
+    };
+    let identity = identity(gpu);
+    let path = cache.or_else(|| default_cache_path(&identity));
+    let mut known = BTreeMap::new();
+    if let Some(path) = &path {
+        match read_cache(path, &identity) {
+            Ok(Some(c)) => known = c,
+            Ok(None) => {}
+            Err(why) => warn(&format!(
+                "warning: ignoring the kernel-choice cache {}: {why}; tuning again and rewriting it",
+                path.display()
+            )),
+        }
+    }
+    let missing: Vec<Product> = products
+        .iter()
+        .filter(|p| !known.contains_key(&p.key()))
+        .cloned()
+        .collect();
+    let where_ = path.as_ref().map_or("no cache directory".to_string(), |p| {
+        p.display().to_string()
+    });
+    if missing.is_empty() {
+        gpu.set_choices(known);
+        return Ok(Chosen {
+            how: format!("{} products from the cache {where_}", products.len()),
+            seconds: start.elapsed().as_secs_f64(),
+            tuned: None,
+        });
+    }
+    let tuned = tune(gpu, &missing, 5);
+    known.extend(tuned.choices.clone());
+    if let Some(path) = &path
+        && let Err(e) = write_cache(path, &identity, &known)
+    {
+        warn(&format!(
+            "warning: could not write the kernel-choice cache: {e}"
+        ));
+    }
+    gpu.set_choices(known);
+    Ok(Chosen {
+        how: format!(
+            "tuned {} products on this adapter, cached in {where_}",
+            tuned.choices.len()
+        ),
+        seconds: start.elapsed().as_secs_f64(),
+        tuned: Some(tuned),
+    })
+}
