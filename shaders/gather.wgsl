@@ -13,6 +13,38 @@
 
 override BINARIZE: bool = false;
 
+// byte / 255 correctly rounded to f32, from integer arithmetic only. WGSL allows f32 division 2.5 ULP, and drivers
+// differ in the last bit (3 / 255 is 0.011764707 on SwiftShader and NVIDIA, 0.011764706 on lavapipe); integer
+// division and bitcast are exact everywhere, so every conformant implementation returns these same bits.
+//
+// For 1 <= v <= 255, with b = firstLeadingBit(v): n = v << (31 - b) lies in [2^31, 2^32) and v / 255 =
+// (n / 255) · 2^-s with s = 31 - b. If n >= 255 · 2^24 (only v = 255), halve n (its low 24 bits are zero, so
+// exactly) and decrement s: then n / 255 lies in [2^23, 2^24), a 24-bit significand. q = n / 255 rounded to
+// nearest (the remainder r is never 255 / 2, since 255 is odd: no ties); should q round up to 2^24, it becomes
+// 2^23 with s decremented. The result q · 2^-s has biased exponent 127 + 23 - s and mantissa q - 2^23.
+fn byte_to_unit(v: u32) -> f32 {
+    if v == 0u {
+        return 0.0;
+    }
+    let b = firstLeadingBit(v);
+    var n = v << (31u - b);
+    var s = 31u - b;
+    if n >= 255u << 24u {
+        n = n >> 1u;
+        s = s - 1u;
+    }
+    var q = n / 255u;
+    let r = n % 255u;
+    if 2u * r > 255u {
+        q = q + 1u;
+    }
+    if q == 1u << 24u {
+        q = 1u << 23u;
+        s = s - 1u;
+    }
+    return bitcast<f32>(((127u + 23u - s) << 23u) | (q - (1u << 23u)));
+}
+
 @group(0) @binding(0) var<uniform> p: GatherParams;
 @group(0) @binding(1) var<storage, read> data: array<u32>;
 @group(0) @binding(2) var<storage, read> index: array<u32>;
@@ -33,7 +65,7 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     }
     let byte = row * p.cols + c;
     let value = (data[byte >> 2u] >> ((byte & 3u) * 8u)) & 0xffu;
-    let scaled = f32(value) / 255.0;
+    let scaled = byte_to_unit(value);
     if BINARIZE {
         let u = philox_uniform(philox4x32_10(vec4<u32>(i, step.rng_step, p.stream, 0u), vec2<u32>(p.key_lo, p.key_hi)).x);
         x[i] = select(0.0, 1.0, u < scaled);

@@ -136,3 +136,77 @@ pub fn gather_binarized_cpu(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::gather_cpu;
+
+    /// Rust twin of `byte_to_unit` in shaders/gather.wgsl: the same u32 steps, so that its arithmetic is checked
+    /// here for every byte.
+    fn byte_to_unit(v: u32) -> f32 {
+        if v == 0 {
+            return 0.0;
+        }
+        let b = 31 - v.leading_zeros(); // WGSL's firstLeadingBit
+        let mut n = v << (31 - b);
+        let mut s = 31 - b;
+        if n >= 255 << 24 {
+            n >>= 1;
+            s -= 1;
+        }
+        let mut q = n / 255;
+        if 2 * (n % 255) > 255 {
+            q += 1;
+        }
+        if q == 1 << 24 {
+            q = 1 << 23;
+            s -= 1;
+        }
+        f32::from_bits(((127 + 23 - s) << 23) | (q - (1 << 23)))
+    }
+
+    /// |255·y − v|·2^64, exact: a positive f32 of at least 2^-40 is an integer multiple of 2^-64.
+    fn error(v: u8, y: f32) -> i128 {
+        let (bits, exp) = (y.to_bits(), (y.to_bits() >> 23) as i32 & 0xff);
+        assert!(exp >= 127 - 40, "{y} is too small for this check");
+        let mantissa = ((bits & 0x7f_ffff) | 0x80_0000) as i128;
+        let scaled = mantissa << (exp - 150 + 64); // y · 2^64
+        (255 * scaled - ((v as i128) << 64)).abs()
+    }
+
+    #[test]
+    fn gather_cpu_is_correctly_rounded() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let x = gather_cpu(&bytes, 256, &[0], 0, 1);
+        assert_eq!((x[0], x[255]), (0.0, 1.0));
+        for v in 1..=255u8 {
+            let got = x[v as usize];
+            // The reference equals the kernel's integer method bit for bit ...
+            assert_eq!(
+                got.to_bits(),
+                byte_to_unit(v as u32).to_bits(),
+                "byte {v}: f64 reference {got:e}, integer method {:e}",
+                byte_to_unit(v as u32)
+            );
+            // ... and both are the f32 nearest to v / 255: strictly nearer than either neighbouring f32 (no ties,
+            // since 255 is odd), so any correct rounding of the division gives these same bits.
+            let (below, above) = (
+                f32::from_bits(got.to_bits() - 1),
+                f32::from_bits(got.to_bits() + 1),
+            );
+            assert!(
+                error(v, got) < error(v, below) && error(v, got) < error(v, above),
+                "byte {v}: {got:e} is not the f32 nearest to {v}/255"
+            );
+        }
+    }
+
+    #[test]
+    fn byte_to_unit_known_values() {
+        // 3/255 = 0.0117647058823…: the f32 nearest is 0.011764706 (0x3c40c0c1); 0.011764707 is one ulp above.
+        assert_eq!(byte_to_unit(3).to_bits(), 0x3c40_c0c1);
+        assert_eq!(byte_to_unit(51), 0.2);
+        assert_eq!(byte_to_unit(255), 1.0);
+        assert_eq!(byte_to_unit(0), 0.0);
+    }
+}

@@ -132,7 +132,7 @@ impl Kernel {
     }
 
     /// Module, entry point and pipeline constants (beyond LAYOUT and EPILOGUE).
-    fn pipeline(
+    pub fn pipeline(
         &self,
     ) -> (
         &'static ShaderSource,
