@@ -36,6 +36,17 @@ impl Product {
     pub fn key(&self) -> String {
         product_key(self.layout, self.shape, self.epilogue)
     }
+
+    /// The key without the batch dimension (m of a forward or input gradient, k of a weight gradient): the
+    /// products of a full and a partial batch of one layer share it.
+    pub fn batch_key(&self) -> String {
+        let (m, n, k) = self.shape;
+        let dims = match self.layout {
+            Layout::TN => format!("{m}x{n}x*"),
+            _ => format!("*x{n}x{k}"),
+        };
+        format!("{:?} {dims} {:?}", self.layout, self.epilogue)
+    }
 }
 
 /// One timed matmul.
@@ -49,9 +60,10 @@ pub struct MatmulRow {
     pub gflops: f64,
 }
 
-/// Times `product` with `kernel`: checks it against the CPU reference (on a sample of rows for large shapes),
-/// then runs `reps` dispatches per submission, `runs` times after one warm-up, and reports the median per
-/// dispatch. A kernel that fails to build or to match the reference is an error, never a row.
+/// Times `product` with `kernel`: runs it once, timed, and checks the result against the CPU reference (on a
+/// sample of rows for large shapes); then `runs` timed submissions of `reps` dispatches each (the checked run was
+/// their warm-up), reporting the median per dispatch. With `runs` = 0 the checked run's time is the result (a
+/// quick first look). A kernel that fails to build or to match the reference is an error, never a row.
 pub fn matmul_bench(
     gpu: &Gpu,
     kernel: Kernel,
@@ -97,7 +109,7 @@ pub fn matmul_bench(
         (&c_buf).into(),
         epilogue,
     )?;
-    gpu.submit_pass(name, |pass| d.record(pass, 0))?;
+    let checked = gpu.timed_pass(name, |pass| d.record(pass, 0))?;
     let got: Vec<f32> = gpu.read(&c_buf, 0, mu * nu)?;
 
     // Check a sample of rows (all of them for small shapes): the CPU reference is O(mnk) in f64, so about 64
@@ -154,16 +166,17 @@ pub fn matmul_bench(
         ));
     }
 
-    // One warm-up submission, then `runs` timed ones: GPU timestamps around the pass where the device has them.
-    let mut times = Vec::new();
-    for run in 0..=runs {
-        let t = gpu.timed_pass(name, |pass| {
-            for _ in 0..reps {
-                d.record(pass, 0);
-            }
-        })?;
-        if run > 0 {
-            times.push(t.as_secs_f64() / reps as f64);
+    // `runs` timed submissions: GPU timestamps around the pass where the device has them.
+    let mut times = vec![checked.as_secs_f64()];
+    if runs > 0 {
+        times.clear();
+        for _ in 0..runs {
+            let t = gpu.timed_pass(name, |pass| {
+                for _ in 0..reps {
+                    d.record(pass, 0);
+                }
+            })?;
+            times.push(t.as_secs_f64() / reps.max(1) as f64);
         }
     }
     let median = median(&mut times);
@@ -245,7 +258,7 @@ pub fn tune_product(
         .into_iter()
         .map(|(kernel, outcome)| {
             let outcome = match outcome {
-                Ok(r) if r.median_us <= 3.0 * best => {
+                Ok(r) if r.median_us <= 2.0 * best => {
                     let reps = (2000.0 / r.median_us.max(1.0)).clamp(1.0, 64.0) as u32;
                     matmul_bench(gpu, kernel, product, reps, runs).map_err(|e| e.to_string())
                 }
@@ -270,17 +283,24 @@ pub fn tune_product(
     rows
 }
 
-/// Tunes every distinct product of `products` over every candidate.
+/// Tunes every distinct product of `products` over every candidate. Products that differ from an earlier one only
+/// in the batch dimension (a run's last, partial batch after its full ones) take the earlier one's choice
+/// without being measured: they run once an epoch, and tuning them would double the time tuning takes.
 pub fn tune(gpu: &Gpu, products: &[Product], runs: u32) -> Tuned {
     let mut tuned = Tuned::default();
-    let mut seen = std::collections::BTreeSet::new();
+    let mut by_batch: BTreeMap<String, String> = BTreeMap::new();
     for p in products {
-        if !seen.insert(p.key()) {
+        if tuned.choices.contains_key(&p.key()) {
+            continue;
+        }
+        if let Some(kernel) = by_batch.get(&p.batch_key()) {
+            tuned.choices.insert(p.key(), kernel.clone());
             continue;
         }
         let rows = tune_product(gpu, p, &Kernel::CANDIDATES, runs);
         if let Some(r) = rows.iter().find(|r| r.chosen) {
             tuned.choices.insert(p.key(), r.kernel.name());
+            by_batch.insert(p.batch_key(), r.kernel.name());
         }
         tuned.rows.extend(rows);
     }
@@ -443,7 +463,7 @@ pub fn choose(
             tuned: None,
         });
     }
-    let tuned = tune(gpu, &missing, 5);
+    let tuned = tune(gpu, &missing, 3);
     known.extend(tuned.choices.clone());
     if let Some(path) = &path
         && let Err(e) = write_cache(path, &identity, &known)
