@@ -24,13 +24,6 @@ fn load_b4(k: u32, cols: vec4<u32>, ones: vec4<bool>) -> vec4<f32> {
     return b;
 }
 
-fn store_row(m: u32, cols: vec4<u32>, acc: vec4<f32>, ones: vec4<bool>) {
-    store(m, cols.x, acc.x, ones.x);
-    store(m, cols.y, acc.y, ones.y);
-    store(m, cols.z, acc.z, ones.z);
-    store(m, cols.w, acc.w, ones.w);
-}
-
 @compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
 fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     // This invocation's rows and columns (strided by the workgroup's size, so neighbours touch neighbours).

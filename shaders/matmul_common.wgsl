@@ -81,3 +81,10 @@ fn store(m: u32, n: u32, value: f32, is_ones: bool) {
     c[p.c_off + m * p.n + n] = v;
 }
 
+// Four outputs of row m (columns `cols`), each stored with the epilogue; `ones` marks the bias-gradient column.
+fn store_row(m: u32, cols: vec4<u32>, acc: vec4<f32>, ones: vec4<bool>) {
+    store(m, cols.x, acc.x, ones.x);
+    store(m, cols.y, acc.y, ones.y);
+    store(m, cols.z, acc.z, ones.z);
+    store(m, cols.w, acc.w, ones.w);
+}

@@ -72,10 +72,10 @@ pub struct BenchModel {
 pub struct TuneArgs {
     /// The kernel-choice cache [default: one file per adapter, driver and program version in the user's cache
     /// directory, e.g. ~/.cache/vae-wgpu/].
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub tune_cache: Option<PathBuf>,
     /// Do not tune: use the fixed portable kernels (the 64 tile on GPUs, the 128 tile on CPU adapters).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub no_tune: bool,
 }
 

@@ -18,15 +18,9 @@ pub enum Kernel {
     /// `matmul_big`: 128×128 per workgroup, 8×8 per invocation, no workgroup memory; its vec4 variants
     /// (`matmul_nt4` / `nn4` / `tn4`) where the contiguous sizes and the offsets are multiples of 4.
     Reg128,
-    /// `matmul_tiled` (matmul_tiled.wgsl): a bm × bn tile staged in bk-deep slices in workgroup memory, tm × tn
-    /// per invocation.
-    Tiled {
-        bm: u32,
-        bn: u32,
-        bk: u32,
-        tm: u32,
-        tn: u32,
-    },
+    /// `matmul_tiled8` / `4` / `2` (matmul_tiled.wgsl): a tile × tile block of C staged in bk-deep slices in
+    /// workgroup memory, tile / 16 rows and columns per invocation.
+    Tiled { tile: u32, bk: u32 },
     /// `matmul_split` (matmul_split.wgsl): rm × rn outputs per workgroup, each summed by WG / (rm·rn) invocations
     /// over interleaved k, reduced in a fixed-order tree; `k_fastest` puts one output's slices side by side.
     Split { rm: u32, rn: u32, k_fastest: bool },
@@ -37,34 +31,10 @@ impl Kernel {
     pub const CANDIDATES: [Kernel; 11] = [
         Kernel::Reg64,
         Kernel::Reg128,
-        Kernel::Tiled {
-            bm: 128,
-            bn: 128,
-            bk: 8,
-            tm: 8,
-            tn: 8,
-        },
-        Kernel::Tiled {
-            bm: 64,
-            bn: 64,
-            bk: 16,
-            tm: 4,
-            tn: 4,
-        },
-        Kernel::Tiled {
-            bm: 32,
-            bn: 32,
-            bk: 32,
-            tm: 2,
-            tn: 2,
-        },
-        Kernel::Tiled {
-            bm: 16,
-            bn: 64,
-            bk: 32,
-            tm: 1,
-            tn: 4,
-        },
+        Kernel::Tiled { tile: 128, bk: 8 },
+        Kernel::Tiled { tile: 128, bk: 16 },
+        Kernel::Tiled { tile: 64, bk: 16 },
+        Kernel::Tiled { tile: 32, bk: 32 },
         Kernel::Split {
             rm: 4,
             rn: 4,
@@ -109,7 +79,7 @@ impl Kernel {
         match *self {
             Kernel::Reg64 => "reg64".into(),
             Kernel::Reg128 => "reg128".into(),
-            Kernel::Tiled { bm, bn, bk, tm, tn } => format!("tiled{bm}x{bn}x{bk}/{tm}x{tn}"),
+            Kernel::Tiled { tile, bk } => format!("tiled{tile}k{bk}"),
             Kernel::Split { rm, rn, k_fastest } => {
                 format!("split{rm}x{rn}{}", if k_fastest { "k" } else { "m" })
             }
@@ -126,7 +96,7 @@ impl Kernel {
         match *self {
             Kernel::Reg64 => (MATMUL_TILE, MATMUL_TILE),
             Kernel::Reg128 => (MATMUL_TILE_BIG, MATMUL_TILE_BIG),
-            Kernel::Tiled { bm, bn, .. } => (bm, bn),
+            Kernel::Tiled { tile, .. } => (tile, tile),
             Kernel::Split { rm, rn, .. } => (rm, rn),
         }
     }
@@ -142,12 +112,13 @@ impl Kernel {
         match *self {
             Kernel::Reg64 => (&MATMUL, "matmul", vec![]),
             Kernel::Reg128 => (&MATMUL, "matmul_big", vec![]),
-            Kernel::Tiled { bm, bn, bk, tm, tn } => {
-                let threads = (bm / tm) * (bn / tn);
-                let c = [("BM", bm), ("BN", bn), ("BK", bk), ("TM", tm), ("TN", tn)];
-                let mut c: Vec<_> = c.into_iter().map(|(n, v)| (n, v as f64)).collect();
-                c.push(("THREADS", threads as f64));
-                (&MATMUL_TILED, "matmul_tiled", c)
+            Kernel::Tiled { tile, bk } => {
+                let entry = match tile {
+                    128 => "matmul_tiled8",
+                    64 => "matmul_tiled4",
+                    _ => "matmul_tiled2",
+                };
+                (&MATMUL_TILED, entry, vec![("BK", bk as f64)])
             }
             Kernel::Split { rm, rn, k_fastest } => {
                 let slices = WG / (rm * rn);

@@ -60,10 +60,11 @@ pub struct MatmulRow {
     pub gflops: f64,
 }
 
-/// Times `product` with `kernel`: runs it once, timed, and checks the result against the CPU reference (on a
-/// sample of rows for large shapes); then `runs` timed submissions of `reps` dispatches each (the checked run was
-/// their warm-up), reporting the median per dispatch. With `runs` = 0 the checked run's time is the result (a
-/// quick first look). A kernel that fails to build or to match the reference is an error, never a row.
+/// Times `product` with `kernel`: runs it once and checks the result against the CPU reference (on a sample of
+/// rows for large shapes); that run is also the warm-up (a driver may finish compiling a pipeline on first use:
+/// seen on NVIDIA, where first runs took up to 50× longer). Then `runs` timed submissions of `reps` dispatches each
+/// (at least one of one dispatch, a quick first look), reporting the median per dispatch. A kernel that fails to
+/// build or to match the reference is an error, never a row.
 pub fn matmul_bench(
     gpu: &Gpu,
     kernel: Kernel,
@@ -109,7 +110,7 @@ pub fn matmul_bench(
         (&c_buf).into(),
         epilogue,
     )?;
-    let checked = gpu.timed_pass(name, |pass| d.record(pass, 0))?;
+    gpu.submit_pass(name, |pass| d.record(pass, 0))?;
     let got: Vec<f32> = gpu.read(&c_buf, 0, mu * nu)?;
 
     // Check a sample of rows (all of them for small shapes): the CPU reference is O(mnk) in f64, so about 64
@@ -166,18 +167,15 @@ pub fn matmul_bench(
         ));
     }
 
-    // `runs` timed submissions: GPU timestamps around the pass where the device has them.
-    let mut times = vec![checked.as_secs_f64()];
-    if runs > 0 {
-        times.clear();
-        for _ in 0..runs {
-            let t = gpu.timed_pass(name, |pass| {
-                for _ in 0..reps {
-                    d.record(pass, 0);
-                }
-            })?;
-            times.push(t.as_secs_f64() / reps.max(1) as f64);
-        }
+    // Timed submissions: GPU timestamps around the pass where the device has them.
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        let t = gpu.timed_pass(name, |pass| {
+            for _ in 0..reps.max(1) {
+                d.record(pass, 0);
+            }
+        })?;
+        times.push(t.as_secs_f64() / reps.max(1) as f64);
     }
     let median = median(&mut times);
     Ok(MatmulRow {
