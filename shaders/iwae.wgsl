@@ -22,7 +22,8 @@
 @group(0) @binding(6) var<storage, read_write> logw: array<f32>;
 
 @compute @workgroup_size(WG)
-fn iw_log_weights(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+fn iw_log_weights(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
+    let lid = lane.index;
     let r = wg.x;
     var bce = 0.0;
     for (var c = lid; c < p.pixels; c += WG) {
@@ -36,7 +37,7 @@ fn iw_log_weights(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
         let e = eps[r * p.latent + j];
         lat += 0.5 * (e * e - zz * zz + heads[r * 2u * p.latent + p.latent + j]);
     }
-    let total = workgroup_sum(lid, lat - bce);
+    let total = workgroup_sum(lane, lat - bce);
     if lid == 0u {
         logw[step.batch_offset + r] = total;
     }
@@ -48,7 +49,8 @@ var<workgroup> peak: array<f32, WG>;
 @group(0) @binding(2) var<storage, read_write> estimate: array<f32>;
 
 @compute @workgroup_size(WG)
-fn iw_logsumexp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+fn iw_logsumexp(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
+    let lid = lane.index;
     let first = wg.x * p.samples;
     var m = -3.0e38;
     for (var k = lid; k < p.samples; k += WG) {
@@ -67,7 +69,7 @@ fn iw_logsumexp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     for (var k = lid; k < p.samples; k += WG) {
         s += exp(weights[first + k] - top);
     }
-    let total = workgroup_sum(lid, s);
+    let total = workgroup_sum(lane, s);
     if lid == 0u {
         estimate[step.batch_offset + wg.x] = top + log(total) - log(f32(p.samples));
     }

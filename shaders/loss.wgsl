@@ -28,10 +28,11 @@ override GRAD: bool = true;
 
 @compute @workgroup_size(WG)
 fn bce_logits(
-    @builtin(local_invocation_index) lid: u32,
+    lane: Lane,
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
+    let lid = lane.index;
     let n = p.rows * p.cols;
     var sum = 0.0;
     for (var i = wg.x * WG + lid; i < n; i += groups.x * WG) {
@@ -42,7 +43,7 @@ fn bce_logits(
             dlogits[i] = sigmoid(l) - x;
         }
     }
-    let total = workgroup_sum(lid, sum);
+    let total = workgroup_sum(lane, sum);
     if lid == 0u {
         bce_partials[p.partial_off + wg.x] = total;
     }
@@ -56,10 +57,11 @@ fn bce_logits(
 
 @compute @workgroup_size(WG)
 fn kl_backward(
-    @builtin(local_invocation_index) lid: u32,
+    lane: Lane,
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
+    let lid = lane.index;
     let latent = p.cols;
     let n = p.rows * latent;
     var sum = 0.0;
@@ -79,7 +81,7 @@ fn kl_backward(
             dheads[lv_at] = 0.5 * g * eps[i] * sqrt(var_) + w * 0.5 * (var_ - 1.0);
         }
     }
-    let total = workgroup_sum(lid, sum);
+    let total = workgroup_sum(lane, sum);
     if lid == 0u {
         kl_partials[p.partial_off + wg.x] = total;
     }

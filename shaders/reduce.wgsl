@@ -12,14 +12,15 @@
 @group(0) @binding(2) var<storage, read_write> loss_log: array<f32>;
 
 @compute @workgroup_size(WG)
-fn reduce_partials(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+fn reduce_partials(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
+    let lid = lane.index;
     let term = wg.x;
     let count = p.counts[term];
     var sum = 0.0;
     for (var i = lid; i < count; i += WG) {
         sum += partials[term * p.stride + i];
     }
-    let total = workgroup_sum(lid, sum);
+    let total = workgroup_sum(lane, sum);
     if lid == 0u {
         loss_log[step.loss_slot * p.terms + term] = total;
     }

@@ -37,9 +37,19 @@ const OVERRIDE_VALUES: &[(&str, &[f64])] = &[
 /// `Capabilities::all()`: a shader that needs more than that would fail on a real device.
 fn capabilities() -> Capabilities {
     wgpu_naga_bridge::features_to_naga_capabilities(
-        wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS,
+        program_features(),
         wgpu::DownlevelCapabilities::default().flags,
     )
+}
+
+/// The validator wgpu-core builds for such a device: with subgroups, the compute stage and every operation.
+fn validator() -> Validator {
+    let mut v = Validator::new(ValidationFlags::all(), capabilities());
+    if capabilities().contains(Capabilities::SUBGROUP) {
+        v.subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+            .subgroup_operations(naga::valid::SubgroupOperationSet::all());
+    }
+    v
 }
 
 /// One pipeline the program can build: an entry point of a family with its override values resolved.
@@ -87,7 +97,7 @@ fn parse(family: &Family) -> Result<(Module, ModuleInfo), String> {
     let module = naga::front::wgsl::Frontend::new_with_options(options)
         .parse(&source)
         .map_err(|e| located(e.location(&source), e.emit_to_string(&source)))?;
-    let info = Validator::new(ValidationFlags::all(), capabilities())
+    let info = validator()
         .validate(&module)
         .map_err(|e| located(e.location(&source), e.emit_to_string(&source)))?;
     Ok((module, info))
@@ -272,6 +282,24 @@ const BACKENDS: &[Backend] = &[
     Backend::Glsl(glsl::Version::Desktop(430)),
 ];
 
+impl Backend {
+    /// Whether a device on this back end can have wgpu's SUBGROUP feature, the only devices that build the
+    /// subgroup families: Vulkan 1.1+ (SPIR-V 1.3+), Metal with MSL 2.1+, D3D12 with shader model 6.0+; not GL.
+    fn has_subgroups(self) -> bool {
+        match self {
+            Backend::Spirv { version, .. } => version >= (1, 3),
+            Backend::Msl(version) => version >= (2, 1),
+            Backend::Hlsl(model) => model >= hlsl::ShaderModel::V6_0,
+            Backend::Glsl(_) => false,
+        }
+    }
+}
+
+/// The pairs of a variant and a back end that a device can meet: a subgroup family only where subgroups exist.
+fn applies(v: &Variant, b: &Backend) -> bool {
+    !v.family.ends_with("_subgroup") || b.has_subgroups()
+}
+
 enum Output {
     Words(Vec<u32>),
     Text(String),
@@ -334,6 +362,21 @@ fn spirv(v: &Variant, lang_version: (u8, u8), source: Option<&str>) -> Result<Ou
         spv::Capability::SampledCubeArray,
         spv::Capability::SampleRateShading,
     ];
+    // And, as wgpu-hal adds them on a device with the SUBGROUP feature (the program requests it where it exists).
+    let subgroups = [
+        spv::Capability::GroupNonUniform,
+        spv::Capability::GroupNonUniformVote,
+        spv::Capability::GroupNonUniformArithmetic,
+        spv::Capability::GroupNonUniformBallot,
+        spv::Capability::GroupNonUniformShuffle,
+        spv::Capability::GroupNonUniformShuffleRelative,
+        spv::Capability::GroupNonUniformQuad,
+    ];
+    let with_subgroups = v.family.ends_with("_subgroup");
+    let capabilities: Vec<spv::Capability> = capabilities
+        .into_iter()
+        .chain(subgroups.into_iter().filter(|_| with_subgroups))
+        .collect();
     // As wgpu-hal's Vulkan pipeline layout: descriptor set = group, Vulkan bindings numbered from 0 in binding
     // order within each group.
     let mut binding_map = spv::BindingMap::default();
@@ -594,7 +637,12 @@ fn every_entry_point_translates_for_every_backend() {
     let sources: Vec<(&str, String)> = FAMILIES.iter().map(|f| (f.name, f.source())).collect();
     let jobs: Vec<(&Variant, Backend)> = variants
         .iter()
-        .flat_map(|v| BACKENDS.iter().map(move |&b| (v, b)))
+        .flat_map(|v| {
+            BACKENDS
+                .iter()
+                .filter(|b| applies(v, b))
+                .map(move |&b| (v, b))
+        })
         .collect();
     let failures = in_parallel(&jobs, |&(v, backend)| {
         let source = &sources.iter().find(|(n, _)| *n == v.family)?.1;
@@ -618,7 +666,7 @@ fn spirv_passes_spirv_val() {
             BACKENDS
                 .iter()
                 .enumerate()
-                .filter(|(_, b)| b.vulkan_env().is_some())
+                .filter(|(_, b)| b.vulkan_env().is_some() && applies(v, b))
                 .map(move |(i, &b)| (v, b, i))
         })
         .collect();

@@ -226,11 +226,24 @@ pub fn tune(args: &GpuArgs, tune: &TuneArgs, m: &BenchModel, runs: u32) -> Resul
         gpu.info
     );
     let start = std::time::Instant::now();
-    let tuned = kernels::tune::tune(&gpu, &products, runs);
+    let mut tuned = kernels::tune::tune(&gpu, &products, runs);
     table_header();
     for row in &tuned.rows {
         print_row(&row.product, row.kernel, &row.outcome, row.chosen);
     }
+    // The reductions of the loss kernels: the workgroup-memory tree, and subgroups where the device has them.
+    let n = kernels::tune::reduction_size(&products);
+    let (best, times) = kernels::tune::tune_reduction(&gpu, n, runs)?;
+    for (r, us) in &times {
+        let mark = if *r == best { "*" } else { " " };
+        println!(
+            "reduction (bce over {n} elements) {mark}{:<10} {us:>10.1} µs",
+            r.name()
+        );
+    }
+    tuned
+        .choices
+        .insert(kernels::Reduction::KEY.into(), best.name().into());
     let identity = kernels::tune::identity(&gpu);
     let path = tune
         .tune_cache

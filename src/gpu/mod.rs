@@ -20,10 +20,14 @@ use wgpu::util::DeviceExt;
 use crate::error::{Error, Result};
 use adapter::{backend_names, instance};
 
-/// The features a device is opened with where the adapter has them (and only when asked: timestamps for
-/// `vae profile`). Shader modules validate against the capabilities these grant, no more.
-pub const OPTIONAL_FEATURES: wgpu::Features =
-    wgpu::Features::TIMESTAMP_QUERY.union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
+/// The features a device is opened with where the adapter has them: subgroups always, timestamps when asked (for
+/// `vae profile`, benchmarks and tuning). Shader modules validate against the capabilities these grant, no more.
+pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::TIMESTAMP_QUERY
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    .union(wgpu::Features::SUBGROUP);
+
+/// Of [`OPTIONAL_FEATURES`], those requested on every device that has them (timestamps only when asked).
+const ALWAYS_REQUESTED: wgpu::Features = wgpu::Features::SUBGROUP;
 
 /// The limits every kernel of this crate may rely on. Buffer and binding sizes are raised to what the adapter
 /// offers when the device is opened, so large datasets fit where the hardware allows.
@@ -122,11 +126,12 @@ impl Gpu {
 
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("vae-wgpu"),
-            required_features: if timestamps {
-                adapter.features() & OPTIONAL_FEATURES
-            } else {
-                wgpu::Features::empty()
-            },
+            required_features: adapter.features()
+                & if timestamps {
+                    OPTIONAL_FEATURES
+                } else {
+                    ALWAYS_REQUESTED
+                },
             required_limits: required,
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,

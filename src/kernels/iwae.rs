@@ -3,7 +3,7 @@
 use super::accuracy::{FLUSH, U, exp_rel, gamma, log_abs, strided_tree_additions};
 use super::contract::{IwaeParams, WG};
 use super::loss::bce_term_error;
-use super::{IWAE, StepTable, check_room};
+use super::{IWAE, Reduction, StepTable, check_room};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::gpu::{Access, Dispatch, KernelSpec};
@@ -40,7 +40,7 @@ pub fn iw_log_weights(
         check_room("iwae", label, what, buf, 0, elems)?;
     }
     let spec = KernelSpec {
-        module: &IWAE,
+        module: Reduction::for_gpu(gpu).module(&IWAE),
         entry: "iw_log_weights",
         constants: vec![],
         storage: &[
@@ -90,7 +90,7 @@ pub fn iw_logsumexp(
     check_room("iwae", label, "log-weights", logw, 0, n)?;
     check_room("iwae", label, "estimate", estimate, 0, images as u64)?;
     let spec = KernelSpec {
-        module: &IWAE,
+        module: Reduction::for_gpu(gpu).module(&IWAE),
         entry: "iw_logsumexp",
         constants: vec![],
         storage: &[Access::Read, Access::ReadWrite],

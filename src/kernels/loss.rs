@@ -3,7 +3,7 @@
 
 use super::accuracy::{DIV, FLUSH, SQRT, U, exp_rel, log_abs, strided_tree_additions, sum_error};
 use super::contract::{LossParams, MAX_PARTIALS};
-use super::{LOSS, StepTable, WG, check_room};
+use super::{LOSS, Reduction, StepTable, WG, check_room};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::gpu::{Access, Dispatch, KernelSpec};
@@ -54,7 +54,7 @@ fn loss_dispatch(
         groups as u64,
     )?;
     let spec = KernelSpec {
-        module: &LOSS,
+        module: Reduction::for_gpu(gpu).module(&LOSS),
         entry,
         constants: vec![("GRAD", grad as u8 as f64)],
         storage,

@@ -88,6 +88,32 @@ family!(
     ["step.wgsl", "workgroup_sum.wgsl", "reduce.wgsl"]
 );
 family!(ADAM, "adam", ["step.wgsl", "adam.wgsl"]);
+// The reducing families again, summing with subgroup operations (built only on devices with the SUBGROUP feature).
+family!(
+    LOSS_SUBGROUP,
+    "loss_subgroup",
+    [
+        "step.wgsl",
+        "workgroup_sum_subgroup.wgsl",
+        "logistic.wgsl",
+        "loss.wgsl"
+    ]
+);
+family!(
+    REDUCE_SUBGROUP,
+    "reduce_subgroup",
+    ["step.wgsl", "workgroup_sum_subgroup.wgsl", "reduce.wgsl"]
+);
+family!(
+    IWAE_SUBGROUP,
+    "iwae_subgroup",
+    [
+        "step.wgsl",
+        "workgroup_sum_subgroup.wgsl",
+        "logistic.wgsl",
+        "iwae.wgsl"
+    ]
+);
 family!(
     IWAE,
     "iwae",
@@ -111,7 +137,76 @@ pub const FAMILIES: &[&ShaderSource] = &[
     &REDUCE,
     &ADAM,
     &IWAE,
+    &LOSS_SUBGROUP,
+    &REDUCE_SUBGROUP,
+    &IWAE_SUBGROUP,
 ];
+
+std::thread_local! {
+    static SCOPED_REDUCTION: std::cell::Cell<Option<Reduction>> = const { std::cell::Cell::new(None) };
+}
+
+/// How the reducing kernels (loss, reduce, iwae) sum a workgroup's values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduction {
+    /// A tree in workgroup memory (workgroup_sum.wgsl): every device.
+    Workgroup,
+    /// subgroupAdd, then the subgroups' sums (workgroup_sum_subgroup.wgsl): devices with the SUBGROUP feature.
+    Subgroup,
+}
+
+impl Reduction {
+    /// The key of the choice in the device's kernel choices.
+    pub const KEY: &'static str = "reduction";
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reduction::Workgroup => "workgroup",
+            Reduction::Subgroup => "subgroup",
+        }
+    }
+
+    /// The reductions this device can run.
+    pub fn available(gpu: &crate::gpu::Gpu) -> Vec<Reduction> {
+        let mut v = vec![Reduction::Workgroup];
+        if gpu.device.features().contains(wgpu::Features::SUBGROUP) {
+            v.push(Reduction::Subgroup);
+        }
+        v
+    }
+
+    /// The reduction dispatches built now use: the one [`Reduction::scoped`] sets on this thread, else the
+    /// device's choice (tuned, cached, from a checkpoint), else subgroups where the device has them.
+    pub fn for_gpu(gpu: &crate::gpu::Gpu) -> Reduction {
+        let available = Reduction::available(gpu);
+        if let Some(r) = SCOPED_REDUCTION.get().filter(|r| available.contains(r)) {
+            return r;
+        }
+        match gpu.choice(Reduction::KEY).as_deref() {
+            Some("workgroup") => Reduction::Workgroup,
+            _ => *available.last().expect("workgroup is always available"),
+        }
+    }
+
+    /// Runs `f` with the dispatches it builds on this thread using `self` (where the device has it): to build or
+    /// test both paths side by side without touching the device's choices.
+    pub fn scoped<T>(self, f: impl FnOnce() -> T) -> T {
+        let before = SCOPED_REDUCTION.replace(Some(self));
+        let out = f();
+        SCOPED_REDUCTION.set(before);
+        out
+    }
+
+    /// The module of a reducing family with this reduction.
+    pub fn module(self, workgroup: &'static ShaderSource) -> &'static ShaderSource {
+        match (self, workgroup.name) {
+            (Reduction::Subgroup, "loss") => &LOSS_SUBGROUP,
+            (Reduction::Subgroup, "reduce") => &REDUCE_SUBGROUP,
+            (Reduction::Subgroup, "iwae") => &IWAE_SUBGROUP,
+            _ => workgroup,
+        }
+    }
+}
 
 /// The features a device is opened with at most (`Gpu::open`), hence the shader capabilities every module must
 /// validate with.

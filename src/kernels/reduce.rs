@@ -1,7 +1,7 @@
 //! reduce: loss partials to one total per term, into the step's row of the loss log (`shaders/reduce.wgsl`).
 
 use super::contract::{MAX_PARTIALS, MAX_TERMS, ReduceParams};
-use super::{REDUCE, StepTable, check_room};
+use super::{REDUCE, Reduction, StepTable, check_room};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::gpu::{Access, Dispatch, KernelSpec};
@@ -52,7 +52,7 @@ pub fn reduce(
         ..Default::default()
     };
     let spec = KernelSpec {
-        module: &REDUCE,
+        module: Reduction::for_gpu(gpu).module(&REDUCE),
         entry: "reduce_partials",
         constants: vec![],
         storage: &[Access::Read, Access::ReadWrite],

@@ -14,6 +14,9 @@ use std::time::Instant;
 use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::kernels::Reduction;
+use crate::kernels::contract::MAX_PARTIALS;
+use crate::kernels::loss::{PartialsAt, bce_logits};
 use crate::kernels::matmul::{
     Epilogue, EpilogueKind, Kernel, Layout, Operand, error_bound, flops, matmul_cpu, matmul_with,
     product_key,
@@ -305,6 +308,58 @@ pub fn tune(gpu: &Gpu, products: &[Product], runs: u32) -> Tuned {
     tuned
 }
 
+/// Times the BCE loss kernel (the step's largest reduction) over `n` elements with reduction `r`: the median of
+/// `runs` timed submissions of a few dispatches, after a warm-up.
+pub fn time_reduction(gpu: &Gpu, r: Reduction, n: u32, runs: u32) -> Result<f64> {
+    let mut rng = Philox::new(43, stream::TEST_INPUT);
+    let v: Vec<f32> = (0..n).map(|_| rng.range(-4.0, 4.0)).collect();
+    let logits = gpu.storage_init("tune.logits", &v)?;
+    let x = gpu.storage_init("tune.x", &v)?;
+    let grad = gpu.storage::<f32>("tune.dlogits", n as usize)?;
+    let partials = gpu.storage::<f32>("tune.partials", MAX_PARTIALS as usize)?;
+    let at = PartialsAt {
+        buffer: &partials,
+        offset: 0,
+    };
+    let d = r.scoped(|| bce_logits(gpu, "tune.bce", &logits, &x, &grad, at, (1, n), true))?;
+    gpu.submit_pass("tune.bce", |pass| d.record(pass, 0))?;
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        let t = gpu.timed_pass("tune.bce", |pass| {
+            for _ in 0..4 {
+                d.record(pass, 0);
+            }
+        })?;
+        times.push(t.as_secs_f64() / 4.0);
+    }
+    Ok(median(&mut times))
+}
+
+/// The faster reduction on this device for `n` elements (only the workgroup tree where subgroups are missing),
+/// with each one's time in µs.
+pub fn tune_reduction(gpu: &Gpu, n: u32, runs: u32) -> Result<(Reduction, Vec<(Reduction, f64)>)> {
+    let mut times = Vec::new();
+    for r in Reduction::available(gpu) {
+        times.push((r, time_reduction(gpu, r, n, runs)? * 1e6));
+    }
+    let best = times
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|t| t.0)
+        .unwrap_or(Reduction::Workgroup);
+    Ok((best, times))
+}
+
+/// The number of elements of the step's largest reduction (the BCE over the reconstruction, m × pixels), from
+/// its products: the largest m·n.
+pub fn reduction_size(products: &[Product]) -> u32 {
+    products
+        .iter()
+        .map(|p| p.shape.0.saturating_mul(p.shape.1))
+        .max()
+        .unwrap_or(1)
+}
+
 /// What the cache is keyed by: the adapter, its driver, the backend and the program (version and shaders).
 pub fn identity(gpu: &Gpu) -> String {
     let i = &gpu.info;
@@ -374,12 +429,20 @@ pub fn read_cache(
         let (key, kernel) = line
             .split_once('\t')
             .ok_or_else(|| format!("line {} is not `product<TAB>kernel`", i + 3))?;
-        if Kernel::parse(kernel).is_none() {
+        if !known_choice(key, kernel) {
             return Err(format!("line {} names no known kernel ({kernel:?})", i + 3));
         }
         choices.insert(key.to_string(), kernel.to_string());
     }
     Ok(Some(choices))
+}
+
+/// Whether `kernel` is a valid choice for `key`: a matmul candidate, or a reduction for the reduction key.
+pub fn known_choice(key: &str, kernel: &str) -> bool {
+    if key == Reduction::KEY {
+        return kernel == Reduction::Workgroup.name() || kernel == Reduction::Subgroup.name();
+    }
+    Kernel::parse(kernel).is_some()
 }
 
 /// Writes the cache (atomically; the directory is created).
@@ -450,10 +513,11 @@ pub fn choose(
         .filter(|p| !known.contains_key(&p.key()))
         .cloned()
         .collect();
+    let reduction_known = known.contains_key(Reduction::KEY);
     let where_ = path.as_ref().map_or("no cache directory".to_string(), |p| {
         p.display().to_string()
     });
-    if missing.is_empty() {
+    if missing.is_empty() && reduction_known {
         gpu.set_choices(known);
         return Ok(Chosen {
             how: format!("{} products from the cache {where_}", products.len()),
@@ -463,6 +527,10 @@ pub fn choose(
     }
     let tuned = tune(gpu, &missing, 3);
     known.extend(tuned.choices.clone());
+    if !reduction_known {
+        let (best, _) = tune_reduction(gpu, reduction_size(products), 3)?;
+        known.insert(Reduction::KEY.to_string(), best.name().to_string());
+    }
     if let Some(path) = &path
         && let Err(e) = write_cache(path, &identity, &known)
     {

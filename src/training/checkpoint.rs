@@ -280,7 +280,7 @@ fn parse_kernels(path: &Path, text: &str) -> Result<BTreeMap<String, String>> {
     for line in text.lines().filter(|l| !l.is_empty()) {
         let (key, kernel) = line
             .split_once('\t')
-            .filter(|(_, k)| crate::kernels::matmul::Kernel::parse(k).is_some())
+            .filter(|(key, k)| crate::kernels::tune::known_choice(key, k))
             .ok_or_else(|| {
                 bad(
                     path,

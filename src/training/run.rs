@@ -611,7 +611,12 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
     let chosen = choose_kernels(&gpu, opts, ck, &trainer, &evaluator)?;
     trainer.rebuild_plans()?;
     evaluator.rebuild_plans()?;
-    let kernels = kernels_used(trainer.products().into_iter().chain(evaluator.products()));
+    let mut kernels = kernels_used(trainer.products().into_iter().chain(evaluator.products()));
+    let reduction = crate::kernels::Reduction::for_gpu(&gpu);
+    kernels.insert(
+        crate::kernels::Reduction::KEY.into(),
+        reduction.name().into(),
+    );
     let mut lines = Vec::new();
     if let Some(ck) = ck {
         trainer.restore(&ck.m, &ck.v, ck.step)?;

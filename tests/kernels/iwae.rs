@@ -66,9 +66,11 @@ fn check_log_weights(rows: u32, pixels: u32, latent: u32) {
 
 #[test]
 fn iw_log_weights_match_cpu() {
-    check_log_weights(1, 784, 20);
-    check_log_weights(13, 29, 3);
-    check_log_weights(64, 784, 2);
+    crate::both_reductions(|| {
+        check_log_weights(1, 784, 20);
+        check_log_weights(13, 29, 3);
+        check_log_weights(64, 784, 2);
+    });
 }
 
 fn check_logsumexp(images: u32, samples: u32) {
@@ -107,74 +109,80 @@ fn check_logsumexp(images: u32, samples: u32) {
 
 #[test]
 fn iw_logsumexp_matches_cpu() {
-    check_logsumexp(1, 1);
-    check_logsumexp(3, 37);
-    check_logsumexp(2, 5000);
+    crate::both_reductions(|| {
+        check_logsumexp(1, 1);
+        check_logsumexp(3, 37);
+        check_logsumexp(2, 5000);
+    });
 }
 
 #[test]
 fn iw_logsumexp_takes_the_max_out_of_widely_spread_weights() {
-    // Log-weights 120 nats apart, the largest not first: e^120 overflows f32, so only a log-mean-exp that
-    // subtracts the true maximum first gets this right. log((e^−50 + e^−170 + e^−60) / 3) ≈ −50 − ln 3 + e^−10.
-    let gpu = gpu();
-    let w = [-170.0f32, -50.0, -60.0];
-    let wb = gpu.storage_init("w", &w).unwrap();
-    let out = poisoned(1);
-    run(&[&iw_logsumexp(gpu, &wb, (1, 3), &out, &at(0)).unwrap()], 0);
-    let want = -50.0 - 3f64.ln() + (1.0 + (-10f64).exp() + (-120f64).exp()).ln();
-    let got = read(&out, 0, 1)[0] as f64;
-    let tol = log_mean_exp_error(&w.map(|v| v as f64));
-    assert!((got - want).abs() <= tol, "{got} want {want} (tol {tol:e})");
+    crate::both_reductions(|| {
+        // Log-weights 120 nats apart, the largest not first: e^120 overflows f32, so only a log-mean-exp that
+        // subtracts the true maximum first gets this right. log((e^−50 + e^−170 + e^−60) / 3) ≈ −50 − ln 3 + e^−10.
+        let gpu = gpu();
+        let w = [-170.0f32, -50.0, -60.0];
+        let wb = gpu.storage_init("w", &w).unwrap();
+        let out = poisoned(1);
+        run(&[&iw_logsumexp(gpu, &wb, (1, 3), &out, &at(0)).unwrap()], 0);
+        let want = -50.0 - 3f64.ln() + (1.0 + (-10f64).exp() + (-120f64).exp()).ln();
+        let got = read(&out, 0, 1)[0] as f64;
+        let tol = log_mean_exp_error(&w.map(|v| v as f64));
+        assert!((got - want).abs() <= tol, "{got} want {want} (tol {tol:e})");
+    });
 }
 
 #[test]
 fn iwae_known_values() {
-    let gpu = gpu();
-    // log mean exp of (0, ln 3) = ln 2.
-    let w = gpu.storage_init("w", &[0f32, 3f32.ln()]).unwrap();
-    let out = poisoned(1);
-    run(&[&iw_logsumexp(gpu, &w, (1, 2), &out, &at(0)).unwrap()], 0);
-    let tol = log_mean_exp_error(&[0.0, 3f64.ln()]);
-    assert!((read(&out, 0, 1)[0] as f64 - 2f64.ln()).abs() <= tol);
+    crate::both_reductions(|| {
+        let gpu = gpu();
+        // log mean exp of (0, ln 3) = ln 2.
+        let w = gpu.storage_init("w", &[0f32, 3f32.ln()]).unwrap();
+        let out = poisoned(1);
+        run(&[&iw_logsumexp(gpu, &w, (1, 2), &out, &at(0)).unwrap()], 0);
+        let tol = log_mean_exp_error(&[0.0, 3f64.ln()]);
+        assert!((read(&out, 0, 1)[0] as f64 - 2f64.ln()).abs() <= tol);
 
-    // One sample of a 2-pixel, 2-latent model, worked out from the densities by hand:
-    //   pixels: logits (0, 2) against x (½, 1): log p(x|z) = −(ln 2 + ln(1 + e⁻²)) = −0.8200751916;
-    //   latent 1: μ = ½, σ = 2 (log σ² = ln 4), ε = 1, so z = 2.5:
-    //     log N(2.5; 0, 1) − log N(2.5; ½, 4) = (−3.125 − ½ln 2π) − (−½ − ln 2 − ½ln 2π) = −1.9318528194;
-    //   latent 2: μ = −1, σ = ½ (log σ² = ln ¼), ε = −2, so z = −2:
-    //     log N(−2; 0, 1) − log N(−2; −1, ¼) = (−2 − ½ln 2π) − (−2 + ln 2 − ½ln 2π) = −0.6931471806;
-    //   log w = −0.8200751916 − 1.9318528194 − 0.6931471806 = −3.4450751916.
-    let want = -3.445_075_191_6;
-    let logits = [0f32, 2.0];
-    let x = [0.5f32, 1.0];
-    let heads = [0.5f32, -1.0, 4f32.ln(), 0.25f32.ln()];
-    let z = [2.5f32, -2.0];
-    let eps = [1f32, -2.0];
-    let b = |v: &[f32]| gpu.storage_init("in", v).unwrap();
-    let (lb, xb, hb, zb, eb) = (b(&logits), b(&x), b(&heads), b(&z), b(&eps));
-    let logw = poisoned(1);
-    let rows = Rows {
-        logits: &lb,
-        x: &xb,
-        heads: &hb,
-        z: &zb,
-        eps: &eb,
-    };
-    run(
-        &[&iw_log_weights(gpu, &rows, (1, 2, 2), &logw, &at(0)).unwrap()],
-        0,
-    );
-    let got = read(&logw, 0, 1)[0] as f64;
-    // The inputs are f32 roundings of the exact values (ln 4, ln ¼): their error enters the bound through the terms.
-    let tol =
-        log_weight_error(&logits, &x, &heads, &z, &eps) + 2.0 * vae_wgpu::kernels::accuracy::U;
-    assert!(
-        (got - want).abs() <= tol,
-        "log w {got} want {want} (tol {tol:e})"
-    );
-    // The CPU reference agrees with the densities too (so it cannot share a sign error with the kernel).
-    let cpu = iw_log_weight_cpu(&logits, &x, &heads, &z, &eps);
-    assert!((cpu - want).abs() < 1e-7, "CPU reference {cpu} want {want}");
+        // One sample of a 2-pixel, 2-latent model, worked out from the densities by hand:
+        //   pixels: logits (0, 2) against x (½, 1): log p(x|z) = −(ln 2 + ln(1 + e⁻²)) = −0.8200751916;
+        //   latent 1: μ = ½, σ = 2 (log σ² = ln 4), ε = 1, so z = 2.5:
+        //     log N(2.5; 0, 1) − log N(2.5; ½, 4) = (−3.125 − ½ln 2π) − (−½ − ln 2 − ½ln 2π) = −1.9318528194;
+        //   latent 2: μ = −1, σ = ½ (log σ² = ln ¼), ε = −2, so z = −2:
+        //     log N(−2; 0, 1) − log N(−2; −1, ¼) = (−2 − ½ln 2π) − (−2 + ln 2 − ½ln 2π) = −0.6931471806;
+        //   log w = −0.8200751916 − 1.9318528194 − 0.6931471806 = −3.4450751916.
+        let want = -3.445_075_191_6;
+        let logits = [0f32, 2.0];
+        let x = [0.5f32, 1.0];
+        let heads = [0.5f32, -1.0, 4f32.ln(), 0.25f32.ln()];
+        let z = [2.5f32, -2.0];
+        let eps = [1f32, -2.0];
+        let b = |v: &[f32]| gpu.storage_init("in", v).unwrap();
+        let (lb, xb, hb, zb, eb) = (b(&logits), b(&x), b(&heads), b(&z), b(&eps));
+        let logw = poisoned(1);
+        let rows = Rows {
+            logits: &lb,
+            x: &xb,
+            heads: &hb,
+            z: &zb,
+            eps: &eb,
+        };
+        run(
+            &[&iw_log_weights(gpu, &rows, (1, 2, 2), &logw, &at(0)).unwrap()],
+            0,
+        );
+        let got = read(&logw, 0, 1)[0] as f64;
+        // The inputs are f32 roundings of the exact values (ln 4, ln ¼): their error enters the bound through the terms.
+        let tol =
+            log_weight_error(&logits, &x, &heads, &z, &eps) + 2.0 * vae_wgpu::kernels::accuracy::U;
+        assert!(
+            (got - want).abs() <= tol,
+            "log w {got} want {want} (tol {tol:e})"
+        );
+        // The CPU reference agrees with the densities too (so it cannot share a sign error with the kernel).
+        let cpu = iw_log_weight_cpu(&logits, &x, &heads, &z, &eps);
+        assert!((cpu - want).abs() < 1e-7, "CPU reference {cpu} want {want}");
+    });
 }
 
 #[test]

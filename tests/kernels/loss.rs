@@ -108,69 +108,77 @@ fn check_bce(rows: u32, cols: u32) {
 
 #[test]
 fn bce_batch_one_and_one_element() {
-    check_bce(1, 1);
-    check_bce(1, 784);
+    crate::both_reductions(|| {
+        check_bce(1, 1);
+        check_bce(1, 784);
+    });
 }
 
 #[test]
 fn bce_sizes_that_do_not_fill_a_workgroup() {
-    check_bce(3, 257);
-    check_bce(7, 29);
+    crate::both_reductions(|| {
+        check_bce(3, 257);
+        check_bce(7, 29);
+    });
 }
 
 #[test]
 fn bce_real_batch() {
-    // 100,352 elements: more than 256 workgroups' worth, so every invocation strides.
-    check_bce(128, 784);
+    crate::both_reductions(|| {
+        // 100,352 elements: more than 256 workgroups' worth, so every invocation strides.
+        check_bce(128, 784);
+    });
 }
 
 #[test]
 fn bce_known_values() {
-    let gpu = gpu();
-    let logits = [0.0f32, 100.0, -100.0, 2.0];
-    let x = [0.5f32, 1.0, 1.0, 0.0];
-    let l = gpu.storage_init("logits", &logits).unwrap();
-    let xb = gpu.storage_init("x", &x).unwrap();
-    let dl = poisoned(4);
-    let partials = poisoned(1);
-    run(
-        &[&bce_logits(
-            gpu,
-            "bce",
-            &l,
-            &xb,
-            &dl,
-            PartialsAt {
-                buffer: &partials,
-                offset: 0,
-            },
-            (1, 4),
-            true,
-        )
-        .unwrap()],
-        0,
-    );
-    // ln 2 + e^−100 + 100 + (2 + ln(1 + e^−2)), worked out by hand from the Bernoulli log-likelihood.
-    let want = 2f64.ln() + 100.0 + 2.0 + (-2f64).exp().ln_1p();
-    let got = read(&partials, 0, 1)[0] as f64;
-    let terms: f64 = (0..4).map(|i| bce_term_error(logits[i], x[i])).sum();
-    let tol = terms + partials_sum_error(4, want);
-    assert!(
-        (got - want).abs() <= tol,
-        "loss {got} want {want} (tol {tol:e})"
-    );
-    // σ(0) − ½ = 0, σ(100) − 1 = 0 (to f32), σ(−100) − 1 = −1, σ(2) = 1 / (1 + e⁻²) ≈ 0.880797.
-    let want = [0.0, 0.0, -1.0, 1.0 / (1.0 + (-2f64).exp())];
-    let got = read(&dl, 0, 4);
-    for i in 0..4 {
-        let tol = bce_grad_error(logits[i], x[i]) + 1e-30;
-        assert!(
-            ((got[i] as f64) - want[i]).abs() <= tol,
-            "∂[{i}] {} want {} (tol {tol:e})",
-            got[i],
-            want[i]
+    crate::both_reductions(|| {
+        let gpu = gpu();
+        let logits = [0.0f32, 100.0, -100.0, 2.0];
+        let x = [0.5f32, 1.0, 1.0, 0.0];
+        let l = gpu.storage_init("logits", &logits).unwrap();
+        let xb = gpu.storage_init("x", &x).unwrap();
+        let dl = poisoned(4);
+        let partials = poisoned(1);
+        run(
+            &[&bce_logits(
+                gpu,
+                "bce",
+                &l,
+                &xb,
+                &dl,
+                PartialsAt {
+                    buffer: &partials,
+                    offset: 0,
+                },
+                (1, 4),
+                true,
+            )
+            .unwrap()],
+            0,
         );
-    }
+        // ln 2 + e^−100 + 100 + (2 + ln(1 + e^−2)), worked out by hand from the Bernoulli log-likelihood.
+        let want = 2f64.ln() + 100.0 + 2.0 + (-2f64).exp().ln_1p();
+        let got = read(&partials, 0, 1)[0] as f64;
+        let terms: f64 = (0..4).map(|i| bce_term_error(logits[i], x[i])).sum();
+        let tol = terms + partials_sum_error(4, want);
+        assert!(
+            (got - want).abs() <= tol,
+            "loss {got} want {want} (tol {tol:e})"
+        );
+        // σ(0) − ½ = 0, σ(100) − 1 = 0 (to f32), σ(−100) − 1 = −1, σ(2) = 1 / (1 + e⁻²) ≈ 0.880797.
+        let want = [0.0, 0.0, -1.0, 1.0 / (1.0 + (-2f64).exp())];
+        let got = read(&dl, 0, 4);
+        for i in 0..4 {
+            let tol = bce_grad_error(logits[i], x[i]) + 1e-30;
+            assert!(
+                ((got[i] as f64) - want[i]).abs() <= tol,
+                "∂[{i}] {} want {} (tol {tol:e})",
+                got[i],
+                want[i]
+            );
+        }
+    });
 }
 
 fn check_kl(rows: u32, latent: u32, kl_weight: f32) {
@@ -261,112 +269,122 @@ fn check_kl(rows: u32, latent: u32, kl_weight: f32) {
 
 #[test]
 fn kl_batch_one() {
-    check_kl(1, 1, 1.0);
-    check_kl(1, 20, 1.0);
+    crate::both_reductions(|| {
+        check_kl(1, 1, 1.0);
+        check_kl(1, 20, 1.0);
+    });
 }
 
 #[test]
 fn kl_awkward_sizes_and_weights() {
-    check_kl(13, 3, 1.0);
-    check_kl(37, 7, 0.25);
-    check_kl(5, 2, 0.0);
+    crate::both_reductions(|| {
+        check_kl(13, 3, 1.0);
+        check_kl(37, 7, 0.25);
+        check_kl(5, 2, 0.0);
+    });
 }
 
 #[test]
 fn kl_real_batch() {
-    check_kl(128, 20, 1.0);
-    check_kl(128, 2, 1.0);
-    // More than 256 workgroups' worth of elements: every invocation strides.
-    check_kl(4096, 20, 1.0);
+    crate::both_reductions(|| {
+        check_kl(128, 20, 1.0);
+        check_kl(128, 2, 1.0);
+        // More than 256 workgroups' worth of elements: every invocation strides.
+        check_kl(4096, 20, 1.0);
+    });
 }
 
 #[test]
 fn kl_known_values() {
-    let gpu = gpu();
-    // Row 0: μ = 0, log σ² = 0 (the prior itself): KL 0, ∂μ = ∂z, ∂log σ² = ½·∂z·ε.
-    // Row 1: μ = 2, log σ² = ln 4 (σ = 2): KL ½(4 + 4 − 1 − ln 4), ∂μ = ∂z + 2, ∂log σ² = ½·∂z·ε·2 + ½·3.
-    let heads = [0.0f32, 0.0, 2.0, 4f32.ln()];
-    let eps = [0.5f32, -1.0];
-    let dz = [3.0f32, 1.0];
-    let hb = gpu.storage_init("heads", &heads).unwrap();
-    let eb = gpu.storage_init("eps", &eps).unwrap();
-    let db = gpu.storage_init("dz", &dz).unwrap();
-    let dh = poisoned(4);
-    let partials = poisoned(1);
-    let table = step_table(&[StepParams {
-        kl_weight: 1.0,
-        ..Default::default()
-    }]);
-    run(
-        &[&kl_backward(
-            gpu,
-            "kl",
-            &hb,
-            &eb,
-            &db,
-            &dh,
-            PartialsAt {
-                buffer: &partials,
-                offset: 0,
-            },
-            (2, 1),
-            true,
-            &table,
-        )
-        .unwrap()],
-        0,
-    );
-    let want_kl = 0.5 * (7.0 - 4f64.ln());
-    let got = read(&partials, 0, 1)[0] as f64;
-    let tol =
-        kl_term_error(0.0, 0.0) + kl_term_error(2.0, heads[3]) + partials_sum_error(2, want_kl);
-    assert!(
-        (got - want_kl).abs() <= tol,
-        "kl {got} want {want_kl} (tol {tol:e})"
-    );
-    let want = [3.0, 0.75, 3.0, -1.0 + 1.5];
-    let (e0, e1) = (
-        kl_grad_error(0.0, 0.0, eps[0], dz[0], 1.0),
-        kl_grad_error(2.0, heads[3], eps[1], dz[1], 1.0),
-    );
-    let tols = [e0.0, e0.1, e1.0, e1.1];
-    assert_close_by("kl known gradient", &read(&dh, 0, 4), &want, |i| tols[i]);
+    crate::both_reductions(|| {
+        let gpu = gpu();
+        // Row 0: μ = 0, log σ² = 0 (the prior itself): KL 0, ∂μ = ∂z, ∂log σ² = ½·∂z·ε.
+        // Row 1: μ = 2, log σ² = ln 4 (σ = 2): KL ½(4 + 4 − 1 − ln 4), ∂μ = ∂z + 2, ∂log σ² = ½·∂z·ε·2 + ½·3.
+        let heads = [0.0f32, 0.0, 2.0, 4f32.ln()];
+        let eps = [0.5f32, -1.0];
+        let dz = [3.0f32, 1.0];
+        let hb = gpu.storage_init("heads", &heads).unwrap();
+        let eb = gpu.storage_init("eps", &eps).unwrap();
+        let db = gpu.storage_init("dz", &dz).unwrap();
+        let dh = poisoned(4);
+        let partials = poisoned(1);
+        let table = step_table(&[StepParams {
+            kl_weight: 1.0,
+            ..Default::default()
+        }]);
+        run(
+            &[&kl_backward(
+                gpu,
+                "kl",
+                &hb,
+                &eb,
+                &db,
+                &dh,
+                PartialsAt {
+                    buffer: &partials,
+                    offset: 0,
+                },
+                (2, 1),
+                true,
+                &table,
+            )
+            .unwrap()],
+            0,
+        );
+        let want_kl = 0.5 * (7.0 - 4f64.ln());
+        let got = read(&partials, 0, 1)[0] as f64;
+        let tol =
+            kl_term_error(0.0, 0.0) + kl_term_error(2.0, heads[3]) + partials_sum_error(2, want_kl);
+        assert!(
+            (got - want_kl).abs() <= tol,
+            "kl {got} want {want_kl} (tol {tol:e})"
+        );
+        let want = [3.0, 0.75, 3.0, -1.0 + 1.5];
+        let (e0, e1) = (
+            kl_grad_error(0.0, 0.0, eps[0], dz[0], 1.0),
+            kl_grad_error(2.0, heads[3], eps[1], dz[1], 1.0),
+        );
+        let tols = [e0.0, e0.1, e1.0, e1.1];
+        assert_close_by("kl known gradient", &read(&dh, 0, 4), &want, |i| tols[i]);
+    });
 }
 
 #[test]
 fn bce_is_accurate_where_the_loss_is_tiny() {
-    // x = 1 and a confident logit l: the loss log(1 + e^−l) is tiny, and each pixel's term must still be accurate
-    // relative to itself (a driver that folds (1 + e) − 1 to e defeated the textbook fix; see logistic.wgsl).
-    let gpu = gpu();
-    let ls = [0.5f32, 4.0, 4.2, 8.0, 12.0, 15.0, 16.5, 17.0, 30.0];
-    let ones = gpu.storage_init("x", &[1.0f32; 9]).unwrap();
-    let dl = poisoned(9);
-    for (i, &lv) in ls.iter().enumerate() {
-        let partials = poisoned(1);
-        let one = gpu.storage_init("logit", &[lv]).unwrap();
-        let d = bce_logits(
-            gpu,
-            "bce.tiny",
-            &one,
-            &ones,
-            &dl,
-            PartialsAt {
-                buffer: &partials,
-                offset: 0,
-            },
-            (1, 1),
-            true,
-        )
-        .unwrap();
-        run(&[&d], 0);
-        let want = (-(lv as f64)).exp().ln_1p();
-        let got = read(&partials, 0, 1)[0] as f64;
-        // WGSL's bound for this term: the series branch (l ≥ 4.16) is accurate to a few u relative, the log branch
-        // to 2⁻²¹ absolute. A formula that loses e's low bits (log(1 + e) for tiny e) is off by up to 100%.
-        let tol = bce_term_error(lv, 1.0);
-        assert!(
-            (got - want).abs() <= tol,
-            "l = {lv}: {got:e} want {want:e}, tol {tol:e} ({i})"
-        );
-    }
+    crate::both_reductions(|| {
+        // x = 1 and a confident logit l: the loss log(1 + e^−l) is tiny, and each pixel's term must still be accurate
+        // relative to itself (a driver that folds (1 + e) − 1 to e defeated the textbook fix; see logistic.wgsl).
+        let gpu = gpu();
+        let ls = [0.5f32, 4.0, 4.2, 8.0, 12.0, 15.0, 16.5, 17.0, 30.0];
+        let ones = gpu.storage_init("x", &[1.0f32; 9]).unwrap();
+        let dl = poisoned(9);
+        for (i, &lv) in ls.iter().enumerate() {
+            let partials = poisoned(1);
+            let one = gpu.storage_init("logit", &[lv]).unwrap();
+            let d = bce_logits(
+                gpu,
+                "bce.tiny",
+                &one,
+                &ones,
+                &dl,
+                PartialsAt {
+                    buffer: &partials,
+                    offset: 0,
+                },
+                (1, 1),
+                true,
+            )
+            .unwrap();
+            run(&[&d], 0);
+            let want = (-(lv as f64)).exp().ln_1p();
+            let got = read(&partials, 0, 1)[0] as f64;
+            // WGSL's bound for this term: the series branch (l ≥ 4.16) is accurate to a few u relative, the log branch
+            // to 2⁻²¹ absolute. A formula that loses e's low bits (log(1 + e) for tiny e) is off by up to 100%.
+            let tol = bce_term_error(lv, 1.0);
+            assert!(
+                (got - want).abs() <= tol,
+                "l = {lv}: {got:e} want {want:e}, tol {tol:e} ({i})"
+            );
+        }
+    });
 }

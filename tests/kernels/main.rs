@@ -16,9 +16,17 @@ mod reparam;
 
 use vae_wgpu::gpu::Dispatch;
 use vae_wgpu::kernels::philox::{Philox, stream};
-use vae_wgpu::kernels::{StepParams, StepTable};
+use vae_wgpu::kernels::{Reduction, StepParams, StepTable};
 
 pub use common::gpu;
+
+/// Runs `f` once with each reduction the device has (the workgroup-memory tree always, subgroups where the
+/// device has the feature), so both paths of the reducing kernels are tested.
+pub fn both_reductions(f: impl Fn()) {
+    for r in Reduction::available(gpu()) {
+        r.scoped(&f);
+    }
+}
 
 /// Seeded test inputs.
 pub fn rng(seed: u64) -> Philox {

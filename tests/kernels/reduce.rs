@@ -7,74 +7,80 @@ use crate::{gpu, poisoned, read, rng, run, step_table, uniform_vec};
 
 #[test]
 fn reduce_terms_into_their_step_slot() {
-    let gpu = gpu();
-    let stride = 256usize;
-    let counts = [1u32, 256, 37];
-    let mut r = rng(5);
-    let partials = uniform_vec(&mut r, 3 * stride, -1000.0, 1000.0);
-    let pb = gpu.storage_init("partials", &partials).unwrap();
-    let slots = 4;
-    let log = poisoned(slots * counts.len());
-    let rows: Vec<StepParams> = (0..slots as u32)
-        .map(|s| StepParams {
-            loss_slot: s,
-            ..Default::default()
-        })
-        .collect();
-    let table = step_table(&rows);
-    let d = reduce(gpu, "reduce", &pb, stride as u32, &counts, &log, &table).unwrap();
-    run(&[&d], 2);
-    let got = read(&log, 0, slots * counts.len());
-    let want = reduce_cpu(&partials, stride, &counts);
-    for (t, w) in want.iter().enumerate() {
-        let g = got[2 * counts.len() + t] as f64;
-        // One workgroup strides over the term's partials, then sums a tree: WGSL's bound for that shape.
-        let mag: f64 = partials[t * stride..t * stride + counts[t] as usize]
-            .iter()
-            .map(|v| v.abs() as f64)
-            .sum();
-        let additions = strided_tree_additions(counts[t] as u64, WG as u64, WG);
-        let tol = sum_error(additions, mag);
-        assert!((g - w).abs() <= tol, "term {t}: {g} want {w} (tol {tol:e})");
-    }
-    // Only row 2 of the log was written.
-    for (i, v) in got.iter().enumerate() {
-        if i / counts.len() != 2 {
-            assert!(v.is_nan(), "log[{i}] written: {v}");
+    crate::both_reductions(|| {
+        let gpu = gpu();
+        let stride = 256usize;
+        let counts = [1u32, 256, 37];
+        let mut r = rng(5);
+        let partials = uniform_vec(&mut r, 3 * stride, -1000.0, 1000.0);
+        let pb = gpu.storage_init("partials", &partials).unwrap();
+        let slots = 4;
+        let log = poisoned(slots * counts.len());
+        let rows: Vec<StepParams> = (0..slots as u32)
+            .map(|s| StepParams {
+                loss_slot: s,
+                ..Default::default()
+            })
+            .collect();
+        let table = step_table(&rows);
+        let d = reduce(gpu, "reduce", &pb, stride as u32, &counts, &log, &table).unwrap();
+        run(&[&d], 2);
+        let got = read(&log, 0, slots * counts.len());
+        let want = reduce_cpu(&partials, stride, &counts);
+        for (t, w) in want.iter().enumerate() {
+            let g = got[2 * counts.len() + t] as f64;
+            // One workgroup strides over the term's partials, then sums a tree: WGSL's bound for that shape.
+            let mag: f64 = partials[t * stride..t * stride + counts[t] as usize]
+                .iter()
+                .map(|v| v.abs() as f64)
+                .sum();
+            let additions = strided_tree_additions(counts[t] as u64, WG as u64, WG);
+            let tol = sum_error(additions, mag);
+            assert!((g - w).abs() <= tol, "term {t}: {g} want {w} (tol {tol:e})");
         }
-    }
+        // Only row 2 of the log was written.
+        for (i, v) in got.iter().enumerate() {
+            if i / counts.len() != 2 {
+                assert!(v.is_nan(), "log[{i}] written: {v}");
+            }
+        }
+    });
 }
 
 #[test]
 fn reduce_known_values() {
-    let gpu = gpu();
-    // Term 0: 256 ones; term 1: 1..=100 (5050), both exact in f32.
-    let mut partials = vec![1f32; 512];
-    for (i, p) in partials[256..].iter_mut().enumerate() {
-        *p = if i < 100 { i as f32 + 1.0 } else { f32::NAN };
-    }
-    let pb = gpu.storage_init("partials", &partials).unwrap();
-    let log = poisoned(2);
-    let table = step_table(&[StepParams::default()]);
-    run(
-        &[&reduce(gpu, "reduce", &pb, 256, &[256, 100], &log, &table).unwrap()],
-        0,
-    );
-    // The NaNs past term 1's count must not be read.
-    assert_eq!(read(&log, 0, 2), vec![256.0, 5050.0]);
+    crate::both_reductions(|| {
+        let gpu = gpu();
+        // Term 0: 256 ones; term 1: 1..=100 (5050), both exact in f32.
+        let mut partials = vec![1f32; 512];
+        for (i, p) in partials[256..].iter_mut().enumerate() {
+            *p = if i < 100 { i as f32 + 1.0 } else { f32::NAN };
+        }
+        let pb = gpu.storage_init("partials", &partials).unwrap();
+        let log = poisoned(2);
+        let table = step_table(&[StepParams::default()]);
+        run(
+            &[&reduce(gpu, "reduce", &pb, 256, &[256, 100], &log, &table).unwrap()],
+            0,
+        );
+        // The NaNs past term 1's count must not be read.
+        assert_eq!(read(&log, 0, 2), vec![256.0, 5050.0]);
+    });
 }
 
 #[test]
 fn reduce_more_partials_than_invocations() {
-    // 1..=1000 in one term: each invocation strides over several partials. 500,500 is exact in f32.
-    let gpu = gpu();
-    let partials: Vec<f32> = (1..=1000).map(|i| i as f32).collect();
-    let pb = gpu.storage_init("partials", &partials).unwrap();
-    let log = poisoned(1);
-    let table = step_table(&[StepParams::default()]);
-    run(
-        &[&reduce(gpu, "reduce", &pb, 1000, &[1000], &log, &table).unwrap()],
-        0,
-    );
-    assert_eq!(read(&log, 0, 1), vec![500_500.0]);
+    crate::both_reductions(|| {
+        // 1..=1000 in one term: each invocation strides over several partials. 500,500 is exact in f32.
+        let gpu = gpu();
+        let partials: Vec<f32> = (1..=1000).map(|i| i as f32).collect();
+        let pb = gpu.storage_init("partials", &partials).unwrap();
+        let log = poisoned(1);
+        let table = step_table(&[StepParams::default()]);
+        run(
+            &[&reduce(gpu, "reduce", &pb, 1000, &[1000], &log, &table).unwrap()],
+            0,
+        );
+        assert_eq!(read(&log, 0, 1), vec![500_500.0]);
+    });
 }
