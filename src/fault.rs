@@ -7,7 +7,8 @@
 //!   tests/mutants/, plants one change at a time there without rebuilding).
 //!
 //! Points: `stall-before-rename:<file name>` (in [`crate::atomic::write_atomic`], after the temporary file is
-//! written and synced, before the rename; the first write of that file in the process).
+//! written and synced, before the rename; the first write of that file in the process);
+//! `stall-after-step:<n>` (in the trainer, at the log point after global step n, mid-epoch where n is).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,5 @@
-//! Faults: a process killed at eight chosen moments (before any checkpoint, mid-epoch, between a checkpoint's
-//! temporary write and its rename, right after a checkpoint) never leaves a corrupt checkpoint, and each restart
+//! Faults: a process killed at eight chosen moments (before any checkpoint, mid-epoch at a chosen step, between a
+//! checkpoint's temporary write and its rename, right after a checkpoint) never leaves a corrupt checkpoint, and each restart
 //! resumes from the last one to the same result; a diverging run stops at the next log point keeping its last
 //! good checkpoint; two runs cannot share an output directory. These need MNIST in data/mnist/ (see
 //! data/README.md).
@@ -65,8 +65,8 @@ fn checkpoint_epoch(ck: &Path) -> Option<u32> {
 enum Moment {
     /// Right after the process starts, before any GPU work.
     Startup,
-    /// Part-way (this fraction of an epoch's training time) into training `epoch`, before its checkpoint.
-    InEpoch(u32, f64),
+    /// At the log point after global step `step` (mid-epoch), stalled there by the test-only fault hook.
+    InEpoch(u32),
     /// Stalled between writing checkpoint.safetensors's temporary file and renaming it into place.
     BeforeRename,
     /// As soon as the checkpoint of `epoch` is in place (while the run draws its pictures and goes on).
@@ -90,42 +90,31 @@ fn killed_runs_resume_from_their_last_checkpoint_and_end_bit_identical() {
     let straight = scratch("straight");
     let o = train_cmd(&straight, &["--epochs", "4"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // The training time of one epoch (metrics.csv's epoch_seconds), to aim kills into the middle of an epoch.
-    let epoch_seconds: f64 = std::fs::read_to_string(straight.join("metrics.csv"))
-        .unwrap()
-        .lines()
-        .nth(1)
-        .and_then(|l| l.split(',').nth(7)?.parse().ok())
-        .unwrap();
-
     let out = scratch("killed");
     let ck = out.join("checkpoint.safetensors");
     let stderr_file = out.with_extension("stderr");
     // Eight moments, in order, and the epoch the run after each one must resume at (None: from scratch).
     let moments = [
         (Moment::Startup, None),
-        (Moment::InEpoch(1, 0.5), None),
+        (Moment::InEpoch(10), None),
         (Moment::AfterCheckpoint(1), Some(2)),
-        (Moment::InEpoch(2, 0.3), Some(2)),
+        (Moment::InEpoch(25), Some(2)),
         (Moment::BeforeRename, Some(2)),
         (Moment::AfterCheckpoint(2), Some(3)),
-        (Moment::InEpoch(3, 0.6), Some(3)),
+        (Moment::InEpoch(55), Some(3)),
         (Moment::AfterCheckpoint(3), Some(4)),
     ];
     // The epoch each start resumed at, as its first line says.
     let mut resumed_at: Vec<Option<u32>> = Vec::new();
-    let start = |fault: bool| {
+    let start = |fault: Option<String>| {
         let mut args = vec!["--epochs", "4"];
         if ck.exists() {
             args.extend(["--resume", ck.to_str().unwrap()]);
         }
         let mut cmd = train_cmd(&out, &args);
         cmd.stderr(std::fs::File::create(&stderr_file).unwrap());
-        if fault {
-            cmd.env(
-                vae_wgpu::fault::VARIABLE,
-                "stall-before-rename:checkpoint.safetensors",
-            );
+        if let Some(point) = fault {
+            cmd.env(vae_wgpu::fault::VARIABLE, point);
         }
         cmd.spawn().unwrap()
     };
@@ -140,16 +129,16 @@ fn killed_runs_resume_from_their_last_checkpoint_and_end_bit_identical() {
     };
     for (moment, next_resume) in moments {
         let before = checkpoint_epoch(&ck);
-        let mut child = start(matches!(moment, Moment::BeforeRename));
+        let fault = match moment {
+            Moment::BeforeRename => Some("stall-before-rename:checkpoint.safetensors".to_string()),
+            Moment::InEpoch(step) => Some(format!("stall-after-step:{step}")),
+            _ => None,
+        };
+        let mut child = start(fault);
         match moment {
             Moment::Startup => std::thread::sleep(Duration::from_millis(20)),
-            Moment::InEpoch(epoch, fraction) => {
-                // Training of `epoch` starts after the first line (epoch 1) or after the previous checkpoint.
-                wait_for("the run to start", || stderr_now().contains("writing to"));
-                wait_for("the previous checkpoint", || {
-                    epoch == 1 || checkpoint_epoch(&ck) == Some(epoch - 1)
-                });
-                std::thread::sleep(Duration::from_secs_f64(fraction * epoch_seconds));
+            Moment::InEpoch(_) => {
+                wait_for("the stall mid-epoch", || stderr_now().contains("stalled at"));
             }
             Moment::BeforeRename => {
                 wait_for("the stall before the rename", || {
@@ -187,7 +176,7 @@ fn killed_runs_resume_from_their_last_checkpoint_and_end_bit_identical() {
         );
     }
     // Finish the run.
-    let o = start(false).wait_with_output().unwrap();
+    let o = start(None).wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr_now());
     resumed_at.push(resume_epoch(&stderr_now()));
     // Every start after a checkpoint existed resumed from it, at the epoch after it.

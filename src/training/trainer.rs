@@ -242,6 +242,8 @@ impl<'a> Trainer<'a> {
             }
             sum.add(&log, chunk);
             progress((first + chunk.len()) as u32, &sum);
+            let done = self.step + (first + chunk.len()) as u32;
+            crate::fault::stall_at(&format!("stall-after-step:{done}"));
         }
         self.step += sizes.len() as u32;
         Ok(sum)
