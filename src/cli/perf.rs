@@ -329,6 +329,11 @@ pub fn profile(
         }
         println!("trace written to {}", trace.display());
     }
+    println!("dispatches per training step: {}", p.dispatches);
+    println!(
+        "host time to record and submit a step (no wait): {:.1} µs",
+        p.host_step_us
+    );
     if let Some(g) = p.gpu_step_us {
         println!("GPU time per step (sum of kernels, one timed pass each): {g:.1} µs");
     }

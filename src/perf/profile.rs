@@ -33,8 +33,12 @@ pub struct Profile {
     pub kernels: Vec<KernelRow>,
     /// Wall-clock time per step of the same steps recorded back to back in one pass (no timestamps).
     pub wall_step_us: f64,
+    /// Host time to record and submit one step (without waiting), from the same back-to-back run.
+    pub host_step_us: f64,
     /// Summed GPU kernel time per step (timestamps), when available.
     pub gpu_step_us: Option<f64>,
+    /// Dispatches one training step records.
+    pub dispatches: usize,
     pub steps: u32,
 }
 
@@ -76,11 +80,14 @@ pub fn profile(
     } else {
         (Vec::new(), None)
     };
-    // The same steps as training records them: one pass, back to back.
+    // The same steps as training records them: one pass, back to back. The host's part is the time to record
+    // and submit them (the call returns without waiting); the wall clock runs until the GPU is done.
     let start = Instant::now();
     gpu.submit_plans("profile.wall", (0..steps).map(|s| (plan(s), row(s))))?;
+    let host_step_us = start.elapsed().as_secs_f64() * 1e6 / steps as f64;
     gpu.wait()?;
     let wall_step_us = start.elapsed().as_secs_f64() * 1e6 / steps as f64;
+    let dispatches = plan(0).len();
     if capture {
         // SAFETY: pairs with the start above.
         unsafe { gpu.device.stop_graphics_debugger_capture() };
@@ -88,7 +95,9 @@ pub fn profile(
     Ok(Profile {
         kernels,
         wall_step_us,
+        host_step_us,
         gpu_step_us,
+        dispatches,
         steps,
     })
 }
