@@ -350,11 +350,12 @@ pub fn tune_reduction(gpu: &Gpu, n: u32, runs: u32) -> Result<(Reduction, Vec<(R
     Ok((best, times))
 }
 
-/// The number of elements of the step's largest reduction (the BCE over the reconstruction, m × pixels), from
-/// its products: the largest m·n.
+/// The number of elements of the step's largest reduction (the BCE over the reconstruction, rows × pixels), from
+/// its products: the largest output of a forward product (layout NT).
 pub fn reduction_size(products: &[Product]) -> u32 {
     products
         .iter()
+        .filter(|p| p.layout == Layout::NT)
         .map(|p| p.shape.0.saturating_mul(p.shape.1))
         .max()
         .unwrap_or(1)
