@@ -78,6 +78,9 @@ pub enum Error {
     #[error("{what}: {message}")]
     Io { what: String, message: String },
 
+    #[error("interrupted: {0}")]
+    Interrupted(String),
+
     #[error("{0}")]
     Invalid(String),
 }

@@ -1,35 +1,62 @@
 //! Hooks for the tests only, each armed by an environment variable whose name says what it is for; unset (always,
 //! outside the tests), each check is one comparison with `None`.
 //!
-//! - `VAE_TEST_FAULT` names one point at which the program stalls (sleeps until it is killed), so a test can kill
-//!   it at exactly that point.
+//! - `VAE_TEST_FAULT` names points, comma-separated, at which the program misbehaves on purpose, each the first
+//!   time it gets there: it stalls (until killed or interrupted) so a test can kill or interrupt it at exactly
+//!   that point, or it meets a fault a real GPU brings (device loss, a hang, a full memory, a rejected kernel).
 //! - `VAE_TEST_SHADER_DIR` names a directory whose `.wgsl` files replace the embedded ones (the mutation run,
 //!   tests/mutants/, plants one change at a time there without rebuilding).
 //!
 //! Points: `stall-before-rename:<file name>` (in [`crate::atomic::write_atomic`], after the temporary file is
 //! written and synced, before the rename; the first write of that file in the process);
-//! `stall-after-step:<n>` (in the trainer, at the log point after global step n, mid-epoch where n is).
+//! `stall-after-step:<n>` (in the trainer, at the log point after global step n, mid-epoch where n is);
+//! `lose-device-after-step:<n>` (there too: destroys the device, as a driver reset would);
+//! `hang-after-step:<n>` (there too: submits a kernel that keeps the GPU busy far longer than the wait timeout);
+//! `oom:<buffer label>` (the allocation of the first buffer whose label starts with it fails as out of memory);
+//! `reject:<kernel>` (the pipeline of that matmul candidate fails to build, as a driver that rejects it would).
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeSet;
+use std::sync::{Mutex, OnceLock};
 
-/// The environment variable that arms a fault.
+/// The environment variable that arms faults.
 pub const VARIABLE: &str = "VAE_TEST_FAULT";
 
-fn armed() -> Option<&'static str> {
-    static POINT: OnceLock<Option<String>> = OnceLock::new();
-    POINT
-        .get_or_init(|| std::env::var(VARIABLE).ok().filter(|v| !v.is_empty()))
-        .as_deref()
+/// The armed points (empty, always, outside the tests).
+fn armed() -> &'static BTreeSet<String> {
+    static POINTS: OnceLock<BTreeSet<String>> = OnceLock::new();
+    POINTS.get_or_init(|| {
+        std::env::var(VARIABLE)
+            .unwrap_or_default()
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect()
+    })
 }
 
-/// Stalls forever, the first time the program reaches `point` while `VAE_TEST_FAULT` names it.
+/// Whether `point` is armed and reached for the first time (each point fires once per process).
+pub fn fires(point: &str) -> bool {
+    static FIRED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    armed().contains(point)
+        && FIRED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(point.to_string())
+}
+
+/// The value after `prefix` of the armed points that start with it (e.g. `oom:` gives the buffer labels).
+pub fn values(prefix: &str) -> impl Iterator<Item = &'static str> {
+    armed().iter().filter_map(move |p| p.strip_prefix(prefix))
+}
+
+/// Stalls until killed or interrupted (Ctrl-C, which the run then handles as anywhere else), the first time the
+/// program reaches `point` while it is armed. Stalls one after another each wait for an interrupt of their own.
 pub fn stall_at(point: &str) {
-    static FIRED: AtomicBool = AtomicBool::new(false);
-    if armed() == Some(point) && !FIRED.swap(true, Ordering::SeqCst) {
+    if fires(point) {
+        let seen = crate::interrupt::count();
         eprintln!("{VARIABLE}: stalled at {point}");
-        loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
+        while crate::interrupt::count() == seen {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 }

@@ -4,8 +4,8 @@
 //!
 //! Layers, each using only those above it:
 //!
-//! - [`error`], [`atomic`], [`fault`]: the error type; files written whole or not at all; the tests' fault
-//!   injection.
+//! - [`error`], [`atomic`], [`fault`], [`interrupt`]: the error type; files written whole or not at all; the
+//!   tests' fault injection; Ctrl-C.
 //! - [`gpu`]: adapters, the device and its limits, error scopes, buffers, readback, pipelines and dispatches.
 //! - [`kernels`]: the WGSL kernel families, each with its host wrapper and CPU reference, and the host/shader
 //!   contract (constants and uniform structs) they share.
@@ -21,6 +21,7 @@ pub mod data;
 pub mod error;
 pub mod fault;
 pub mod gpu;
+pub mod interrupt;
 pub mod kernels;
 pub mod model;
 pub mod output;

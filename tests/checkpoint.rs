@@ -17,6 +17,13 @@ fn sample(latent: u32) -> Checkpoint {
         params,
         step: 938,
         epoch: 2,
+        epoch_step: 17,
+        partial: vae_wgpu::training::plans::LossSum {
+            bce: 1234.5678901234567,
+            kl: 0.1,
+            examples: 2176,
+        },
+        partial_seconds: 1.5,
         settings: Settings {
             latent,
             seed: 3,

@@ -138,7 +138,9 @@ fn killed_runs_resume_from_their_last_checkpoint_and_end_bit_identical() {
         match moment {
             Moment::Startup => std::thread::sleep(Duration::from_millis(20)),
             Moment::InEpoch(_) => {
-                wait_for("the stall mid-epoch", || stderr_now().contains("stalled at"));
+                wait_for("the stall mid-epoch", || {
+                    stderr_now().contains("stalled at")
+                });
             }
             Moment::BeforeRename => {
                 wait_for("the stall before the rename", || {
@@ -294,4 +296,112 @@ fn two_runs_cannot_share_an_output_directory() {
     let o = train_cmd(&out, &["--epochs", "1"]).output().unwrap();
     assert!(stderr(&o).contains("already holds a run"), "{}", stderr(&o));
     std::fs::remove_dir_all(&out).ok();
+}
+
+/// Sends SIGINT (Ctrl-C) to `pid` through kill(1), which every Unix has.
+#[cfg(unix)]
+fn interrupt(pid: u32) {
+    let s = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(s.success(), "kill -INT {pid} failed");
+}
+
+/// Starts a run (resuming the checkpoint in `out` if there is one) with the faults `faults` armed, presses Ctrl-C
+/// once at each stall as it reaches it, and returns the run's exit code and stderr.
+#[cfg(unix)]
+fn interrupt_at(out: &Path, faults: &str) -> (Option<i32>, String) {
+    let ck = out.join("checkpoint.safetensors");
+    let stderr_file = out.with_extension("stderr");
+    let mut args = vec!["--epochs", "3"];
+    if ck.exists() {
+        args.extend(["--resume", ck.to_str().unwrap()]);
+    }
+    let mut cmd = train_cmd(out, &args);
+    cmd.stderr(std::fs::File::create(&stderr_file).unwrap())
+        .env(vae_wgpu::fault::VARIABLE, faults);
+    let mut child = cmd.spawn().unwrap();
+    let text = || std::fs::read_to_string(&stderr_file).unwrap_or_default();
+    for (n, point) in faults.split(',').enumerate() {
+        wait_for(point, || text().matches("stalled at").count() > n);
+        interrupt(child.id());
+    }
+    let status = child.wait().unwrap();
+    let e = text();
+    std::fs::remove_file(&stderr_file).ok();
+    (status.code(), e)
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_checkpoints_at_the_step_and_the_resumed_run_ends_bit_identical() {
+    // 20 steps an epoch (1000 examples, batch 50), log points every 5 steps, 3 epochs.
+    let straight = scratch("straight-3");
+    let o = train_cmd(&straight, &["--epochs", "3"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = scratch("interrupted");
+    let ck = out.join("checkpoint.safetensors");
+    // Ctrl-C mid-epoch in the first epoch (nothing saved yet), then in the second, each run resuming the
+    // checkpoint the one before wrote: (global step, epochs complete, steps into the next epoch).
+    for (step, epoch, epoch_step) in [(10, 0, 10), (35, 1, 15)] {
+        let (code, e) = interrupt_at(&out, &format!("stall-after-step:{step}"));
+        assert_eq!(code, Some(130), "{e}");
+        assert!(!e.contains("panicked"), "{e}");
+        let at = format!(
+            "checkpoint written at step {step} (epoch {}, step {epoch_step} of 20)",
+            epoch + 1
+        );
+        assert!(e.contains(&at), "{e}");
+        assert!(e.contains("--resume"), "the message says how to go on: {e}");
+        let c = Checkpoint::load(&ck).unwrap();
+        assert_eq!((c.step, c.epoch, c.epoch_step), (step, epoch, epoch_step));
+        assert_eq!(c.partial.examples, 50 * epoch_step as u64);
+        match epoch {
+            0 => assert!(
+                !out.join("metrics.csv").exists(),
+                "metrics.csv before an epoch ended"
+            ),
+            _ => assert_eq!(losses(&out).len(), epoch as usize, "metrics.csv rows"),
+        }
+        if step == 35 {
+            assert!(e.contains("resuming in epoch 1 after step 10"), "{e}");
+        }
+    }
+    // Ctrl-C at the last step of epoch 2: the epoch finishes (evaluation, checkpoint) and the run stops there.
+    let (code, e) = interrupt_at(&out, "stall-after-step:40");
+    assert_eq!(code, Some(130), "{e}");
+    assert!(e.contains("resuming in epoch 2 after step 15"), "{e}");
+    assert!(e.contains("stopped before epoch 3"), "{e}");
+    let c = Checkpoint::load(&ck).unwrap();
+    assert_eq!((c.step, c.epoch, c.epoch_step), (40, 2, 0));
+    let complete = std::fs::read(&ck).unwrap();
+    // Ctrl-C twice: the first press stops the run at step 45, and the second arrives while the checkpoint there
+    // is half written (stalled before its rename): the run exits at once and the last complete checkpoint stays.
+    let (code, e) = interrupt_at(
+        &out,
+        "stall-after-step:45,stall-before-rename:checkpoint.safetensors",
+    );
+    assert_eq!(code, Some(130), "{e}");
+    assert!(e.contains("interrupted again"), "{e}");
+    assert_eq!(
+        std::fs::read(&ck).unwrap(),
+        complete,
+        "the checkpoint changed"
+    );
+    // The resumed run ends where the straight run does, to the bit: the same losses in every epoch (the
+    // interrupted epochs' training losses included) and the same parameters and moments.
+    let args = ["--epochs", "3", "--resume", ck.to_str().unwrap()];
+    let o = train_cmd(&out, &args).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming at epoch 3"), "{}", stderr(&o));
+    assert_eq!(losses(&out), losses(&straight));
+    let (a, b) = (
+        Checkpoint::load(&ck).unwrap(),
+        Checkpoint::load(&straight.join("checkpoint.safetensors")).unwrap(),
+    );
+    assert_eq!((a.params, a.m, a.v, a.step), (b.params, b.m, b.v, b.step));
+    assert_eq!((a.epoch_step, a.partial.examples), (0, 0));
+    std::fs::remove_dir_all(&out).ok();
+    std::fs::remove_dir_all(&straight).ok();
 }

@@ -81,7 +81,11 @@ fn three_steps_match_the_reference(kernel: &str) {
     for epoch in 1..=3u32 {
         let p0 = read(&trainer.net.params, n);
         let (m0, v0) = (read(&trainer.net.m, n), read(&trainer.net.v, n));
-        let loss = trainer.train_epoch(epoch, |_, _| {}).unwrap();
+        let loss = trainer
+            .train_epoch(epoch, |_, _| {})
+            .unwrap()
+            .finished()
+            .unwrap();
         let grads = read(&trainer.net.grads, n);
         let p1 = read(&trainer.net.params, n);
         let eps = read(&trainer.ws.eps, (batch * 20) as usize);

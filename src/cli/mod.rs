@@ -167,6 +167,11 @@ pub fn main() -> ExitCode {
     }));
     match run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
+        // The shell's convention for a program stopped by SIGINT.
+        Err(e @ vae_wgpu::Error::Interrupted(_)) => {
+            eprintln!("{e}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

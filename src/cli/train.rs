@@ -91,5 +91,10 @@ impl From<TrainArgs> for TrainOptions {
 }
 
 pub fn train(args: TrainArgs) -> vae_wgpu::Result<()> {
+    // Ctrl-C stops at the next step boundary with a checkpoint there; without a handler it would kill the run
+    // and lose the epoch so far.
+    if let Err(e) = vae_wgpu::interrupt::install() {
+        eprintln!("warning: Ctrl-C will not checkpoint before stopping ({e})");
+    }
     run::train(&args.into()).map(|_| ())
 }

@@ -42,7 +42,7 @@ pub fn epoch_bench(trainer: &mut Trainer, warmup: u32, reps: u32) -> Result<Epoc
     let mut runs = Vec::new();
     for e in 0..warmup + reps {
         let start = Instant::now();
-        trainer.train_epoch(e + 1, |_, _| {})?;
+        trainer.train_epoch(e + 1, |_, _| {})?.finished()?;
         trainer.gpu.wait()?;
         if e >= warmup {
             runs.push(start.elapsed().as_secs_f64() * 1e3);

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::Path;
 
+use super::plans::LossSum;
 use super::settings::Settings;
 use crate::atomic::write_atomic;
 use crate::data::mnist::Split;
@@ -29,6 +30,12 @@ pub struct Checkpoint {
     pub step: u32,
     /// Epochs completed.
     pub epoch: u32,
+    /// Steps of the next epoch already taken: 0, except in a checkpoint written on Ctrl-C mid-epoch.
+    pub epoch_step: u32,
+    /// That unfinished epoch's training loss so far and its training time (seconds), so that a resumed run
+    /// reports the epoch as an uninterrupted one would.
+    pub partial: LossSum,
+    pub partial_seconds: f64,
     /// The run's settings; their `hidden` and `latent` are the model's.
     pub settings: Settings,
     /// (rows, cols) of the images the model was trained on; checkpoints written before it was recorded lack it.
@@ -134,6 +141,12 @@ impl Checkpoint {
             ("step", self.step.to_string()),
             ("epoch", self.epoch.to_string()),
             ("metrics", self.metrics.clone()),
+            ("epoch_step", self.epoch_step.to_string()),
+            // {:?} prints the shortest text that parses back to the same f64.
+            ("partial_bce", format!("{:?}", self.partial.bce)),
+            ("partial_kl", format!("{:?}", self.partial.kl)),
+            ("partial_examples", self.partial.examples.to_string()),
+            ("partial_seconds", format!("{:?}", self.partial_seconds)),
             (
                 "kernels",
                 self.kernels
@@ -266,6 +279,13 @@ impl Checkpoint {
             v,
             step: small("step")?,
             epoch: small("epoch")?,
+            epoch_step: optional(&meta, "epoch_step", path)?.unwrap_or(0),
+            partial: LossSum {
+                bce: optional(&meta, "partial_bce", path)?.unwrap_or(0.0),
+                kl: optional(&meta, "partial_kl", path)?.unwrap_or(0.0),
+                examples: optional(&meta, "partial_examples", path)?.unwrap_or(0),
+            },
+            partial_seconds: optional(&meta, "partial_seconds", path)?.unwrap_or(0.0),
             settings,
             image,
             metrics: meta.get("metrics").cloned().unwrap_or_default(),
@@ -290,4 +310,18 @@ fn parse_kernels(path: &Path, text: &str) -> Result<BTreeMap<String, String>> {
         kernels.insert(key.to_string(), kernel.to_string());
     }
     Ok(kernels)
+}
+
+/// An optional metadata value (absent in checkpoints written before it existed), refused when unparsable.
+fn optional<T: std::str::FromStr>(
+    meta: &BTreeMap<String, String>,
+    key: &str,
+    path: &Path,
+) -> Result<Option<T>> {
+    meta.get(key)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| bad(path, format!("metadata {key:?} = {v:?} is not valid")))
+        })
+        .transpose()
 }

@@ -8,7 +8,7 @@ use super::checkpoint::Checkpoint;
 use super::eval::{EvalConfig, Evaluator, RECON_IMAGES, SAMPLE_IMAGES};
 use super::plans::LossSum;
 use super::settings::Settings;
-use super::trainer::{TrainConfig, Trainer};
+use super::trainer::{EpochEnd, TrainConfig, Trainer};
 use crate::atomic::write_atomic;
 use crate::data::mnist::{self, Split};
 use crate::error::{Error, Result};
@@ -409,23 +409,44 @@ struct Run<'a> {
     image: (usize, usize),
     /// The kernel of each product the plans compute (recorded in checkpoints).
     kernels: BTreeMap<String, String>,
+    /// Training time of an interrupted epoch before this run resumed it.
+    resumed_seconds: f64,
     /// metrics.csv's rows so far, without the header.
     lines: Vec<String>,
     verbose: bool,
 }
 
 impl Run<'_> {
-    /// Trains, evaluates and saves one epoch: metrics.csv, the checkpoint and the pictures, then one line.
+    /// Trains, evaluates and saves one epoch: metrics.csv, the checkpoint and the pictures, then one line. On
+    /// Ctrl-C it stops at a step boundary, writes a checkpoint at that step and returns `Error::Interrupted`.
     fn epoch(&mut self, epoch: u32, epochs: u32) -> Result<EpochStats> {
+        if crate::interrupt::requested() {
+            let path = self.out.join("checkpoint.safetensors");
+            let saved = match epoch - 1 {
+                0 => "no epoch had ended: nothing was saved".to_string(),
+                e => format!(
+                    "the checkpoint of epoch {e} is complete; continue with --resume {}",
+                    path.display()
+                ),
+            };
+            return Err(Error::Interrupted(format!(
+                "stopped before epoch {epoch}; {saved}"
+            )));
+        }
         let bar = progress_bar(self.verbose, self.trainer.steps_per_epoch(), epoch, epochs);
+        bar.set_position(self.trainer.epoch_step as u64);
         let start = Instant::now();
-        let train = self.trainer.train_epoch(epoch, |done, sum| {
+        let end = self.trainer.train_epoch(epoch, |done, sum| {
             bar.set_position(done as u64);
             bar.set_message(format!("loss {:.2}", sum.per_example().0));
         })?;
         self.trainer.gpu.wait()?;
-        let seconds = start.elapsed().as_secs_f64();
+        let seconds = start.elapsed().as_secs_f64() + std::mem::take(&mut self.resumed_seconds);
         bar.finish_and_clear();
+        let train = match end {
+            EpochEnd::Done(sum) => sum,
+            EpochEnd::Interrupted => return Err(self.interrupted(epoch, seconds)),
+        };
         let test = self.evaluator.evaluate()?;
         let stats = EpochStats {
             epoch,
@@ -444,7 +465,7 @@ impl Run<'_> {
         self.lines.push(metrics_line(&stats, n));
         let csv = self.metrics_csv();
         write_atomic(&self.out.join("metrics.csv"), csv.as_bytes())?;
-        self.checkpoint(epoch)?
+        self.checkpoint(epoch, 0.0)?
             .save(&self.out.join("checkpoint.safetensors"))?;
         self.pictures(epoch)?;
         if self.verbose {
@@ -457,11 +478,31 @@ impl Run<'_> {
     }
 
     fn metrics_csv(&self) -> String {
-        format!("{METRICS_HEADER}\n{}\n", self.lines.join("\n"))
+        let rows: String = self.lines.iter().map(|l| format!("{l}\n")).collect();
+        format!("{METRICS_HEADER}\n{rows}")
     }
 
-    /// The run's state after `epoch`, read back from the GPU.
-    fn checkpoint(&self, epoch: u32) -> Result<Checkpoint> {
+    /// Writes a checkpoint at the step the interrupted epoch reached, and says so.
+    fn interrupted(&self, epoch: u32, seconds: f64) -> Error {
+        let path = self.out.join("checkpoint.safetensors");
+        let (done, of) = (self.trainer.epoch_step, self.trainer.steps_per_epoch());
+        let saved = self
+            .checkpoint(epoch - 1, seconds)
+            .and_then(|ck| ck.save(&path));
+        match saved {
+            Ok(()) => Error::Interrupted(format!(
+                "checkpoint written at step {} (epoch {epoch}, step {done} of {of}) in {}; continue with --resume {}",
+                self.trainer.step,
+                path.display(),
+                path.display()
+            )),
+            Err(e) => e,
+        }
+    }
+
+    /// The run's state after `epoch` whole epochs (and, mid-epoch, the steps and loss of the next one so far),
+    /// read back from the GPU.
+    fn checkpoint(&self, epoch: u32, partial_seconds: f64) -> Result<Checkpoint> {
         let (m, v) = self.trainer.moments()?;
         Ok(Checkpoint {
             model: self.trainer.net.config,
@@ -470,6 +511,9 @@ impl Run<'_> {
             v,
             step: self.trainer.step,
             epoch,
+            epoch_step: self.trainer.epoch_step,
+            partial: self.trainer.partial,
+            partial_seconds,
             settings: self.settings.clone(),
             image: Some((self.image.0 as u32, self.image.1 as u32)),
             metrics: self.metrics_csv(),
@@ -620,8 +664,16 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
     let mut lines = Vec::new();
     if let Some(ck) = ck {
         trainer.restore(&ck.m, &ck.v, ck.step)?;
+        trainer.epoch_step = ck.epoch_step;
+        trainer.partial = ck.partial;
         // The earlier epochs' rows, so the new metrics.csv tells the whole run.
-        lines.extend(ck.metrics.lines().skip(1).map(String::from));
+        lines.extend(
+            ck.metrics
+                .lines()
+                .skip(1)
+                .filter(|l| !l.is_empty())
+                .map(String::from),
+        );
     }
     let resuming_here = opts
         .resume
@@ -629,10 +681,12 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
         .is_some_and(|r| r.parent().and_then(|p| p.canonicalize().ok()) == out.canonicalize().ok());
     let _lock = prepare_out(&out, resuming_here)?;
     if opts.verbose {
-        let resuming = if ck.is_some() {
-            format!(", resuming at epoch {first}")
-        } else {
-            String::new()
+        let resuming = match ck {
+            Some(c) if c.epoch_step > 0 => {
+                format!(", resuming in epoch {first} after step {}", c.epoch_step)
+            }
+            Some(_) => format!(", resuming at epoch {first}"),
+            None => String::new(),
         };
         eprintln!(
             "training {}-{}-{} on {} ({} train / {} test examples, batch {}, data {}){resuming}, writing to {}",
@@ -655,6 +709,7 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
         out: &out,
         image: (train.rows, train.cols),
         kernels,
+        resumed_seconds: ck.map_or(0.0, |c| c.partial_seconds),
         lines,
         verbose: opts.verbose,
     };

@@ -46,7 +46,30 @@ pub struct Trainer<'a> {
     pub ws: Workspace,
     /// Adam steps taken so far.
     pub step: u32,
+    /// Steps of the current epoch already taken (0 at an epoch boundary; more after an interrupted run resumes).
+    pub epoch_step: u32,
+    /// The current epoch's training loss so far (restored with `epoch_step`).
+    pub partial: LossSum,
     n: u32,
+}
+
+impl EpochEnd {
+    /// The epoch's loss; an interrupt is an error here (benchmarks and tests, which do not checkpoint).
+    pub fn finished(self) -> Result<LossSum> {
+        match self {
+            EpochEnd::Done(sum) => Ok(sum),
+            EpochEnd::Interrupted => Err(Error::Interrupted("the epoch did not finish".into())),
+        }
+    }
+}
+
+/// How an epoch of training ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EpochEnd {
+    /// Every step was taken: the epoch's training loss.
+    Done(LossSum),
+    /// Stopped at a step boundary because the user asked (Ctrl-C); `Trainer::epoch_step` steps are done.
+    Interrupted,
 }
 
 /// One training step of `rows` examples: forward, backward (gradients and both loss terms), the losses into the
@@ -104,6 +127,8 @@ impl<'a> Trainer<'a> {
             plans: Plans::empty(),
             ws,
             step: 0,
+            epoch_step: 0,
+            partial: LossSum::default(),
             n,
         };
         trainer.rebuild_plans()?;
@@ -189,9 +214,11 @@ impl<'a> Trainer<'a> {
         gpu.queue
             .write_buffer(&self.index, 0, bytemuck::cast_slice(&order));
         let sizes = batches(self.n, self.config.batch);
+        // Adam's step count at the epoch's start: a resumed, interrupted epoch has taken `epoch_step` already.
+        let base = self.step - self.epoch_step;
         let rows: Vec<StepParams> = (0..sizes.len() as u32)
             .map(|i| {
-                let t = self.step + i + 1;
+                let t = base + i + 1;
                 let mut row = StepParams {
                     batch_offset: i * self.config.batch,
                     loss_slot: i,
@@ -212,16 +239,21 @@ impl<'a> Trainer<'a> {
         self.plans.for_rows(rows)
     }
 
-    /// Trains one epoch (1-based `epoch`). `progress(steps_done, running)` is called at each log point.
+    /// Trains one epoch (1-based `epoch`), from step `epoch_step` on (0 unless resuming an interrupted epoch).
+    /// `progress(steps_done, running)` is called at each log point; between submissions the trainer checks for
+    /// Ctrl-C and stops there, at a step boundary, leaving `epoch_step` and `partial` for a checkpoint.
     pub fn train_epoch(
         &mut self,
         epoch: u32,
         mut progress: impl FnMut(u32, &LossSum),
-    ) -> Result<LossSum> {
+    ) -> Result<EpochEnd> {
         let sizes = self.begin_epoch(epoch)?;
-        let mut sum = LossSum::default();
         let interval = self.config.log_interval.max(1) as usize;
-        for first in (0..sizes.len()).step_by(interval) {
+        let mut first = self.epoch_step as usize;
+        while first < sizes.len() {
+            if crate::interrupt::requested() {
+                return Ok(EpochEnd::Interrupted);
+            }
             let chunk = &sizes[first..(first + interval).min(sizes.len())];
             let steps = chunk.iter().enumerate();
             let plans = steps.map(|(i, &r)| (self.plans.for_rows(r), (first + i) as u32));
@@ -233,19 +265,22 @@ impl<'a> Trainer<'a> {
             if let Some((row, term)) = first_non_finite(&log) {
                 // A non-finite loss means non-finite parameters from that step on: stop before they are saved.
                 return Err(Error::NonFinite {
-                    step: self.step + (first + row) as u32 + 1,
-                    seen: self.step + (first + chunk.len()) as u32,
+                    step: self.step + row as u32 + 1,
+                    seen: self.step + chunk.len() as u32,
                     epoch,
                     what: term.describe(),
                     lr: self.config.adam.lr,
                 });
             }
-            sum.add(&log, chunk);
-            progress((first + chunk.len()) as u32, &sum);
-            let done = self.step + (first + chunk.len()) as u32;
-            crate::fault::stall_at(&format!("stall-after-step:{done}"));
+            self.partial.add(&log, chunk);
+            self.step += chunk.len() as u32;
+            self.epoch_step += chunk.len() as u32;
+            first += chunk.len();
+            progress(first as u32, &self.partial);
+            crate::fault::stall_at(&format!("stall-after-step:{}", self.step));
         }
-        self.step += sizes.len() as u32;
-        Ok(sum)
+        let sum = std::mem::take(&mut self.partial);
+        self.epoch_step = 0;
+        Ok(EpochEnd::Done(sum))
     }
 }

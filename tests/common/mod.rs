@@ -82,6 +82,9 @@ pub fn checkpoint(
         params,
         step: 3,
         epoch: 1,
+        epoch_step: 0,
+        partial: Default::default(),
+        partial_seconds: 0.0,
         settings: Settings {
             hidden: model.hidden,
             latent: model.latent,
