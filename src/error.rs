@@ -40,9 +40,22 @@ pub enum Error {
     Internal { context: String, message: String },
 
     #[error(
-        "the GPU device was lost ({reason}); the driver may have crashed or reset. Restart the program"
+        "the GPU device was lost ({reason}): the driver reset or crashed, or the GPU was removed. Check the GPU (driver log, dmesg, nvidia-smi), then start the program again"
     )]
     DeviceLost { reason: String },
+
+    #[error(
+        "the GPU did not finish {what} within {seconds} s, so the program takes it to be hung (a driver hang, or a device far slower than expected); if it is only slow, raise the limit with --gpu-timeout SECONDS"
+    )]
+    GpuTimeout { what: String, seconds: f64 },
+
+    /// A GPU fault that stopped a training run, with where it stopped and what was saved.
+    #[error("{cause}\n  {at}; {saved}")]
+    Stopped {
+        cause: Box<Error>,
+        at: String,
+        saved: String,
+    },
 
     #[error("reading back {what} from the GPU failed: {message}")]
     Readback { what: String, message: String },

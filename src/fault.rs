@@ -34,6 +34,11 @@ fn armed() -> &'static BTreeSet<String> {
     })
 }
 
+/// Whether any fault is armed (so that callers build point names only in the tests).
+pub fn any_armed() -> bool {
+    !armed().is_empty()
+}
+
 /// Whether `point` is armed and reached for the first time (each point fires once per process).
 pub fn fires(point: &str) -> bool {
     static FIRED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());

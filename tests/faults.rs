@@ -405,3 +405,102 @@ fn ctrl_c_checkpoints_at_the_step_and_the_resumed_run_ends_bit_identical() {
     std::fs::remove_dir_all(&out).ok();
     std::fs::remove_dir_all(&straight).ok();
 }
+
+/// Waits for `child` at most `limit`; kills it and fails past that.
+fn wait_at_most(child: &mut std::process::Child, limit: Duration, what: &str) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if start.elapsed() > limit {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("{what}: the run was still going after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs 3 epochs in `out` (resuming its checkpoint if there is one) with `faults` armed and `extra` options;
+/// returns the exit code and stderr, failing if the run takes more than `limit`.
+fn run_with_faults(
+    out: &Path,
+    faults: &str,
+    extra: &[&str],
+    limit: Duration,
+) -> (Option<i32>, String) {
+    let ck = out.join("checkpoint.safetensors");
+    let stderr_file = out.with_extension("stderr");
+    let mut args = vec!["--epochs", "3"];
+    if ck.exists() {
+        args.extend(["--resume", ck.to_str().unwrap()]);
+    }
+    args.extend(extra);
+    let mut cmd = train_cmd(out, &args);
+    cmd.stderr(std::fs::File::create(&stderr_file).unwrap());
+    if !faults.is_empty() {
+        cmd.env(vae_wgpu::fault::VARIABLE, faults);
+    }
+    let code = wait_at_most(&mut cmd.spawn().unwrap(), limit, faults);
+    let e = std::fs::read_to_string(&stderr_file).unwrap_or_default();
+    std::fs::remove_file(&stderr_file).ok();
+    (code, e)
+}
+
+#[test]
+fn a_lost_device_stops_the_run_cleanly_and_the_run_resumes() {
+    let out = scratch("lost");
+    let ck = out.join("checkpoint.safetensors");
+    // The device is destroyed (as a driver reset would lose it) at the log point after step 25, mid-epoch 2.
+    let minute = Duration::from_secs(60);
+    let (code, e) = run_with_faults(&out, "lose-device-after-step:25", &[], minute);
+    assert_eq!(code, Some(1), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    for want in [
+        "the GPU device was lost",
+        "start the program again",
+        "the run stopped after step 25",
+        "the last complete checkpoint, at step 20 (epoch 1), is intact",
+        &format!("--resume {}", ck.display()),
+    ] {
+        assert!(e.contains(want), "no {want:?} in: {e}");
+    }
+    let c = Checkpoint::load(&ck).unwrap();
+    assert_eq!((c.step, c.epoch), (20, 1));
+    // On a working device the run continues from it to the end.
+    let (code, e) = run_with_faults(&out, "", &[], minute);
+    assert_eq!(code, Some(0), "{e}");
+    assert!(e.contains("resuming at epoch 2"), "{e}");
+    assert_eq!(Checkpoint::load(&ck).unwrap().step, 60);
+    assert_eq!(losses(&out).len(), 3);
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn a_hung_gpu_stops_the_run_at_the_wait_timeout() {
+    // Work that takes minutes or hours is submitted at the log point after step 25 (the next submission follows
+    // it; drivers such as lavapipe block in that call) and after step 40 (the end of epoch 2: the next call
+    // is a wait). Either way the run must stop at its timeout (3 s) with the message, and exit.
+    for step in [25, 40] {
+        let out = scratch("hung");
+        let faults = format!("hang-after-step:{step}");
+        let limit = Duration::from_secs(60);
+        let (code, e) = run_with_faults(&out, &faults, &["--gpu-timeout", "3"], limit);
+        assert_eq!(code, Some(1), "{e}");
+        assert!(!e.contains("panicked"), "{e}");
+        for want in [
+            "within 3 s, so the program takes it to be hung",
+            "raise the limit with --gpu-timeout",
+            "the last complete checkpoint, at step 20 (epoch 1), is intact",
+        ] {
+            assert!(
+                e.contains(want),
+                "hang after step {step}: no {want:?} in: {e}"
+            );
+        }
+        let c = Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+        assert_eq!((c.step, c.epoch), (20, 1));
+        std::fs::remove_dir_all(&out).ok();
+    }
+}

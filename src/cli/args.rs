@@ -16,6 +16,18 @@ pub struct GpuArgs {
     /// default: WGPU_ADAPTER_NAME, else the high-performance adapter.
     #[arg(long, global = true)]
     pub adapter: Option<String>,
+    /// Seconds any wait on the GPU may take before the program stops and calls it a hang (the last checkpoint
+    /// stays) [default: 300].
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub gpu_timeout: Option<std::time::Duration>,
+}
+
+/// A positive number of seconds.
+fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s.is_finite() => Ok(std::time::Duration::from_secs_f64(s)),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
 }
 
 impl From<&GpuArgs> for GpuOptions {
@@ -23,6 +35,7 @@ impl From<&GpuArgs> for GpuOptions {
         GpuOptions {
             backend: a.backend.clone(),
             adapter: a.adapter.clone(),
+            wait_timeout: a.gpu_timeout,
             ..Default::default()
         }
     }

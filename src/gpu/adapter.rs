@@ -17,7 +17,13 @@ pub struct GpuOptions {
     pub power: Option<String>,
     /// Ask for GPU timestamp queries where the adapter has them (`vae profile`).
     pub timestamps: bool,
+    /// How long any wait on the GPU may take before the program calls it a hang ([`DEFAULT_WAIT_TIMEOUT`]).
+    pub wait_timeout: Option<std::time::Duration>,
 }
+
+/// The default for [`GpuOptions::wait_timeout`]: far above any wait this program makes on a working device (a
+/// log point's steps, an evaluation, the 8192² benchmark on a software driver), far below forever.
+pub const DEFAULT_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl GpuOptions {
     /// The options wgpu's environment variables ask for, with `self`'s explicit values on top.
@@ -28,6 +34,7 @@ impl GpuOptions {
             adapter: self.adapter.or_else(|| env("WGPU_ADAPTER_NAME")),
             power: self.power.or_else(|| env("WGPU_POWER_PREF")),
             timestamps: self.timestamps,
+            wait_timeout: self.wait_timeout,
         }
     }
 

@@ -8,12 +8,17 @@
 pub mod adapter;
 pub mod pipeline;
 
-pub use adapter::{AdapterSummary, GpuOptions, list_adapters, parse_backends};
+pub use adapter::{
+    AdapterSummary, DEFAULT_WAIT_TIMEOUT, GpuOptions, list_adapters, parse_backends,
+};
 pub use pipeline::{Access, Dispatch, KernelSpec, Plan, RowTable, ShaderSource, Workload};
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use wgpu::util::DeviceExt;
 
@@ -49,10 +54,17 @@ type ErrorLog = Arc<Mutex<Vec<String>>>;
 pub struct Gpu {
     pub adapter: wgpu::Adapter,
     pub device: wgpu::Device,
-    pub queue: wgpu::Queue,
+    /// Dropping a queue waits, without limit, for the GPU to finish; after a hang it is leaked instead (see Drop).
+    pub queue: ManuallyDrop<wgpu::Queue>,
     pub info: AdapterSummary,
     uncaptured: ErrorLog,
     lost: Arc<Mutex<Option<String>>>,
+    /// The longest any wait may take ([`GpuOptions::wait_timeout`]).
+    wait_timeout: Duration,
+    /// Ends the process when a submission blocks past the wait timeout (see [`Watchdog`]).
+    watchdog: Arc<Watchdog>,
+    /// Set when a wait timed out: the GPU may never finish.
+    hung: AtomicBool,
     pub(crate) pipelines: pipeline::SharedCache,
     /// Which kernel computes which product (product key → kernel name), where one was chosen: by tuning, from
     /// the tuning cache or from a checkpoint. The kernels layer reads it; an absent key takes its default.
@@ -102,7 +114,12 @@ impl Gpu {
                 wanted: format!("backends {}: {e}", backend_names(backends)),
             })?,
         };
-        Self::open(adapter, options.timestamps)
+        let mut gpu = Self::open(adapter, options.timestamps)?;
+        if let Some(t) = options.wait_timeout {
+            gpu.wait_timeout = t;
+            gpu.watchdog = Watchdog::start(t);
+        }
+        Ok(gpu)
     }
 
     /// Opens a device on `adapter` with [`required_limits`], failing with the names of any limits it lacks;
@@ -154,17 +171,22 @@ impl Gpu {
         let lost = Arc::new(Mutex::new(None));
         let lost_flag = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
-            *lost_flag.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(format!("{reason:?}: {message}"));
+            *lost_flag.lock().unwrap_or_else(|p| p.into_inner()) = Some(match message.trim() {
+                "" => format!("{reason:?}"),
+                m => format!("{reason:?}: {m}"),
+            });
         });
 
         Ok(Gpu {
             adapter,
             device,
-            queue,
+            queue: ManuallyDrop::new(queue),
             info,
             uncaptured,
             lost,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
+            watchdog: Watchdog::start(DEFAULT_WAIT_TIMEOUT),
+            hung: AtomicBool::new(false),
             pipelines: Default::default(),
             choices: Default::default(),
         })
@@ -196,9 +218,25 @@ impl Gpu {
             .contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
+    /// The reason the device was lost, if it was.
+    fn lost_reason(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `e`, or the device's loss where that is what caused it: once a device is lost, every call on it fails
+    /// (validation, mapping, polling), and the loss is what the user needs to hear about. wgpu reports the loss
+    /// from its next poll, so poll once (without waiting) first.
+    fn lost_or(&self, e: Error) -> Error {
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        match self.lost_reason() {
+            Some(reason) => Error::DeviceLost { reason },
+            None => e,
+        }
+    }
+
     /// Fails if the device was lost or an error escaped every error scope since the last check.
     pub fn check(&self) -> Result<()> {
-        if let Some(reason) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(reason) = self.lost_reason() {
             return Err(Error::DeviceLost { reason });
         }
         let mut log = self.uncaptured.lock().unwrap_or_else(|p| p.into_inner());
@@ -223,7 +261,7 @@ impl Gpu {
         let errors = [validation.pop(), internal.pop(), oom.pop()];
         for pending in errors {
             if let Some(e) = pollster::block_on(pending) {
-                return Err(Error::from_wgpu(&context, e));
+                return Err(self.lost_or(Error::from_wgpu(&context, e)));
             }
         }
         self.check()?;
@@ -349,7 +387,7 @@ impl Gpu {
                 });
                 record(&mut pass);
             }
-            self.queue.submit([encoder.finish()])
+            self.submit(label, encoder.finish())
         })
     }
 
@@ -393,22 +431,54 @@ impl Gpu {
                 record(&mut pass);
             }
             encoder.resolve_query_set(&queries, 0..2, &ticks, 0);
-            self.queue.submit([encoder.finish()]);
+            self.submit(label, encoder.finish());
         })?;
         let t: Vec<u64> = self.read(&ticks, 0, 2)?;
         let ns = t[1].saturating_sub(t[0]) as f64 * self.queue.get_timestamp_period() as f64;
         Ok(std::time::Duration::from_secs_f64(ns * 1e-9))
     }
 
+    /// Submits `commands` to the queue; does not wait. Some drivers (lavapipe) block here while earlier work
+    /// runs, where no poll timeout can reach: the watchdog covers that.
+    pub fn submit(&self, what: &str, commands: wgpu::CommandBuffer) -> wgpu::SubmissionIndex {
+        self.watchdog.guard(what, || self.queue.submit([commands]))
+    }
+
+    /// What the watchdog adds to its message if it has to end the process (e.g. where the last checkpoint is).
+    pub fn set_hang_note(&self, note: impl Into<String>) {
+        *self.watchdog.note.lock().unwrap_or_else(|p| p.into_inner()) = note.into();
+    }
+
     /// Waits until all submitted work is done. For benchmarks and shutdown; a training step never calls it.
     pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Readback {
-                what: "completion of submitted work".into(),
+        self.wait_for(None, || "completion of submitted work".into())
+    }
+
+    /// Waits for submission `index` (all submitted work if `None`), at most the wait timeout: past it the GPU is
+    /// taken to be hung, and the error says so. Every wait on the GPU in this program comes here.
+    fn wait_for(
+        &self,
+        index: Option<wgpu::SubmissionIndex>,
+        what: impl Fn() -> String,
+    ) -> Result<()> {
+        let waited = self.device.poll(wgpu::PollType::Wait {
+            submission_index: index,
+            timeout: Some(self.wait_timeout),
+        });
+        match waited {
+            Ok(_) => self.check(),
+            Err(wgpu::PollError::Timeout) => {
+                self.hung.store(true, Ordering::SeqCst);
+                Err(self.lost_or(Error::GpuTimeout {
+                    what: what(),
+                    seconds: self.wait_timeout.as_secs_f64(),
+                }))
+            }
+            Err(e) => Err(self.lost_or(Error::Readback {
+                what: what(),
                 message: e.to_string(),
-            })?;
-        self.check()
+            })),
+        }
     }
 
     /// Overwrites a whole buffer with `value` (e.g. NaN to poison outputs before a test run).
@@ -457,22 +527,13 @@ impl Gpu {
                     label: Some("readback"),
                 });
             encoder.copy_buffer_to_buffer(buffer, lo, &staging, 0, hi - lo);
-            self.queue.submit([encoder.finish()])
+            self.submit("readback", encoder.finish())
         })?;
         let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             sender.send(r).ok();
         });
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(index),
-                timeout: None,
-            })
-            .map_err(|e| Error::Readback {
-                what: what(),
-                message: e.to_string(),
-            })?;
-        self.check()?;
+        self.wait_for(Some(index), what)?;
         match pollster::block_on(receiver.receive()) {
             Some(Ok(())) => {}
             Some(Err(e)) => {
@@ -498,5 +559,74 @@ impl Gpu {
         };
         staging.unmap();
         Ok(out)
+    }
+}
+
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        if !self.hung.load(Ordering::SeqCst) {
+            // SAFETY: the queue is not used after this, and dropped only here.
+            unsafe { ManuallyDrop::drop(&mut self.queue) };
+        }
+        // After a hang the queue is leaked: dropping it would wait for the GPU without limit, turning the clean
+        // error the user was given into a process that never exits.
+    }
+}
+
+/// Watches the queue submissions of one device: when one has been blocked for longer than the wait timeout (a
+/// driver that runs submissions in the caller's thread, hung), it prints why and ends the process, since the
+/// thread inside the driver cannot be woken. Files are written whole (renamed into place), so the last checkpoint
+/// is intact. Waits proper (polls) have their own timeout and return an error instead.
+pub(crate) struct Watchdog {
+    timeout: Duration,
+    /// What is blocked, and since when.
+    busy: Mutex<Option<(std::time::Instant, String)>>,
+    note: Mutex<String>,
+}
+
+impl Watchdog {
+    /// Starts the watching thread, which ends when the device's context is dropped.
+    fn start(timeout: Duration) -> Arc<Watchdog> {
+        let dog = Arc::new(Watchdog {
+            timeout,
+            busy: Mutex::new(None),
+            note: Mutex::new(String::new()),
+        });
+        let weak = Arc::downgrade(&dog);
+        let tick = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        std::thread::spawn(move || {
+            while let Some(dog) = weak.upgrade() {
+                dog.bark_if_stuck();
+                drop(dog);
+                std::thread::sleep(tick);
+            }
+        });
+        dog
+    }
+
+    fn guard<T>(&self, what: &str, f: impl FnOnce() -> T) -> T {
+        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), what.to_string()));
+        let out = f();
+        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        out
+    }
+
+    fn bark_if_stuck(&self) {
+        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((since, what)) = busy.as_ref()
+            && since.elapsed() > self.timeout
+        {
+            let e = Error::GpuTimeout {
+                what: format!("submitting {what:?} (the driver blocked while earlier work ran)"),
+                seconds: self.timeout.as_secs_f64(),
+            };
+            let note = self.note.lock().unwrap_or_else(|p| p.into_inner());
+            eprintln!("error: {e}");
+            if !note.is_empty() {
+                eprintln!("  {note}");
+            }
+            std::process::exit(1);
+        }
     }
 }

@@ -344,6 +344,16 @@ gpu_struct! {
     }
 }
 
+gpu_struct! {
+    /// hang (test-only): a loop long enough to stand in for a GPU hang.
+    pub struct HangParams {
+        pub iterations: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+        pub _pad2: u32,
+    }
+}
+
 /// Every uniform struct of the contract.
 pub fn structs() -> Vec<StructInfo> {
     vec![
@@ -356,6 +366,7 @@ pub fn structs() -> Vec<StructInfo> {
         ReduceParams::info(),
         AdamParams::info(),
         IwaeParams::info(),
+        HangParams::info(),
     ]
 }
 

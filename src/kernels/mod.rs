@@ -10,6 +10,7 @@ pub mod accuracy;
 pub mod adam;
 pub mod contract;
 pub mod gather;
+pub mod hang;
 pub mod iwae;
 pub mod loss;
 pub mod matmul;
@@ -125,6 +126,9 @@ family!(
     ]
 );
 
+// Test-only: a kernel that keeps the GPU busy, standing in for a hang (the `hang-after-step` fault).
+family!(HANG, "hang", ["hang.wgsl"]);
+
 /// Every shader module the crate builds.
 pub const FAMILIES: &[&ShaderSource] = &[
     &GATHER,
@@ -140,6 +144,7 @@ pub const FAMILIES: &[&ShaderSource] = &[
     &LOSS_SUBGROUP,
     &REDUCE_SUBGROUP,
     &IWAE_SUBGROUP,
+    &HANG,
 ];
 
 std::thread_local! {

@@ -129,7 +129,7 @@ fn timed_steps<'p>(
             }
         }
         profiler.resolve_queries(&mut encoder);
-        gpu.queue.submit([encoder.finish()]);
+        gpu.submit("profile", encoder.finish());
         profiler.end_frame().map_err(profiler_err)?;
     }
     gpu.wait()?;

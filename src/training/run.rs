@@ -467,6 +467,7 @@ impl Run<'_> {
         write_atomic(&self.out.join("metrics.csv"), csv.as_bytes())?;
         self.checkpoint(epoch, 0.0)?
             .save(&self.out.join("checkpoint.safetensors"))?;
+        self.trainer.gpu.set_hang_note(self.saved());
         self.pictures(epoch)?;
         if self.verbose {
             println!(
@@ -480,6 +481,44 @@ impl Run<'_> {
     fn metrics_csv(&self) -> String {
         let rows: String = self.lines.iter().map(|l| format!("{l}\n")).collect();
         format!("{METRICS_HEADER}\n{rows}")
+    }
+
+    /// A GPU fault (device loss, a hang, memory, an error from the driver) with where the run stopped and what
+    /// it keeps: no checkpoint can be written once the device is gone, so the last complete one is what the
+    /// user resumes from. Other errors pass through as they are.
+    fn stopped(&self, e: Error) -> Error {
+        match e {
+            Error::DeviceLost { .. }
+            | Error::GpuTimeout { .. }
+            | Error::OutOfMemory { .. }
+            | Error::Internal { .. }
+            | Error::Validation { .. }
+            | Error::Readback { .. } => {}
+            other => return other,
+        }
+        Error::Stopped {
+            cause: Box::new(e),
+            at: format!("the run stopped after step {}", self.trainer.step),
+            saved: self.saved(),
+        }
+    }
+
+    /// What the output directory holds to resume from, in words.
+    fn saved(&self) -> String {
+        let path = self.out.join("checkpoint.safetensors");
+        match Checkpoint::load(&path) {
+            Ok(c) => format!(
+                "the last complete checkpoint, at step {} (epoch {}{}), is intact: continue with --resume {}",
+                c.step,
+                c.epoch,
+                match c.epoch_step {
+                    0 => String::new(),
+                    s => format!(" and {s} steps"),
+                },
+                path.display()
+            ),
+            Err(_) => "no checkpoint had been written yet: start the run again".into(),
+        }
     }
 
     /// Writes a checkpoint at the step the interrupted epoch reached, and says so.
@@ -713,8 +752,9 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
         lines,
         verbose: opts.verbose,
     };
+    run.trainer.gpu.set_hang_note(run.saved());
     let history = (first..=opts.epochs)
-        .map(|epoch| run.epoch(epoch, opts.epochs))
+        .map(|epoch| run.epoch(epoch, opts.epochs).map_err(|e| run.stopped(e)))
         .collect::<Result<Vec<_>>>()?;
     // The training curve, the latent scatter and (2-D) the manifold, from the final parameters.
     let inf = Inference::new(

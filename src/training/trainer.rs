@@ -239,6 +239,23 @@ impl<'a> Trainer<'a> {
         self.plans.for_rows(rows)
     }
 
+    /// The test-only faults armed for the log point after this step (see `crate::fault`).
+    fn faults_after_step(&self) -> Result<()> {
+        if !crate::fault::any_armed() {
+            return Ok(());
+        }
+        let step = self.step;
+        crate::fault::stall_at(&format!("stall-after-step:{step}"));
+        if crate::fault::fires(&format!("lose-device-after-step:{step}")) {
+            // What a driver reset does to the program: every later call on the device fails.
+            self.gpu.device.destroy();
+        }
+        if crate::fault::fires(&format!("hang-after-step:{step}")) {
+            crate::kernels::hang::submit(self.gpu)?;
+        }
+        Ok(())
+    }
+
     /// Trains one epoch (1-based `epoch`), from step `epoch_step` on (0 unless resuming an interrupted epoch).
     /// `progress(steps_done, running)` is called at each log point; between submissions the trainer checks for
     /// Ctrl-C and stops there, at a step boundary, leaving `epoch_step` and `partial` for a checkpoint.
@@ -277,7 +294,7 @@ impl<'a> Trainer<'a> {
             self.epoch_step += chunk.len() as u32;
             first += chunk.len();
             progress(first as u32, &self.partial);
-            crate::fault::stall_at(&format!("stall-after-step:{}", self.step));
+            self.faults_after_step()?;
         }
         let sum = std::mem::take(&mut self.partial);
         self.epoch_step = 0;
