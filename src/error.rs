@@ -33,8 +33,19 @@ pub enum Error {
     #[error("wgpu validation error while {context}: {message}")]
     Validation { context: String, message: String },
 
-    #[error("the GPU ran out of memory while {context}; try a smaller --batch-size or --hidden")]
-    OutOfMemory { context: String },
+    #[error(
+        "the GPU ran out of memory while {context}{}: {device}. {advice}",
+        asked.map(|b| format!(", asking for {}", bytes(b))).unwrap_or_default()
+    )]
+    OutOfMemory {
+        context: String,
+        /// Bytes the failing allocation asked for, where known.
+        asked: Option<u64>,
+        /// What the device says about its memory.
+        device: String,
+        /// What to change, as precisely as the caller knows (the largest setting that fits, where it was found).
+        advice: String,
+    },
 
     #[error("internal GPU error while {context}: {message}")]
     Internal { context: String, message: String },
@@ -100,12 +111,67 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What to do about running out of device memory, where nothing more precise is known.
+pub const OOM_ADVICE: &str =
+    "Use a smaller --batch-size or --hidden, fewer examples, or a device with more memory";
+
+/// Bytes as MiB, for messages.
+pub fn bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} bytes"),
+        1024..0x10_0000 => format!("{:.1} KiB", n as f64 / 1024.0),
+        0x10_0000..0x4000_0000 => format!("{:.1} MiB", n as f64 / 0x10_0000 as f64),
+        _ => format!("{:.2} GiB", n as f64 / 0x4000_0000 as f64),
+    }
+}
+
 impl Error {
+    /// An out-of-memory error with the size that was asked for; other errors unchanged.
+    pub fn asking(self, bytes: u64) -> Self {
+        match self {
+            Error::OutOfMemory {
+                context,
+                device,
+                advice,
+                ..
+            } => Error::OutOfMemory {
+                context,
+                asked: Some(bytes),
+                device,
+                advice,
+            },
+            e => e,
+        }
+    }
+
+    /// An out-of-memory error with `advice` in place of its own; other errors unchanged.
+    pub fn advising(self, new: String) -> Self {
+        match self {
+            Error::OutOfMemory {
+                context,
+                asked,
+                device,
+                ..
+            } => Error::OutOfMemory {
+                context,
+                asked,
+                device,
+                advice: new,
+            },
+            e => e,
+        }
+    }
+
     /// Converts a wgpu error caught by an error scope, with what we were doing at the time.
     pub fn from_wgpu(context: impl fmt::Display, err: wgpu::Error) -> Self {
         let context = context.to_string();
         match err {
-            wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory { context },
+            wgpu::Error::OutOfMemory { source } => Error::OutOfMemory {
+                context,
+                asked: None,
+                device: format!("the driver says {source}"),
+                advice: OOM_ADVICE.into(),
+            },
             wgpu::Error::Validation { description, .. } => Error::Validation {
                 context,
                 message: description,

@@ -12,10 +12,12 @@
 //! `stall-after-step:<n>` (in the trainer, at the log point after global step n, mid-epoch where n is);
 //! `lose-device-after-step:<n>` (there too: destroys the device, as a driver reset would);
 //! `hang-after-step:<n>` (there too: submits a kernel that keeps the GPU busy far longer than the wait timeout);
-//! `oom:<buffer label>` (the allocation of the first buffer whose label starts with it fails as out of memory);
+//! `oom:<buffer label>` (the allocation of the first buffer whose label starts with it fails as out of memory;
+//! `oom:<buffer label>#<n>`, the n-th such allocation); `memory:<bytes>` (a device with only that much memory:
+//! every allocation past it fails);
 //! `reject:<kernel>` (the pipeline of that matmul candidate fails to build, as a driver that rejects it would).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, OnceLock};
 
 /// The environment variable that arms faults.
@@ -49,6 +51,18 @@ pub fn fires(point: &str) -> bool {
             .insert(point.to_string())
 }
 
+/// Whether `point` is armed and reached for the `n`-th time (1-based) in this process.
+pub fn nth(point: &str, n: u32) -> bool {
+    static SEEN: Mutex<BTreeMap<String, u32>> = Mutex::new(BTreeMap::new());
+    if !armed().contains(point) {
+        return false;
+    }
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let count = seen.entry(point.to_string()).or_insert(0);
+    *count += 1;
+    *count == n
+}
+
 /// The value after `prefix` of the armed points that start with it (e.g. `oom:` gives the buffer labels).
 pub fn values(prefix: &str) -> impl Iterator<Item = &'static str> {
     armed().iter().filter_map(move |p| p.strip_prefix(prefix))
@@ -60,7 +74,9 @@ pub fn stall_at(point: &str) {
     if fires(point) {
         let seen = crate::interrupt::count();
         eprintln!("{VARIABLE}: stalled at {point}");
-        while crate::interrupt::count() == seen {
+        // A second interrupt is the handler's exit on its way (it exits on its own thread): never go on then,
+        // or the work this stall holds back could still finish before that exit.
+        while crate::interrupt::count() == seen || crate::interrupt::count() >= 2 {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }

@@ -504,3 +504,106 @@ fn a_hung_gpu_stops_the_run_at_the_wait_timeout() {
         std::fs::remove_dir_all(&out).ok();
     }
 }
+
+/// Trains `epochs` epochs of the small model at `batch` in `out` with `faults` armed; returns exit code, stderr.
+fn train_at_batch(out: &Path, batch: u32, epochs: u32, faults: &str) -> (Option<i32>, String) {
+    let o = Command::new(VAE)
+        .args(["train", "--data", mnist_dir().to_str().unwrap()])
+        .args([
+            "--out",
+            out.to_str().unwrap(),
+            "--no-tune",
+            "--hidden",
+            "100",
+            "--latent",
+            "3",
+        ])
+        .args(["--train-samples", "1000", "--test-samples", "200"])
+        .args([
+            "--batch-size",
+            &batch.to_string(),
+            "--epochs",
+            &epochs.to_string(),
+        ])
+        .env(vae_wgpu::fault::VARIABLE, faults)
+        .output()
+        .unwrap();
+    (o.status.code(), stderr(&o))
+}
+
+#[test]
+fn out_of_memory_at_start_up_names_the_largest_batch_size_that_fits() {
+    // A device of 14 MB (simulated against this program's allocations as the device reports them): the data, the
+    // model and its optimizer state fit, a workspace of 1000 rows (four 3 MB activations and more) does not.
+    let device = "memory:14000000";
+    let out = scratch("oom-start");
+    let (code, e) = train_at_batch(&out, 1000, 1, device);
+    assert_eq!(code, Some(1), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    for want in [
+        "the GPU ran out of memory while creating buffer",
+        "asking for ",
+        "the device reports ",
+        "allocated by this program",
+        "is the largest that fits on this device now (tried at start-up; --batch-size 1000 does not)",
+    ] {
+        assert!(e.contains(want), "no {want:?} in: {e}");
+    }
+    assert!(!out.join("checkpoint.safetensors").exists());
+    let largest: u32 = e
+        .split("--batch-size ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no batch size in: {e}"));
+    assert!((1..1000).contains(&largest), "{e}");
+    // The advice is exact: that batch size trains to the end (pictures included) on the same device...
+    let (code, e) = train_at_batch(&out, largest, 1, device);
+    assert_eq!(code, Some(0), "--batch-size {largest}: {e}");
+    assert!(out.join("training_curve.png").exists(), "{e}");
+    // ...and one more does not, naming the same.
+    let out2 = scratch("oom-start-more");
+    let (code, e) = train_at_batch(&out2, largest + 1, 1, device);
+    assert_eq!(code, Some(1), "{e}");
+    let want = format!("--batch-size {largest} is the largest that fits");
+    assert!(e.contains(&want), "no {want:?} in: {e}");
+    std::fs::remove_dir_all(&out).ok();
+    std::fs::remove_dir_all(&out2).ok();
+}
+
+#[test]
+fn out_of_memory_mid_run_keeps_the_checkpoint_and_pictures_shrink_to_fit() {
+    let out = scratch("oom-later");
+    let ck = out.join("checkpoint.safetensors");
+    let minute = Duration::from_secs(60);
+    // The 12th readback (a log point of epoch 2) cannot get its staging buffer.
+    let (code, e) = run_with_faults(&out, "oom:readback.staging#12", &[], minute);
+    assert_eq!(code, Some(1), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    let c = Checkpoint::load(&ck).expect("the epoch-1 checkpoint");
+    assert!(c.epoch >= 1, "{e}");
+    for want in [
+        "the GPU ran out of memory while creating buffer \"readback.staging\", asking for ",
+        "the device reports ",
+        &format!(
+            "the last complete checkpoint, at step {} (epoch {}), is intact",
+            c.step, c.epoch
+        ),
+        &format!("--resume {}", ck.display()),
+    ] {
+        assert!(e.contains(want), "no {want:?} in: {e}");
+    }
+    // The resumed run ends; its end-of-training pictures do not get their 1024-row workspace and use half.
+    let (code, e) = run_with_faults(&out, "oom:infer.", &[], minute);
+    assert_eq!(code, Some(0), "{e}");
+    assert!(
+        e.contains("note: the device's memory holds 512 rows at a time for inference, not 1024"),
+        "{e}"
+    );
+    for picture in ["training_curve.png", "latent_scatter.png"] {
+        assert!(out.join(picture).exists(), "no {picture}: {e}");
+    }
+    assert_eq!(Checkpoint::load(&ck).unwrap().step, 60);
+    assert_eq!(losses(&out).len(), 3);
+    std::fs::remove_dir_all(&out).ok();
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use vae_wgpu::data::mnist::{self, Split};
 use vae_wgpu::gpu::Gpu;
 use vae_wgpu::kernels::gather::ByteMatrix;
-use vae_wgpu::model::inference::{INFER_ROWS, Inference};
+use vae_wgpu::model::inference::Inference;
 use vae_wgpu::output::pictures;
 use vae_wgpu::training::checkpoint::Checkpoint;
 use vae_wgpu::training::eval;
@@ -55,13 +55,7 @@ impl Loaded {
 
     fn inference(&self) -> Result<Inference<'_>> {
         let ck = &self.ck;
-        Inference::new(
-            &self.gpu,
-            ck.model,
-            &ck.params,
-            INFER_ROWS,
-            ck.settings.seed,
-        )
+        Inference::fitting(&self.gpu, ck.model, &ck.params, ck.settings.seed)
     }
 
     fn upload(&self, test: &Split) -> Result<ByteMatrix> {

@@ -261,11 +261,90 @@ impl Gpu {
         let errors = [validation.pop(), internal.pop(), oom.pop()];
         for pending in errors {
             if let Some(e) = pollster::block_on(pending) {
-                return Err(self.lost_or(Error::from_wgpu(&context, e)));
+                let e = match Error::from_wgpu(&context, e) {
+                    Error::OutOfMemory {
+                        context,
+                        asked,
+                        device,
+                        advice,
+                    } => Error::OutOfMemory {
+                        context,
+                        asked,
+                        device: format!("{device}; {}", self.memory_report()),
+                        advice,
+                    },
+                    e => e,
+                };
+                return Err(self.lost_or(e));
             }
         }
         self.check()?;
         Ok(out)
+    }
+
+    /// What the device says about its memory, in words: this program's allocations and the memory blocks they
+    /// sit in (where the backend reports them), and the largest buffer it allows.
+    pub fn memory_report(&self) -> String {
+        let largest = crate::error::bytes(self.device.limits().max_buffer_size);
+        match self.device.generate_allocator_report() {
+            Some(r) => format!(
+                "the device reports {} allocated by this program in {} of memory blocks (largest buffer {largest})",
+                crate::error::bytes(r.total_allocated_bytes),
+                crate::error::bytes(r.total_reserved_bytes)
+            ),
+            None => format!("the backend reports no memory use (largest buffer {largest})"),
+        }
+    }
+
+    /// The test-only memory faults: `memory:<bytes>`, a device with only that much memory, so an allocation past
+    /// it fails as on a full device (checked against this program's allocations as the device reports them);
+    /// `oom:<label prefix>` (or `oom:<label prefix>#<n>`), the first (n-th) allocation of a buffer so labelled
+    /// fails.
+    fn simulated_memory(&self, label: &str, bytes: u64) -> Result<()> {
+        if !crate::fault::any_armed() {
+            return Ok(());
+        }
+        let used = || {
+            let _ = self.device.poll(wgpu::PollType::Poll); // frees what was dropped and is done
+            self.device
+                .generate_allocator_report()
+                .map_or(0, |r| r.total_allocated_bytes)
+        };
+        let full = |advice: &str| Error::OutOfMemory {
+            context: format!("creating buffer {label:?}"),
+            asked: Some(bytes),
+            device: format!(
+                "{} (a full device simulated by {})",
+                self.memory_report(),
+                crate::fault::VARIABLE
+            ),
+            advice: advice.into(),
+        };
+        for value in crate::fault::values("oom:") {
+            let (prefix, n) = match value.split_once('#') {
+                Some((prefix, n)) => (prefix, n.parse().unwrap_or(1)),
+                None => (value, 1),
+            };
+            if label.starts_with(prefix) && crate::fault::nth(&format!("oom:{value}"), n) {
+                return Err(full(crate::error::OOM_ADVICE));
+            }
+        }
+        for cap in crate::fault::values("memory:").filter_map(|v| v.parse::<u64>().ok()) {
+            if used() + bytes > cap {
+                return Err(Error::OutOfMemory {
+                    context: format!("creating buffer {label:?}"),
+                    asked: Some(bytes),
+                    device: format!(
+                        "{} (a device of {} simulated by {})",
+                        self.memory_report(),
+                        crate::error::bytes(cap),
+                        crate::fault::VARIABLE
+                    ),
+                    advice: crate::error::OOM_ADVICE.into(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// A buffer of `bytes` bytes, checked against the device's size limit first so the error names it.
@@ -276,6 +355,7 @@ impl Gpu {
         usage: wgpu::BufferUsages,
     ) -> Result<wgpu::Buffer> {
         self.check_buffer_size(label, bytes)?;
+        self.simulated_memory(label, bytes)?;
         self.scoped(format_args!("creating buffer {label:?}"), || {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -284,6 +364,7 @@ impl Gpu {
                 mapped_at_creation: false,
             })
         })
+        .map_err(|e| e.asking(bytes))
     }
 
     /// A storage buffer (readable, writable, copyable both ways) of `len` elements of `T`.
@@ -319,6 +400,7 @@ impl Gpu {
 
     fn init(&self, label: &str, bytes: &[u8], usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
         self.check_buffer_size(label, bytes.len() as u64)?;
+        self.simulated_memory(label, bytes.len() as u64)?;
         // Zero-length buffers cannot be bound; pad to one word (a kernel never reads past its logical length).
         let padded;
         let bytes = if bytes.len().is_multiple_of(4) && !bytes.is_empty() {
@@ -337,6 +419,7 @@ impl Gpu {
                     usage,
                 })
         })
+        .map_err(|e| e.asking(bytes.len() as u64))
     }
 
     fn check_buffer_size(&self, label: &str, bytes: u64) -> Result<()> {
@@ -479,6 +562,19 @@ impl Gpu {
                 message: e.to_string(),
             })),
         }
+    }
+
+    /// Frees the memory of buffers already dropped: wgpu keeps a buffer that an initial upload or a
+    /// `write_buffer` touched until a submission carries that write and completes. Called before allocating
+    /// again after an out-of-memory error, so that the retry sees the memory the failed attempt held.
+    pub fn release_dropped(&self) -> Result<()> {
+        let index = self.submit(
+            "releasing dropped buffers",
+            self.device
+                .create_command_encoder(&Default::default())
+                .finish(),
+        );
+        self.wait_for(Some(index), || "the release of dropped buffers".into())
     }
 
     /// Overwrites a whole buffer with `value` (e.g. NaN to poison outputs before a test run).

@@ -63,6 +63,46 @@ impl<F: Fn(u32) -> Result<Plan>> PlanCache<F> {
 }
 
 impl<'g> Inference<'g> {
+    /// The model with the largest workspace up to [`INFER_ROWS`] rows that the device's memory holds, halving
+    /// on out-of-memory (and saying so: draws with noise then come in other chunks than with the full size).
+    pub fn fitting(
+        gpu: &'g Gpu,
+        model: ModelConfig,
+        params: &[f32],
+        seed: u64,
+    ) -> Result<Inference<'g>> {
+        gpu.release_dropped()?; // what the caller dropped is free memory here
+        let net = Net::new(gpu, model, params).map_err(|e| {
+            e.advising(format!(
+                "The model's parameters alone do not fit on this device (--hidden {})",
+                model.hidden
+            ))
+        })?;
+        let mut rows = INFER_ROWS;
+        loop {
+            match Workspace::new(gpu, "infer", model, rows) {
+                Ok(ws) => {
+                    if rows < INFER_ROWS {
+                        eprintln!(
+                            "note: the device's memory holds {rows} rows at a time for inference, not {INFER_ROWS}: \
+                             sampled results (IWAE, reconstructions) differ a little from a device that holds {INFER_ROWS}"
+                        );
+                    }
+                    return Ok(Inference { gpu, net, ws, seed });
+                }
+                Err(Error::OutOfMemory { .. }) if rows > 1 => {
+                    rows /= 2;
+                    gpu.release_dropped()?;
+                }
+                Err(e) => {
+                    return Err(e.advising(
+                        "Not even one row of inference fits beside the model: use a device with more memory".into(),
+                    ));
+                }
+            }
+        }
+    }
+
     pub fn new(
         gpu: &'g Gpu,
         model: ModelConfig,

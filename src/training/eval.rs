@@ -11,7 +11,7 @@ use crate::kernels::philox::stream;
 use crate::kernels::reparam::reparam;
 use crate::kernels::tune::Product;
 use crate::kernels::{StepParams, StepTable};
-use crate::model::inference::{INFER_ROWS, Inference};
+use crate::model::inference::Inference;
 use crate::model::net::{self, Net, Source, Workspace};
 use crate::model::sigmoid;
 use crate::training::checkpoint::Checkpoint;
@@ -107,6 +107,10 @@ impl<'a> Evaluator<'a> {
     /// Builds (again) the evaluation, reconstruction and sampling plans with the device's current kernel choices.
     pub fn rebuild_plans(&mut self) -> Result<()> {
         let (gpu, net, config) = (self.gpu, self.net, self.config);
+        // The old plans go first, so their parameter buffers are not held twice over.
+        (self.plans, self.recon_plan, self.sample_plan) =
+            (Plans::empty(), Plan::default(), Plan::default());
+        gpu.release_dropped()?;
         let src = Source {
             data: &self.data,
             index: &self.index,
@@ -236,7 +240,7 @@ pub fn evaluate(gpu: &Gpu, ck: &Checkpoint, test: &Split, iw: Option<u32>) -> Re
     let log_likelihood = match iw {
         None => None,
         Some(k) => {
-            let inf = Inference::new(gpu, ck.model, &ck.params, INFER_ROWS, ck.settings.seed)?;
+            let inf = Inference::fitting(gpu, ck.model, &ck.params, ck.settings.seed)?;
             let data = ByteMatrix::upload(gpu, "test.images", &test.images, ck.model.pixels)?;
             let ll = inf.log_likelihood(&data, test.n as u32, k)?;
             Some(ll.iter().sum::<f64>() / ll.len() as f64)

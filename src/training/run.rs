@@ -16,7 +16,7 @@ use crate::gpu::{Gpu, GpuOptions};
 use crate::kernels::adam::AdamConfig;
 use crate::kernels::tune::{self, Chosen, Product, TuneMode};
 use crate::model::ModelConfig;
-use crate::model::inference::{INFER_ROWS, Inference};
+use crate::model::inference::Inference;
 use crate::model::net::Net;
 use crate::output::images::Grid;
 use crate::output::pictures::end_of_training;
@@ -687,10 +687,14 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
     check_sizes(&gpu, model, settings.batch_size)?;
     let out = opts.out.clone().unwrap_or_else(default_out_dir);
     let params = ck.map_or_else(|| model.init(settings.seed), |c| c.params.clone());
-    let net = Net::new(&gpu, model, &params)?;
-    let config = TrainConfig::new(model, &settings, opts.log_interval);
-    let mut trainer = Trainer::new(&gpu, &net, config, &train)?;
-    let mut evaluator = Evaluator::new(&gpu, &net, EvalConfig::from(&settings), &test)?;
+    let net = Net::new(&gpu, model, &params).map_err(|e| {
+        e.advising(format!(
+            "The model's parameters alone do not fit: use a smaller --hidden (now {}) or a device with more memory",
+            model.hidden
+        ))
+    })?;
+    let (mut trainer, mut evaluator) =
+        build_for_device(&gpu, &net, &settings, opts.log_interval, &train, &test)?;
     let chosen = choose_kernels(&gpu, opts, ck, &trainer, &evaluator)?;
     trainer.rebuild_plans()?;
     evaluator.rebuild_plans()?;
@@ -757,15 +761,87 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
         .map(|epoch| run.epoch(epoch, opts.epochs).map_err(|e| run.stopped(e)))
         .collect::<Result<Vec<_>>>()?;
     // The training curve, the latent scatter and (2-D) the manifold, from the final parameters.
-    let inf = Inference::new(
-        &gpu,
-        model,
-        &run.trainer.params()?,
-        INFER_ROWS,
-        settings.seed,
-    )?;
-    end_of_training(&inf, &test, &run.metrics_csv(), &out)?;
+    let (params, metrics) = (run.trainer.params()?, run.metrics_csv());
+    // Training's buffers are the pictures' now: a device that held the run holds them.
+    drop(run);
+    drop(net);
+    let inf = Inference::fitting(&gpu, model, &params, settings.seed)?;
+    end_of_training(&inf, &test, &metrics, &out)?;
     Ok(history)
+}
+
+/// The trainer and the evaluator at `settings`' batch size. Each attempt also makes room for the run's largest
+/// readback (the parameters, at checkpoints), so a batch size that builds here also runs. Out of memory, the
+/// error names the largest batch size that does build, found by building again at smaller sizes.
+fn build_for_device<'a>(
+    gpu: &'a Gpu,
+    net: &'a Net,
+    settings: &Settings,
+    log_interval: u32,
+    train: &Split,
+    test: &Split,
+) -> Result<(Trainer<'a>, Evaluator<'a>)> {
+    let build = |batch: u32| -> Result<(Trainer<'a>, Evaluator<'a>)> {
+        // What earlier uploads (or a failed attempt) dropped is freed first: every attempt sees the same memory.
+        gpu.release_dropped()?;
+        let s = Settings {
+            batch_size: batch,
+            ..settings.clone()
+        };
+        let trainer = Trainer::new(
+            gpu,
+            net,
+            TrainConfig::new(net.config, &s, log_interval),
+            train,
+        )?;
+        let evaluator = Evaluator::new(gpu, net, EvalConfig::from(&s), test)?;
+        let readback = (net.layout.len * size_of::<f32>()) as u64;
+        gpu.buffer(
+            "readback.room",
+            readback,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        Ok((trainer, evaluator))
+    };
+    build(settings.batch_size).map_err(|e| match e {
+        Error::OutOfMemory { .. } => {
+            let advice = match largest_fitting(settings.batch_size, |b| build(b).is_ok()) {
+                Some(b) => format!(
+                    "--batch-size {b} is the largest that fits on this device now (tried at start-up; --batch-size {} does not)",
+                    settings.batch_size
+                ),
+                None => format!(
+                    "Not even --batch-size 1 fits: use a smaller --hidden (now {}), fewer --train-samples/--test-samples (the data sets live on the device), or a device with more memory",
+                    net.config.hidden
+                ),
+            };
+            e.advising(advice)
+        }
+        e => e,
+    })
+}
+
+/// The largest value in 1..`failed` for which `fits` holds (`fits` is taken to be monotone: what fits, fits
+/// smaller), found by halving down from `failed` and then bisecting; `None` if not even 1 fits.
+fn largest_fitting(failed: u32, fits: impl Fn(u32) -> bool) -> Option<u32> {
+    let mut hi = failed; // does not fit
+    let mut lo = hi / 2;
+    while lo > 0 && !fits(lo) {
+        hi = lo;
+        lo /= 2;
+    }
+    if lo == 0 {
+        return None;
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Some(lo)
 }
 
 fn progress_bar(verbose: bool, steps: u32, epoch: u32, epochs: u32) -> indicatif::ProgressBar {

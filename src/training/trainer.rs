@@ -139,6 +139,9 @@ impl<'a> Trainer<'a> {
     /// after a checkpoint's choices are restored.
     pub fn rebuild_plans(&mut self) -> Result<()> {
         let (gpu, net, config) = (self.gpu, self.net, &self.config);
+        // The old plans go first, so their parameter buffers are not held twice over.
+        self.plans = Plans::empty();
+        gpu.release_dropped()?;
         let src = Source {
             data: &self.data,
             index: &self.index,
