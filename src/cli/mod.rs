@@ -93,7 +93,8 @@ enum Command {
         /// Where to write the Chrome/Perfetto trace (open in chrome://tracing or ui.perfetto.dev).
         #[arg(long, default_value = "profile_trace.json")]
         trace: PathBuf,
-        /// Wrap the profiled steps in a graphics-debugger capture (when running under RenderDoc, Xcode or PIX).
+        /// Wrap the profiled steps in a graphics-debugger capture, every dispatch labelled (under RenderDoc, e.g.
+        /// `renderdoccmd capture vae profile --capture`, Xcode or PIX).
         #[arg(long)]
         capture: bool,
         #[command(flatten)]

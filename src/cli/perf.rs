@@ -285,6 +285,7 @@ pub fn profile(
     }
     let gpu = Gpu::new(GpuOptions {
         timestamps: true,
+        debug_labels: capture,
         ..args.into()
     })?;
     let train = bench_data(m);
@@ -341,5 +342,8 @@ pub fn profile(
         "wall-clock per step (recorded back to back in one pass, as training does): {:.1} µs",
         p.wall_step_us
     );
+    if let Some(c) = &p.captured {
+        println!("{c}");
+    }
     Ok(())
 }

@@ -19,6 +19,9 @@ pub struct GpuOptions {
     pub timestamps: bool,
     /// How long any wait on the GPU may take before the program calls it a hang ([`DEFAULT_WAIT_TIMEOUT`]).
     pub wait_timeout: Option<std::time::Duration>,
+    /// Name every pass, dispatch and buffer for graphics debuggers (wgpu's `InstanceFlags::DEBUG`, which
+    /// release builds leave off; `WGPU_DEBUG=1` turns it on too). `vae profile --capture` asks for it.
+    pub debug_labels: bool,
 }
 
 /// The default for [`GpuOptions::wait_timeout`]: far above any wait this program makes on a working device (a
@@ -35,6 +38,7 @@ impl GpuOptions {
             power: self.power.or_else(|| env("WGPU_POWER_PREF")),
             timestamps: self.timestamps,
             wait_timeout: self.wait_timeout,
+            debug_labels: self.debug_labels,
         }
     }
 
@@ -131,16 +135,19 @@ impl fmt::Display for AdapterSummary {
     }
 }
 
-pub(crate) fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+pub(crate) fn instance(backends: wgpu::Backends, debug_labels: bool) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
     desc.backends = backends;
+    if debug_labels {
+        desc.flags |= wgpu::InstanceFlags::DEBUG;
+    }
     wgpu::Instance::new(desc)
 }
 
 /// Every adapter wgpu can see on the given backends (all of this build's when `None`).
 pub fn list_adapters(options: &GpuOptions) -> Result<Vec<AdapterSummary>> {
     let backends = options.backends()?;
-    let adapters = pollster::block_on(instance(backends).enumerate_adapters(backends));
+    let adapters = pollster::block_on(instance(backends, false).enumerate_adapters(backends));
     Ok(adapters
         .into_iter()
         .map(|a| AdapterSummary::from(a.get_info()))

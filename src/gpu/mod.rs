@@ -82,7 +82,7 @@ impl Gpu {
     pub fn new(options: GpuOptions) -> Result<Gpu> {
         let options = options.with_env();
         let backends = options.backends()?;
-        let instance = instance(backends);
+        let instance = instance(backends, options.debug_labels);
         let adapter = match &options.adapter {
             Some(name) => {
                 let wanted = name.to_lowercase();

@@ -2,4 +2,5 @@
 //! per-kernel profile of training steps.
 
 pub mod bench;
+pub mod capture;
 pub mod profile;

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use wgpu_profiler::{GpuProfiler, GpuProfilerSettings, GpuTimerQueryResult};
 
+use super::capture::Capture;
 use crate::error::{Error, Result};
 use crate::gpu::Plan;
 use crate::kernels::tune::median;
@@ -40,6 +41,8 @@ pub struct Profile {
     /// Dispatches one training step records.
     pub dispatches: usize,
     pub steps: u32,
+    /// Where the graphics-debugger capture went, in words (`--capture` only).
+    pub captured: Option<String>,
 }
 
 fn profiler_err(e: impl std::fmt::Display) -> Error {
@@ -66,10 +69,7 @@ pub fn profile(
     // Warm-up: pipelines are built, caches filled.
     gpu.submit_plans("profile.warmup", [(plan(0), 0)])?;
     gpu.wait()?;
-    if capture {
-        // SAFETY: wgpu asks that no other capture be in progress on this device; this is the only one.
-        unsafe { gpu.device.start_graphics_debugger_capture() };
-    }
+    let capture = capture.then(|| Capture::start(gpu));
     let (kernels, gpu_step_us) = if gpu.has_timestamps() {
         let frames = timed_steps(gpu, steps, |s| (plan(s), row(s)))?;
         if let Some(path) = trace {
@@ -88,10 +88,7 @@ pub fn profile(
     gpu.wait()?;
     let wall_step_us = start.elapsed().as_secs_f64() * 1e6 / steps as f64;
     let dispatches = plan(0).len();
-    if capture {
-        // SAFETY: pairs with the start above.
-        unsafe { gpu.device.stop_graphics_debugger_capture() };
-    }
+    let captured = capture.map(|c| c.finish(gpu));
     Ok(Profile {
         kernels,
         wall_step_us,
@@ -99,6 +96,7 @@ pub fn profile(
         gpu_step_us,
         dispatches,
         steps,
+        captured,
     })
 }
 
