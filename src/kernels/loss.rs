@@ -200,16 +200,29 @@ pub fn kl_backward_cpu(
 /// `max(l, 0) − l·x + log1p_small(exp(−|l|))`: two roundings of the linear part, exp's 3 + 2|l| ULP carried
 /// through log1p (slope ≤ 1), the series (eleven roundings of terms ≤ e, truncation below u·e) or `log(1 + e)`
 /// (1 + e rounds: u; log: 2⁻²¹ absolute), and the final addition.
+///
+/// Where x is exactly 0 or 1 (the dataset's black and white pixels, every binarized one) the linear part is
+/// exact, fused or not: l·x is 0 or l, so max(l, 0) − l·x is max(l, 0), |l| or 0 with no rounding, and only the
+/// final addition rounds (u of a result that is max(l, 0) − l·x + log(1 + e), both parts ≥ 0). What is left is
+/// the log1p term's own error, a few u relative to itself in the series branch: this is what lets a test see a
+/// wrong series coefficient where the loss is tiny.
 pub fn bce_term_error(l: f32, x: f32) -> f64 {
     let (l, x) = (l as f64, x as f64);
     let e = (-l.abs()).exp();
-    let linear = l.max(0.0) + (l * x).abs();
-    let log1p = if e < 1.0 / 64.0 {
+    let (linear, linear_err) = if x == 0.0 || x == 1.0 {
+        (l.max(0.0) - l * x, 0.0)
+    } else {
+        let bound = l.max(0.0) + (l * x).abs();
+        (bound, 2.0 * U * bound)
+    };
+    // The branch is chosen on the computed e, within exp's error of the true one: the series' bound only where
+    // every e exp may return is below 1/64; at the edge the log's (the larger) covers either.
+    let log1p = if e * (1.0 + exp_rel(l)) < 1.0 / 64.0 {
         11.0 * U * e
     } else {
         U + log_abs(1.0 + e)
     };
-    2.0 * U * linear + exp_rel(l) * e + log1p + U * (linear + e.ln_1p()) + FLUSH
+    linear_err + exp_rel(l) * e + log1p + U * (linear + e.ln_1p()) + FLUSH
 }
 
 /// The error WGSL allows ∂ = σ(l) − x as `bce_logits` computes it: σ from exp (3 + 2|l| ULP), one rounding of

@@ -19,23 +19,53 @@ fn partial_sum(buf: &wgpu::Buffer, offset: usize, n: u64) -> f64 {
 }
 
 fn check_bce(rows: u32, cols: u32) {
+    check_bce_in(rows, rows, cols);
+}
+
+/// Fails unless `got` is still `stale`, bit for bit: rows past the batch that a kernel must not write.
+#[track_caller]
+fn assert_untouched(what: &str, got: &[f32], stale: &[f32]) {
+    let changed: Vec<usize> = (0..stale.len())
+        .filter(|&i| got[i].to_bits() != stale[i].to_bits())
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "{what}: {} of {} elements past the batch were overwritten, first at {:?} (now {:e}, was {:e})",
+        changed.len(),
+        stale.len(),
+        &changed[..changed.len().min(8)],
+        got[changed[0]],
+        stale[changed[0]]
+    );
+}
+
+/// [`check_bce`] for `rows` rows in buffers of `full_rows` (the last partial batch of an epoch runs in the full
+/// batch's buffers, bound whole): the rows past the batch hold the previous batch's logits, targets and gradient,
+/// finite and non-zero, and must neither count in the loss nor be overwritten.
+fn check_bce_in(rows: u32, full_rows: u32, cols: u32) {
     let gpu = gpu();
     let n = (rows * cols) as usize;
+    let stale_n = ((full_rows - rows) * cols) as usize;
     let mut r = rng(rows as u64 * 31 + cols as u64);
     // Logits mostly moderate, some far out where exp overflows or log(1 + e) underflows.
-    let logits: Vec<f32> = (0..n)
-        .map(|_| match r.below(10) {
-            0 => r.range(-120.0, 120.0),
-            _ => r.range(-8.0, 8.0),
-        })
-        .collect();
+    let mut logit = || match r.below(10) {
+        0 => r.range(-120.0, 120.0),
+        _ => r.range(-8.0, 8.0),
+    };
+    let logits: Vec<f32> = (0..n).map(|_| logit()).collect();
+    let stale_logits: Vec<f32> = (0..stale_n).map(|_| logit()).collect();
     // Targets as the dataset has them: k/255, with exact 0 and 1 common.
-    let x: Vec<f32> = (0..n)
-        .map(|_| [0, 255, r.below(256)][r.below(3) as usize] as f32 / 255.0)
-        .collect();
-    let l = gpu.storage_init("logits", &logits).unwrap();
-    let xb = gpu.storage_init("x", &x).unwrap();
-    let dl = poisoned(n);
+    let mut target = || [0, 255, r.below(256)][r.below(3) as usize] as f32 / 255.0;
+    let x: Vec<f32> = (0..n).map(|_| target()).collect();
+    let stale_x: Vec<f32> = (0..stale_n).map(|_| target()).collect();
+    let stale_dl = uniform_vec(&mut r, stale_n, -1.0, 1.0);
+    let l = gpu
+        .storage_init("logits", &[&logits[..], &stale_logits].concat())
+        .unwrap();
+    let xb = gpu.storage_init("x", &[&x[..], &stale_x].concat()).unwrap();
+    let dl = gpu
+        .storage_init("dlogits", &[&vec![f32::NAN; n][..], &stale_dl].concat())
+        .unwrap();
     let partials = poisoned(300);
     let d = bce_logits(
         gpu,
@@ -52,6 +82,11 @@ fn check_bce(rows: u32, cols: u32) {
     )
     .unwrap();
     run(&[&d], 0);
+    assert_untouched(
+        &format!("bce {rows}×{cols} in {full_rows} rows: gradient"),
+        &read(&dl, n, stale_n),
+        &stale_dl,
+    );
     let (want_loss, want_grad) = bce_logits_cpu(&logits, &x);
     assert_close_by(
         &format!("bce {rows}×{cols} gradient"),
@@ -79,7 +114,7 @@ fn check_bce(rows: u32, cols: u32) {
     );
 
     // Loss only (evaluation): same loss, gradient buffer left alone.
-    let dl2 = poisoned(n);
+    let dl2 = poisoned(n + stale_n);
     let d = bce_logits(
         gpu,
         "bce.eval",
@@ -101,7 +136,7 @@ fn check_bce(rows: u32, cols: u32) {
         "bce eval loss {got} want {want_loss}"
     );
     assert!(
-        read(&dl2, 0, n).iter().all(|v| v.is_nan()),
+        read(&dl2, 0, n + stale_n).iter().all(|v| v.is_nan()),
         "evaluation wrote a gradient"
     );
 }
@@ -182,22 +217,45 @@ fn bce_known_values() {
 }
 
 fn check_kl(rows: u32, latent: u32, kl_weight: f32) {
+    check_kl_in(rows, rows, latent, kl_weight);
+}
+
+/// [`check_kl`] for `rows` rows in buffers of `full_rows`, as [`check_bce_in`]: the stale rows past the batch
+/// (heads, ε, ∂z and the heads' gradient of the previous batch) must neither count in the KL nor be overwritten.
+fn check_kl_in(rows: u32, full_rows: u32, latent: u32, kl_weight: f32) {
     let gpu = gpu();
     let (r_, l_) = (rows as usize, latent as usize);
     let n = r_ * l_;
+    let stale_n = (full_rows - rows) as usize * l_;
     let mut r = rng(rows as u64 * 7 + latent as u64);
-    let mut heads = uniform_vec(&mut r, 2 * n, -2.0, 2.0);
-    for row in 0..r_ {
-        for j in 0..l_ {
-            heads[row * 2 * l_ + l_ + j] = r.range(-6.0, 3.0);
+    let mut draw_heads = |rows: usize| {
+        let mut heads = uniform_vec(&mut r, 2 * rows * l_, -2.0, 2.0);
+        for row in 0..rows {
+            for j in 0..l_ {
+                heads[row * 2 * l_ + l_ + j] = r.range(-6.0, 3.0);
+            }
         }
-    }
+        heads
+    };
+    let heads = draw_heads(r_);
+    let stale_heads = draw_heads(stale_n / l_);
     let eps: Vec<f32> = (0..n).map(|_| r.normal()).collect();
     let dz = uniform_vec(&mut r, n, -3.0, 3.0);
-    let hb = gpu.storage_init("heads", &heads).unwrap();
-    let eb = gpu.storage_init("eps", &eps).unwrap();
-    let db = gpu.storage_init("dz", &dz).unwrap();
-    let dh = poisoned(2 * n);
+    let stale_eps: Vec<f32> = (0..stale_n).map(|_| r.normal()).collect();
+    let stale_dz = uniform_vec(&mut r, stale_n, -3.0, 3.0);
+    let stale_dh = uniform_vec(&mut r, 2 * stale_n, -1.0, 1.0);
+    let hb = gpu
+        .storage_init("heads", &[&heads[..], &stale_heads].concat())
+        .unwrap();
+    let eb = gpu
+        .storage_init("eps", &[&eps[..], &stale_eps].concat())
+        .unwrap();
+    let db = gpu
+        .storage_init("dz", &[&dz[..], &stale_dz].concat())
+        .unwrap();
+    let dh = gpu
+        .storage_init("dheads", &[&vec![f32::NAN; 2 * n][..], &stale_dh].concat())
+        .unwrap();
     let partials = poisoned(260);
     let table = step_table(&[
         StepParams::default(),
@@ -223,6 +281,11 @@ fn check_kl(rows: u32, latent: u32, kl_weight: f32) {
     )
     .unwrap();
     run(&[&d], 1);
+    assert_untouched(
+        &format!("kl {rows}×{latent} in {full_rows} rows: heads' gradient"),
+        &read(&dh, 2 * n, 2 * stale_n),
+        &stale_dh,
+    );
     let (want_kl, want_dh) = kl_backward_cpu(&heads, &eps, &dz, (r_, l_), kl_weight);
     // (μ, log σ²) of latent element i (row-major over rows × latent).
     let mu_lv = |i: usize| {
@@ -295,6 +358,19 @@ fn kl_real_batch() {
 }
 
 #[test]
+fn loss_last_partial_batch_in_full_batch_buffers() {
+    crate::both_reductions(|| {
+        // An epoch's last batch is short (MNIST's training set: 60,000 = 468·128 + 96 rows) and runs in the full
+        // batch's buffers, bound whole, over the previous batch's rows. A kernel that reads or writes one element
+        // past rows × cols (a bound `i <= n`) counts a stale term and overwrites a stale gradient.
+        check_bce_in(96, 128, 784);
+        check_bce_in(1, 3, 29);
+        check_kl_in(96, 128, 20, 1.0);
+        check_kl_in(1, 3, 7, 0.5);
+    });
+}
+
+#[test]
 fn kl_known_values() {
     crate::both_reductions(|| {
         let gpu = gpu();
@@ -352,39 +428,47 @@ fn kl_known_values() {
 #[test]
 fn bce_is_accurate_where_the_loss_is_tiny() {
     crate::both_reductions(|| {
-        // x = 1 and a confident logit l: the loss log(1 + e^−l) is tiny, and each pixel's term must still be accurate
-        // relative to itself (a driver that folds (1 + e) − 1 to e defeated the textbook fix; see logistic.wgsl).
+        // A confident, right logit: x = 1 and l > 0, or x = 0 and l < 0. The loss log(1 + e^−|l|) is tiny, and each
+        // pixel's term must still be accurate relative to itself (a driver that folds (1 + e) − 1 to e defeated the
+        // textbook fix; see logistic.wgsl).
         let gpu = gpu();
-        let ls = [0.5f32, 4.0, 4.2, 8.0, 12.0, 15.0, 16.5, 17.0, 30.0];
-        let ones = gpu.storage_init("x", &[1.0f32; 9]).unwrap();
-        let dl = poisoned(9);
+        let ls = [0.5f32, 4.0, 4.2, 4.5, 8.0, 12.0, 15.0, 16.5, 17.0, 30.0];
+        let dl = poisoned(1);
         for (i, &lv) in ls.iter().enumerate() {
-            let partials = poisoned(1);
-            let one = gpu.storage_init("logit", &[lv]).unwrap();
-            let d = bce_logits(
-                gpu,
-                "bce.tiny",
-                &one,
-                &ones,
-                &dl,
-                PartialsAt {
-                    buffer: &partials,
-                    offset: 0,
-                },
-                (1, 1),
-                true,
-            )
-            .unwrap();
-            run(&[&d], 0);
-            let want = (-(lv as f64)).exp().ln_1p();
-            let got = read(&partials, 0, 1)[0] as f64;
-            // WGSL's bound for this term: the series branch (l ≥ 4.16) is accurate to a few u relative, the log branch
-            // to 2⁻²¹ absolute. A formula that loses e's low bits (log(1 + e) for tiny e) is off by up to 100%.
-            let tol = bce_term_error(lv, 1.0);
-            assert!(
-                (got - want).abs() <= tol,
-                "l = {lv}: {got:e} want {want:e}, tol {tol:e} ({i})"
-            );
+            for (l, x) in [(lv, 1.0f32), (-lv, 0.0)] {
+                let partials = poisoned(1);
+                let one = gpu.storage_init("logit", &[l]).unwrap();
+                let xb = gpu.storage_init("x", &[x]).unwrap();
+                let d = bce_logits(
+                    gpu,
+                    "bce.tiny",
+                    &one,
+                    &xb,
+                    &dl,
+                    PartialsAt {
+                        buffer: &partials,
+                        offset: 0,
+                    },
+                    (1, 1),
+                    true,
+                )
+                .unwrap();
+                run(&[&d], 0);
+                let want = (-(lv as f64)).exp().ln_1p();
+                let got = read(&partials, 0, 1)[0] as f64;
+                // WGSL's bound for this term. With x exactly 0 or 1 the linear part max(l, 0) − l·x is exact (0),
+                // so only log1p's own error is left: exp's 3 + 2|l| ULP, and the series (l ≥ 4.16, a few u relative)
+                // or log (2⁻²¹ absolute). That is 2.1e-6 relative at l = 4.2, where a wrong last series coefficient
+                // (e·(¼ − e/5) ⇒ e / (¼ − e/5)) is off by 1.3e-5; log(1 + e) alone loses e's low bits (1e-5 at l = 6,
+                // all of them at l = 17).
+                let tol = bce_term_error(l, x);
+                assert!(
+                    (got - want).abs() <= tol,
+                    "l = {l}, x = {x}: {got:e} want {want:e}, tol {tol:e} ({i}); relative error {:e}, allowed {:e}",
+                    (got - want).abs() / want,
+                    tol / want
+                );
+            }
         }
     });
 }

@@ -188,6 +188,41 @@ fn matmul_sizes_that_do_not_divide_the_tile() {
     }
 }
 
+/// [`check`] for the register-tiled kernels alone (no workgroup memory, a fixed block of named registers per
+/// invocation): the 64 tile (`matmul`) and the 128 tile, whose operands at offsets that are multiples of 4 take its
+/// vec4 kernels (`matmul_nt4` / `nn4` / `tn4`) where the shape allows. Cheaper than every candidate, for shapes
+/// aimed at those kernels' own row and column arithmetic.
+fn check_register_tiles(layout: Layout, dims: (u32, u32, u32), epi: Epi) {
+    check_kernel(Kernel::Reg64, (5, 3), layout, dims, epi);
+    check_kernel(Kernel::Reg128, (5, 3), layout, dims, epi);
+    check_kernel(Kernel::Reg128, (8, 4), layout, dims, epi);
+}
+
+#[test]
+fn matmul_more_than_one_row_of_128_tiles() {
+    // m past 128 needs a second (and third) row of workgroups; k a multiple of 4 (n too, for NN) lets the 128 tile
+    // read vec4s. matmul_nt4 and matmul_nn4 place a workgroup's rows at wg.y · 128, which no m ≤ 128 tests. Three
+    // rows of tiles (257), because a misplaced second row can still cover 130: one at wg.y · 2 computes rows
+    // 2..129, all correct, and only past 131 leaves rows unwritten.
+    for (m, n, k) in [(130, 45, 8), (257, 132, 12)] {
+        check_register_tiles(Layout::NT, (m, n, k), Epi::Bias);
+        check_register_tiles(Layout::NN, (m, n, k), Epi::ReluMask);
+    }
+}
+
+#[test]
+fn matmul_shapes_ending_in_either_half_of_the_128_tile() {
+    // The vec4 kernels load blocks of 4 rows (matmul_tn4) and 4 columns (tn4, nn4) for each half of the tile, r0..
+    // and r0 + 64.., each block index clamped to the last block (m / 4 − 1) so that loads past the matrix stay in
+    // it. The clamp reaches a real row only when the matrix ends in that half: m (or n) mod 128 in 4..64 for the
+    // first, 68..124 or 0 for the second. The real sizes (400, 784) are 16 mod 128, so only the first is tested
+    // there. Here: m = 128, 196, 100 (second half), 132 (first); n = 100, 196, 128 (second), 260 (first).
+    for (m, n, k) in [(128, 100, 12), (196, 260, 8), (100, 196, 4), (132, 128, 4)] {
+        check_register_tiles(Layout::TN, (m, n, k), Epi::BiasGrad);
+        check_register_tiles(Layout::NN, (m, n, k), Epi::ReluMask);
+    }
+}
+
 #[test]
 fn matmul_real_fc1_forward_and_weight_gradient() {
     check(Layout::NT, (128, 400, 784), Epi::BiasRelu); // h1 = relu(x·W1ᵀ + b1)
