@@ -88,6 +88,25 @@ pub enum Error {
         lr: f32,
     },
 
+    #[error(
+        "{what}: the GPU result differs from the CPU reference ({}); the driver may have miscompiled this kernel",
+        times_the_bound(*ratio)
+    )]
+    Mismatch {
+        what: String,
+        /// Largest |gpu − cpu| over its error bound (infinite where an output is not finite).
+        ratio: f64,
+    },
+
+    #[error(
+        "no matmul kernel works for {product} on {adapter}: every candidate is unavailable ({reasons}). Update the GPU driver, or choose another adapter with --adapter (`vae devices` lists them)"
+    )]
+    NoKernel {
+        product: String,
+        adapter: String,
+        reasons: String,
+    },
+
     #[error("{what}: {message}")]
     Io { what: String, message: String },
 
@@ -99,6 +118,15 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A mismatch's size: `12.3× the error bound`, or that an output is NaN or infinite (or was never written).
+pub fn times_the_bound(ratio: f64) -> String {
+    if ratio.is_finite() {
+        format!("{ratio:.1}× the error bound")
+    } else {
+        "an output is NaN, infinite or unwritten".into()
+    }
+}
 
 impl Error {
     /// Converts a wgpu error caught by an error scope, with what we were doing at the time.
