@@ -99,6 +99,25 @@ pub enum Error {
         lr: f32,
     },
 
+    #[error(
+        "{what}: the GPU result differs from the CPU reference ({}); the driver may have miscompiled this kernel",
+        times_the_bound(*ratio)
+    )]
+    Mismatch {
+        what: String,
+        /// Largest |gpu − cpu| over its error bound (infinite where an output is not finite).
+        ratio: f64,
+    },
+
+    #[error(
+        "no matmul kernel works for {product} on {adapter}: every candidate is unavailable ({reasons}). Update the GPU driver, or choose another adapter with --adapter (`vae devices` lists them)"
+    )]
+    NoKernel {
+        product: String,
+        adapter: String,
+        reasons: String,
+    },
+
     #[error("{what}: {message}")]
     Io { what: String, message: String },
 
@@ -115,13 +134,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub const OOM_ADVICE: &str =
     "Use a smaller --batch-size or --hidden, fewer examples, or a device with more memory";
 
-/// Bytes as MiB, for messages.
+/// A byte count for messages, in bytes, KiB, MiB or GiB.
 pub fn bytes(n: u64) -> String {
     match n {
         0..1024 => format!("{n} bytes"),
         1024..0x10_0000 => format!("{:.1} KiB", n as f64 / 1024.0),
         0x10_0000..0x4000_0000 => format!("{:.1} MiB", n as f64 / 0x10_0000 as f64),
         _ => format!("{:.2} GiB", n as f64 / 0x4000_0000 as f64),
+    }
+}
+
+/// A mismatch's size: `12.3× the error bound`, or that an output is NaN or infinite (or was never written).
+pub fn times_the_bound(ratio: f64) -> String {
+    if ratio.is_finite() {
+        format!("{ratio:.1}× the error bound")
+    } else {
+        "an output is NaN, infinite or unwritten".into()
     }
 }
 

@@ -15,7 +15,12 @@
 //! `oom:<buffer label>` (the allocation of the first buffer whose label starts with it fails as out of memory;
 //! `oom:<buffer label>#<n>`, the n-th such allocation); `memory:<bytes>` (a device with only that much memory:
 //! every allocation past it fails);
-//! `reject:<kernel>` (the pipeline of that matmul candidate fails to build, as a driver that rejects it would).
+//! `reject:<kernel>` (the pipeline of that matmul candidate, e.g. `reg64`, fails to build inside wgpu, as a driver
+//! that rejects it would: it is given a pipeline constant its shader does not declare);
+//! `reject:<module>` (that shader module, e.g. `matmul_split`, fails validation when it is built, so every kernel
+//! in it is rejected: it ends with invalid WGSL, see `gpu::pipeline::REJECTED_PART`);
+//! `wrong:<kernel>` (that matmul candidate computes wrong, finite numbers, as a miscompiled kernel would).
+//! `reject:` and `wrong:` hold every time, not only the first: a driver that rejects a kernel always does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, OnceLock};

@@ -25,7 +25,7 @@ fn product(m: u32, n: u32, k: u32) -> Product {
 #[test]
 fn the_fastest_correct_candidate_is_chosen() {
     let gpu = common::gpu();
-    let rows = tune::tune_product(gpu, &product(9, 13, 21), &Kernel::CANDIDATES, 3);
+    let rows = tune::tune_product(gpu, &product(9, 13, 21), &Kernel::CANDIDATES, 3).unwrap();
     assert_eq!(rows.len(), Kernel::CANDIDATES.len());
     let timed: Vec<_> = rows
         .iter()
@@ -216,4 +216,317 @@ fn vae_tune_prints_every_candidate_and_marks_the_choice() {
     assert!(out.contains("cached in"), "{out}");
     assert!(cache.exists());
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// What a candidate's row must say under the faults a rejection test arms.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Want {
+    /// Unavailable, the reason starting with the first text (who rejected it while doing what) and holding the
+    /// second (wgpu's or naga's own words).
+    Rejected(&'static str, &'static str),
+    /// Unavailable: its results differ from the CPU reference.
+    Wrong,
+    /// Checked and timed.
+    Timed,
+}
+
+/// `VAE_TEST_FAULT` (src/fault.rs) for `reject:<kernel or module>` each of `rejected`, `wrong:<kernel>` each of
+/// `wrong`.
+fn faults(rejected: &[&str], wrong: &[&str]) -> String {
+    let points = rejected.iter().map(|k| format!("reject:{k}"));
+    let points = points.chain(wrong.iter().map(|k| format!("wrong:{k}")));
+    points.collect::<Vec<_>>().join(",")
+}
+
+/// `vae tune` or `vae bench matmul` on a small model (784-24-2, batch 16), with `faults` armed.
+fn perf_command(what: &[&str], cache: &Path, faults: &str, extra: &[&str]) -> Output {
+    Command::new(VAE)
+        .args(what)
+        .args(["--data", mnist_dir().to_str().unwrap()])
+        .args(["--train-samples", "64", "--batch-size", "16"])
+        .args(["--hidden", "24", "--latent", "2"])
+        .args(["--tune-cache", cache.to_str().unwrap()])
+        .args(extra)
+        .env("VAE_TEST_FAULT", faults)
+        .output()
+        .unwrap()
+}
+
+/// `vae train`, one epoch of that model, with `faults` armed.
+fn train_with_faults(out: &Path, cache: &Path, faults: &str) -> Output {
+    Command::new(VAE)
+        .args(["train", "--data", mnist_dir().to_str().unwrap()])
+        .args(["--out", out.to_str().unwrap()])
+        .args(["--tune-cache", cache.to_str().unwrap()])
+        .args(["--train-samples", "64", "--test-samples", "32"])
+        .args(["--batch-size", "16", "--hidden", "24", "--latent", "2"])
+        .args(["--epochs", "1"])
+        .env("VAE_TEST_FAULT", faults)
+        .output()
+        .unwrap()
+}
+
+/// A row of `vae tune`'s or `vae bench matmul`'s table: kernel, marked `*`, and why it is unavailable if it is.
+struct Row {
+    kernel: String,
+    marked: bool,
+    unavailable: Option<String>,
+}
+
+fn table(out: &str) -> Vec<Row> {
+    out.lines()
+        .filter(|l| l.contains("×") && !l.starts_with("product"))
+        .map(|l| {
+            // product, layout, epilogue, m×n×k, then the kernel with its mark.
+            let kernel = l.split_whitespace().nth(4).unwrap();
+            Row {
+                kernel: kernel.trim_start_matches('*').to_string(),
+                marked: kernel.starts_with('*'),
+                unavailable: l
+                    .split_once(" unavailable: ")
+                    .map(|(_, why)| why.to_string()),
+            }
+        })
+        .collect()
+}
+
+/// Every product's every candidate has a row that says what `want` says of it, and each product's marked
+/// kernel is a timed one.
+fn check_rows(out: &str, want: &impl Fn(&str) -> Want) {
+    let rows = table(out);
+    assert_eq!(rows.len(), 11 * Kernel::CANDIDATES.len(), "{out}");
+    for r in &rows {
+        let why = r.unavailable.as_deref();
+        match want(&r.kernel) {
+            Want::Rejected(start, holds) => assert!(
+                why.is_some_and(|w| w.starts_with(start) && w.contains(holds)),
+                "{}: {why:?}, want {start:?} … {holds:?}\n{out}",
+                r.kernel
+            ),
+            Want::Wrong => assert!(
+                why.is_some_and(
+                    |w| w.starts_with("wrong results (") && w.contains("× the error bound)")
+                ),
+                "{}: {why:?}\n{out}",
+                r.kernel
+            ),
+            Want::Timed => assert!(
+                why.is_none(),
+                "{} should be timed: {why:?}\n{out}",
+                r.kernel
+            ),
+        }
+    }
+    let marked: Vec<&Row> = rows.iter().filter(|r| r.marked).collect();
+    assert_eq!(marked.len(), 11, "{out}");
+    assert!(
+        marked.iter().all(|r| want(&r.kernel) == Want::Timed),
+        "a rejected or wrong kernel is marked\n{out}"
+    );
+}
+
+/// With `faults` armed: `vae tune` succeeds and its table says why each rejected or wrong candidate is unavailable,
+/// chooses among the rest and caches only those; `vae bench matmul` shows the same; a training run takes the
+/// choices from that cache and trains, with no rejected or wrong kernel in its checkpoint.
+fn rejected_candidates_are_skipped(name: &str, faults: &str, want: impl Fn(&str) -> Want) {
+    let dir = scratch(name);
+    let cache = dir.join("kernels.txt");
+    let o = perf_command(&["tune"], &cache, faults, &["--runs", "1"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    check_rows(&out, &want);
+    // The cache (identified as without faults: a rejection is the adapter's, not the program's) holds a choice
+    // for every product, each one that was timed.
+    let cached = tune::read_cache(&cache, &tune::identity(common::gpu()))
+        .unwrap()
+        .unwrap();
+    let kernels: Vec<(&String, &String)> = cached
+        .iter()
+        .filter(|(_, k)| Kernel::parse(k).is_some())
+        .collect();
+    assert_eq!(kernels.len(), 11, "{cached:?}");
+    for (product, kernel) in kernels {
+        assert_eq!(want(kernel), Want::Timed, "{product}: {kernel}");
+    }
+
+    // `vae bench matmul` lists every candidate too, the step's kernels from that cache.
+    let o = perf_command(
+        &["bench", "matmul"],
+        &cache,
+        faults,
+        &["--square", "0", "--reps", "1", "--runs", "1"],
+    );
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("products from the cache"), "{err}");
+    check_rows(&out, &want);
+
+    // Training with the tuned cache on that adapter: its kernels from the cache, a finite loss, a checkpoint.
+    let run = dir.join("run");
+    let o = train_with_faults(&run, &cache, faults);
+    let err = stderr(&o);
+    assert!(err.contains("products from the cache"), "{err}");
+    let ck = Checkpoint::load(&run.join("checkpoint.safetensors")).unwrap();
+    for (product, kernel) in &ck.kernels {
+        if Kernel::parse(kernel).is_some() {
+            assert_eq!(want(kernel), Want::Timed, "{product}: {kernel}");
+        }
+        if let Some(c) = cached.get(product) {
+            assert_eq!(kernel, c, "{product}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn candidates_whose_pipeline_is_rejected_or_results_are_wrong_are_unavailable_and_never_chosen() {
+    // The adapter refuses to build both portable defaults (so even the plans tuning reads its products from need
+    // another kernel) and three more candidates; split16x16m, often the fastest on lavapipe, computes wrong
+    // numbers, so a missing check would let it win.
+    let rejected = ["reg64", "reg128", "tiled128k8", "tiled128k16", "tiled64k16"];
+    let wrong = "split16x16m";
+    rejected_candidates_are_skipped("reject-pipeline", &faults(&rejected, &[wrong]), |k| {
+        if rejected.contains(&k) {
+            Want::Rejected(
+                "rejected while building pipeline",
+                "'REJECTED_BY_VAE_TEST_FAULT' not found",
+            )
+        } else if k == wrong {
+            Want::Wrong
+        } else {
+            Want::Timed
+        }
+    });
+}
+
+#[test]
+fn a_shader_module_that_fails_validation_makes_its_candidates_unavailable() {
+    // The modules of the register-blocked and the split kernels fail validation; one tiled kernel is wrong.
+    let wrong = "tiled128k16";
+    let naga = "VAE_TEST_FAULT reject:1: error: no definition in scope for identifier: `reject_this_module`";
+    let faults = faults(&["matmul", "matmul_split"], &[wrong]);
+    rejected_candidates_are_skipped("reject-module", &faults, |k| {
+        if k.starts_with("reg") {
+            Want::Rejected("rejected while compiling shader module matmul: ", naga)
+        } else if k.starts_with("split") {
+            Want::Rejected(
+                "rejected while compiling shader module matmul_split: ",
+                naga,
+            )
+        } else if k == wrong {
+            Want::Wrong
+        } else {
+            Want::Timed
+        }
+    });
+}
+
+#[test]
+fn a_product_no_candidate_computes_is_a_clear_error() {
+    let dir = scratch("reject-all");
+    let cache = dir.join("kernels.txt");
+    let no_kernel = |err: &str, first_reason: &str| {
+        assert!(
+            err.contains("error: no matmul kernel works for fc1.forward (NT 16×24×784 BiasRelu)"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "every candidate is unavailable (reg64: {first_reason}"
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains("Update the GPU driver, or choose another adapter"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    // One candidate builds but is wrong: the plans build with it, tuning finds nothing; the table, then the error,
+    // and no cache.
+    let names: Vec<String> = Kernel::CANDIDATES.iter().map(Kernel::name).collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (wrong, rejected) = all.split_last().unwrap();
+    let o = perf_command(
+        &["tune"],
+        &cache,
+        &faults(rejected, &[wrong]),
+        &["--runs", "1"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    no_kernel(&err, "rejected while building pipeline");
+    assert!(err.contains(&format!("{wrong}: wrong results (")), "{err}");
+    let rows = table(&out);
+    assert_eq!(rows.len(), 11 * Kernel::CANDIDATES.len(), "{out}");
+    assert!(
+        rows.iter().all(|r| r.unavailable.is_some() && !r.marked),
+        "{out}"
+    );
+    assert!(!cache.exists());
+    // Every module rejected: training stops before it starts, with nothing written, tuned or not.
+    let every_module = faults(&["matmul", "matmul_tiled", "matmul_split"], &[]);
+    for no_tune in [false, true] {
+        let out_dir = dir.join("run");
+        let mut train = Command::new(VAE);
+        train
+            .args(["train", "--data", mnist_dir().to_str().unwrap()])
+            .args(["--out", out_dir.to_str().unwrap()])
+            .args(["--tune-cache", cache.to_str().unwrap()])
+            .args(["--train-samples", "64", "--test-samples", "32"])
+            .args(["--batch-size", "16", "--hidden", "24", "--latent", "2"])
+            .args(["--epochs", "1"])
+            .env("VAE_TEST_FAULT", &every_module);
+        if no_tune {
+            train.arg("--no-tune");
+        }
+        let o = train.output().unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        no_kernel(
+            &String::from_utf8_lossy(&o.stderr),
+            "rejected while compiling shader module matmul: VAE_TEST_FAULT reject:1: error:",
+        );
+        assert!(!out_dir.exists() && !cache.exists());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_rejection_is_said_in_one_line() {
+    // wgpu's reports are trees whose last line is the root cause; naga's start with it, its notes last.
+    let unavailable = vae_wgpu::kernels::matmul::unavailable;
+    let wgpu = vae_wgpu::Error::Validation {
+        context: "building pipeline matmul::matmul".into(),
+        message: "Validation Error\n\nCaused by:\n  In Device::create_compute_pipeline, label = 'matmul'\n    Entry point matmul not found\n".into(),
+    };
+    assert_eq!(
+        unavailable(&wgpu),
+        "rejected while building pipeline matmul::matmul: Entry point matmul not found"
+    );
+    let naga = vae_wgpu::Error::Validation {
+        context: "compiling shader module matmul".into(),
+        message: "shaders/matmul.wgsl:12: error: expected ';'\n  ┌─ wgsl:40:3\n  │\n".into(),
+    };
+    assert_eq!(
+        unavailable(&naga),
+        "rejected while compiling shader module matmul: shaders/matmul.wgsl:12: error: expected ';'"
+    );
+    let noted = vae_wgpu::Error::Validation {
+        context: "compiling shader module matmul".into(),
+        message: "prelude:1: error: Type [19] '' is invalid\n = Using `f64` values requires the `naga::valid::Capabilities::FLOAT64` flag\n\n".into(),
+    };
+    assert_eq!(
+        unavailable(&noted),
+        "rejected while compiling shader module matmul: prelude:1: error: Type [19] '' is invalid (Using `f64` values requires the `naga::valid::Capabilities::FLOAT64` flag)"
+    );
+    let wrong = vae_wgpu::Error::Mismatch {
+        what: "fc1.forward with reg64".into(),
+        ratio: f64::INFINITY,
+    };
+    assert_eq!(
+        unavailable(&wrong),
+        "wrong results (an output is NaN, infinite or unwritten)"
+    );
 }

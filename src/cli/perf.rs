@@ -196,8 +196,7 @@ pub fn matmul(
                 continue;
             }
             let r = if big { 2 } else { reps };
-            let outcome = kernels::tune::matmul_bench(&gpu, kernel, product, r, runs)
-                .map_err(|e| e.to_string());
+            let outcome = kernels::tune::bench_candidate(&gpu, kernel, product, r, runs)?;
             print_row(product, kernel, &outcome, kernel.name() == *used);
         }
     }
@@ -226,11 +225,13 @@ pub fn tune(args: &GpuArgs, tune: &TuneArgs, m: &BenchModel, runs: u32) -> Resul
         gpu.info
     );
     let start = std::time::Instant::now();
-    let mut tuned = kernels::tune::tune(&gpu, &products, runs);
+    let mut tuned = kernels::tune::tune(&gpu, &products, runs)?;
     table_header();
     for row in &tuned.rows {
         print_row(&row.product, row.kernel, &row.outcome, row.chosen);
     }
+    // After the table, so it shows why each candidate of a product without one is unavailable.
+    tuned.complete(&gpu)?;
     // The reductions of the loss kernels: the workgroup-memory tree, and subgroups where the device has them.
     let n = kernels::tune::reduction_size(&products);
     let (best, times) = kernels::tune::tune_reduction(&gpu, n, runs)?;

@@ -37,6 +37,9 @@ impl ShaderSource {
             let text = crate::fault::shader_override(n).map_or(Cow::Borrowed(s), Cow::Owned);
             (n, text)
         }));
+        if crate::fault::values("reject:").any(|m| m == self.name) {
+            parts.push((REJECTED_PART.0, Cow::Borrowed(REJECTED_PART.1)));
+        }
         parts
     }
 
@@ -64,6 +67,15 @@ impl ShaderSource {
         (parts.last().map_or(self.name, |p| p.0), line)
     }
 }
+
+/// Test-only (`reject:<module>`, see [`crate::fault`]): the part a module the adapter rejects ends with, a call
+/// of a function that does not exist, so building the module fails the validation it starts with, as a module the
+/// adapter cannot take does. The error names this part as where it is; it is no part of the program (the
+/// kernel-choice cache's identity leaves it out).
+pub const REJECTED_PART: (&str, &str) = (
+    "VAE_TEST_FAULT reject",
+    "fn vae_test_fault() { reject_this_module(); }",
+);
 
 /// A shader that naga rejected, located in its own file.
 #[derive(Debug, thiserror::Error)]

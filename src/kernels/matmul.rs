@@ -134,6 +134,15 @@ impl Kernel {
     }
 }
 
+/// Whether a test-only fault (`reject:<kernel>`, `wrong:<kernel>`; see [`crate::fault`]) is armed for `kernel`.
+/// Unarmed (always, outside the tests) there is nothing to compare.
+fn fault_armed(prefix: &str, kernel: Kernel) -> bool {
+    crate::fault::values(prefix).any(|name| Kernel::parse(name) == Some(kernel))
+}
+
+/// The pipeline constant `reject:<kernel>` adds: no shader declares it, so wgpu refuses to build the pipeline.
+const REJECTED_BY_TEST_FAULT: &str = "REJECTED_BY_VAE_TEST_FAULT";
+
 /// The key of a product in the kernel choices (tuning, its cache, checkpoints): layout, shape and epilogue.
 pub fn product_key(layout: Layout, (m, n, k): (u32, u32, u32), epilogue: EpilogueKind) -> String {
     format!("{layout:?} {m}x{n}x{k} {epilogue:?}")
@@ -229,8 +238,13 @@ fn check_fits(label: &str, what: &str, op: Operand, elems: u64) -> Result<()> {
 }
 
 /// Records C (m, n) = A·B (+ epilogue) with the kernel chosen for this product on this device: the device's
-/// kernel choices (tuned, cached or from a checkpoint; see `perf::tune`), else [`Kernel::default_for`]. Shapes
-/// are checked against the buffers here, once.
+/// kernel choices (tuned, cached or from a checkpoint; see [`crate::kernels::tune`]), else
+/// [`Kernel::default_for`]; where the adapter rejects that (see [`is_rejection`]), the default, then the first
+/// other candidate it builds. The plans built before tuning (whose products tuning reads) must build on an
+/// adapter that rejects the default, and a checkpoint's kernels on one that rejects a kernel the checkpoint's
+/// adapter took (the dispatch names the kernel it has, so a new checkpoint records that one). Where the adapter
+/// rejects every candidate, [`Error::NoKernel`] says why each failed. Shapes are checked against the buffers
+/// here, once.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     gpu: &Gpu,
@@ -244,10 +258,98 @@ pub fn matmul(
 ) -> Result<Dispatch> {
     let key = product_key(layout, dims, epilogue.kind());
     let chosen = gpu.choice(&key).or_else(|| gpu.choice(EVERY_PRODUCT));
-    let kernel = chosen.and_then(|name| Kernel::parse(&name));
     let cols = dims.1 + matches!(epilogue, Epilogue::BiasGrad { .. }) as u32;
-    let kernel = kernel.unwrap_or_else(|| Kernel::default_for(gpu, dims.0, cols));
-    matmul_with(gpu, kernel, label, layout, dims, a, b, c, epilogue)
+    let default = Kernel::default_for(gpu, dims.0, cols);
+    // The chosen kernel, the default, then every other candidate, each once.
+    let mut order: Vec<Kernel> = chosen
+        .and_then(|name| Kernel::parse(&name))
+        .into_iter()
+        .collect();
+    order.push(default);
+    order.extend(Kernel::CANDIDATES);
+    let mut reasons: Vec<(Kernel, String)> = Vec::new();
+    for kernel in order {
+        if reasons.iter().any(|(k, _)| *k == kernel) {
+            continue;
+        }
+        match matmul_with(gpu, kernel, label, layout, dims, a, b, c, epilogue) {
+            // The first kernel tried fails for the operands or the device, not itself, unless it is rejected;
+            // a fallback may also not fit (e.g. too many workgroups for its small tile).
+            Err(e) if is_rejection(&e) || (!reasons.is_empty() && !is_device_fault(&e)) => {
+                reasons.push((kernel, unavailable(&e)))
+            }
+            other => return other,
+        }
+    }
+    Err(no_kernel(
+        gpu,
+        &describe(label, layout, dims, epilogue.kind()),
+        &reasons,
+    ))
+}
+
+/// Whether `e` is the adapter refusing a kernel (a validation or internal error from building its shader module,
+/// pipeline or bindings), not a problem with the operands or the device.
+pub fn is_rejection(e: &Error) -> bool {
+    matches!(e, Error::Validation { .. } | Error::Internal { .. })
+}
+
+/// Whether `e` is the device failing (lost, hung): no other kernel would fare better.
+pub fn is_device_fault(e: &Error) -> bool {
+    matches!(e, Error::DeviceLost { .. } | Error::GpuTimeout { .. })
+}
+
+/// Why a candidate is unavailable, in one line for the tables: that the adapter rejected it (while doing what,
+/// and the root cause: the last line of wgpu's multi-line report, or the first of naga's with its last note),
+/// that it computed wrong numbers, or the error's message.
+pub fn unavailable(e: &Error) -> String {
+    match e {
+        Error::Validation { context, message } | Error::Internal { context, message } => {
+            let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+            let cause = if message.contains("Caused by:") {
+                lines.next_back().map(String::from)
+            } else {
+                // naga: `file:line: error: what`, the source excerpt, then notes (`= why`), the last the deepest.
+                let first = lines.next();
+                let note = lines.filter_map(|l| l.strip_prefix("= ")).next_back();
+                first.map(|f| match note {
+                    Some(n) => format!("{f} ({n})"),
+                    None => f.to_string(),
+                })
+            };
+            format!(
+                "rejected while {context}: {}",
+                cause.as_deref().unwrap_or("no reason given")
+            )
+        }
+        Error::Mismatch { ratio, .. } => {
+            format!("wrong results ({})", crate::error::times_the_bound(*ratio))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A product as messages name it: `fc1.forward (NT 128×400×784 BiasRelu)`.
+pub fn describe(
+    label: &str,
+    layout: Layout,
+    (m, n, k): (u32, u32, u32),
+    epilogue: EpilogueKind,
+) -> String {
+    format!("{label} ({layout:?} {m}×{n}×{k} {epilogue:?})")
+}
+
+/// The error for a product that no candidate computes on this adapter, with each candidate's reason.
+pub fn no_kernel(gpu: &Gpu, product: &str, reasons: &[(Kernel, String)]) -> Error {
+    let reasons: Vec<String> = reasons
+        .iter()
+        .map(|(k, why)| format!("{}: {why}", k.name()))
+        .collect();
+    Error::NoKernel {
+        product: product.to_string(),
+        adapter: gpu.info.name.clone(),
+        reasons: reasons.join("; "),
+    }
 }
 
 /// [`matmul`] with an explicit kernel.
@@ -307,11 +409,15 @@ pub fn matmul_with(
             format!("{label}: element offsets must fit in 32 bits"),
         ));
     }
+    // Test-only (`wrong:<kernel>`): A read from four elements past its start (one vec4, so the vec4 kernels are
+    // off too), as a miscompiled kernel would: every output wrong but finite (WGSL keeps reads past the end
+    // inside the buffer or zero), so only a check against a reference catches it.
+    let a_shift = if fault_armed("wrong:", kernel) { 4 } else { 0 };
     let params = MatmulParams {
         m,
         n,
         k,
-        a_off: a.offset as u32,
+        a_off: (a.offset + a_shift) as u32,
         b_off: b.offset as u32,
         c_off: c.offset as u32,
         aux_off: aux.offset as u32,
@@ -321,6 +427,11 @@ pub fn matmul_with(
     let (module, entry, mut constants) = kernel.pipeline();
     constants.push(("LAYOUT", layout.code() as f64));
     constants.push(("EPILOGUE", epilogue.kind().code() as f64));
+    if fault_armed("reject:", kernel) {
+        // Test-only (`reject:<kernel>`): a constant the shader does not declare, so creating the pipeline fails
+        // inside wgpu, caught by its error scope, as a driver's rejection would be.
+        constants.push((REJECTED_BY_TEST_FAULT, 1.0));
+    }
     let spec = KernelSpec {
         module,
         entry: vec4_entry.unwrap_or(entry),

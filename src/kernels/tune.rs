@@ -18,8 +18,8 @@ use crate::kernels::Reduction;
 use crate::kernels::contract::MAX_PARTIALS;
 use crate::kernels::loss::{PartialsAt, bce_logits};
 use crate::kernels::matmul::{
-    Epilogue, EpilogueKind, Kernel, Layout, Operand, error_bound, flops, matmul_cpu, matmul_with,
-    product_key,
+    Epilogue, EpilogueKind, Kernel, Layout, Operand, describe, error_bound, flops, is_device_fault,
+    matmul_cpu, matmul_with, no_kernel, product_key, unavailable,
 };
 use crate::kernels::philox::{Philox, stream};
 
@@ -114,7 +114,9 @@ pub fn matmul_bench(
         epilogue,
     )?;
     gpu.submit_pass(name, |pass| d.record(pass, 0))?;
-    let got: Vec<f32> = gpu.read(&c_buf, 0, mu * nu)?;
+    // C, and the bias gradient's m row sums where the epilogue writes them.
+    let bias_grad = product.epilogue == EpilogueKind::BiasGrad;
+    let got: Vec<f32> = gpu.read(&c_buf, 0, mu * nu + if bias_grad { mu } else { 0 })?;
 
     // Check a sample of rows (all of them for small shapes): the CPU reference is O(mnk) in f64, so about 64
     // rows, or 8 for the largest products.
@@ -161,13 +163,25 @@ pub fn matmul_bench(
             error_ratio = error_ratio.max(if g.is_nan() { f64::INFINITY } else { e });
         }
     }
+    if bias_grad {
+        // The row sums Σ_k A(i, k), every row (O(mk), cheap): a k-term sum, bound γ_k·Σ|A|.
+        let a_at = |i: usize, kk: usize| match layout {
+            Layout::TN => a[kk * mu + i],
+            _ => a[i * ku + kk],
+        } as f64;
+        for i in 0..mu {
+            let want: f64 = (0..ku).map(|kk| a_at(i, kk)).sum();
+            let tol = gamma * (0..ku).map(|kk| a_at(i, kk).abs()).sum::<f64>();
+            let g = got[mu * nu + i] as f64;
+            let e = (g - want).abs() / tol.max(1e-30);
+            error_ratio = error_ratio.max(if g.is_nan() { f64::INFINITY } else { e });
+        }
+    }
     if error_ratio > 1.0 {
-        return Err(Error::shape(
-            "matmul benchmark",
-            format!(
-                "{name}: GPU result differs from the CPU reference ({error_ratio:.1}× the error bound); not timing a wrong kernel"
-            ),
-        ));
+        return Err(Error::Mismatch {
+            what: format!("{name} with {}", kernel.name()),
+            ratio: error_ratio,
+        });
     }
 
     // Timed submissions: GPU timestamps around the pass where the device has them.
@@ -233,46 +247,58 @@ pub struct Tuned {
     pub choices: BTreeMap<String, String>,
 }
 
-/// The candidates for `product`, each checked and timed; the fastest chosen. Candidates are timed in two
-/// rounds: a quick one, then (for those within 3× of the quickest) `runs` timed submissions of enough
-/// dispatches to fill about 2 ms each.
+/// [`matmul_bench`], with a failure the candidate's own made a row (see [`unavailable`]). A lost or hung device
+/// is no candidate's verdict: every later one would fail too, so it ends tuning.
+pub fn bench_candidate(
+    gpu: &Gpu,
+    kernel: Kernel,
+    product: &Product,
+    reps: u32,
+    runs: u32,
+) -> Result<std::result::Result<MatmulRow, String>> {
+    match matmul_bench(gpu, kernel, product, reps, runs) {
+        Ok(row) => Ok(Ok(row)),
+        Err(e) if is_device_fault(&e) => Err(e),
+        Err(e) => Ok(Err(unavailable(&e))),
+    }
+}
+
+/// The candidates for `product`, each checked and timed; the fastest available one chosen (none where every
+/// candidate is unavailable). Candidates are timed in two rounds: a quick one, then (for those within 2× of the
+/// quickest) `runs` timed submissions of enough dispatches to fill about 2 ms each. Fails only if the device is
+/// lost or hung.
 pub fn tune_product(
     gpu: &Gpu,
     product: &Product,
     candidates: &[Kernel],
     runs: u32,
-) -> Vec<TuneRow> {
-    let quick: Vec<(Kernel, std::result::Result<MatmulRow, String>)> = candidates
+) -> Result<Vec<TuneRow>> {
+    let quick = candidates
         .iter()
-        .map(|&k| {
-            (
-                k,
-                matmul_bench(gpu, k, product, 1, 1).map_err(|e| e.to_string()),
-            )
-        })
-        .collect();
+        .map(|&k| Ok((k, bench_candidate(gpu, k, product, 1, 1)?)))
+        .collect::<Result<Vec<_>>>()?;
     let best = quick
         .iter()
         .filter_map(|(_, r)| r.as_ref().ok().map(|r| r.median_us))
         .fold(f64::INFINITY, f64::min);
-    let mut rows: Vec<TuneRow> = quick
+    let mut rows = quick
         .into_iter()
         .map(|(kernel, outcome)| {
             let outcome = match outcome {
                 Ok(r) if r.median_us <= 2.0 * best => {
                     let reps = (2000.0 / r.median_us.max(1.0)).clamp(1.0, 64.0) as u32;
-                    matmul_bench(gpu, kernel, product, reps, runs).map_err(|e| e.to_string())
+                    bench_candidate(gpu, kernel, product, reps, runs)?
                 }
                 other => other,
             };
-            TuneRow {
+            Ok(TuneRow {
                 product: product.clone(),
                 kernel,
                 outcome,
                 chosen: false,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     let fastest = rows
         .iter()
         .enumerate()
@@ -281,13 +307,43 @@ pub fn tune_product(
     if let Some((i, _)) = fastest {
         rows[i].chosen = true;
     }
-    rows
+    Ok(rows)
+}
+
+impl Tuned {
+    /// Fails where a product has no available candidate (so no choice), naming the first such product and why
+    /// each of its candidates is unavailable.
+    pub fn complete(&self, gpu: &Gpu) -> Result<()> {
+        let mut failed: Vec<&Product> = Vec::new();
+        for r in &self.rows {
+            let key = r.product.key();
+            if !self.choices.contains_key(&key) && !failed.iter().any(|p| p.key() == key) {
+                failed.push(&r.product);
+            }
+        }
+        let Some(first) = failed.first() else {
+            return Ok(());
+        };
+        let reasons: Vec<(Kernel, String)> = self
+            .rows
+            .iter()
+            .filter(|r| r.product.key() == first.key())
+            .filter_map(|r| r.outcome.as_ref().err().map(|why| (r.kernel, why.clone())))
+            .collect();
+        let mut product = describe(&first.name, first.layout, first.shape, first.epilogue);
+        if failed.len() > 1 {
+            product.push_str(&format!(" (and {} more products)", failed.len() - 1));
+        }
+        Err(no_kernel(gpu, &product, &reasons))
+    }
 }
 
 /// Tunes every distinct product of `products` over every candidate. Products that differ from an earlier one only
 /// in the batch dimension (a run's last, partial batch after its full ones) take the earlier one's choice
-/// without being measured: they run once an epoch, and tuning them would double the time tuning takes.
-pub fn tune(gpu: &Gpu, products: &[Product], runs: u32) -> Tuned {
+/// without being measured: they run once an epoch, and tuning them would double the time tuning takes. A product
+/// whose every candidate is unavailable gets no choice ([`Tuned::complete`] says so); fails only if the device
+/// is lost or hung.
+pub fn tune(gpu: &Gpu, products: &[Product], runs: u32) -> Result<Tuned> {
     let mut tuned = Tuned::default();
     let mut by_batch: BTreeMap<String, String> = BTreeMap::new();
     for p in products {
@@ -298,14 +354,14 @@ pub fn tune(gpu: &Gpu, products: &[Product], runs: u32) -> Tuned {
             tuned.choices.insert(p.key(), kernel.clone());
             continue;
         }
-        let rows = tune_product(gpu, p, &Kernel::CANDIDATES, runs);
+        let rows = tune_product(gpu, p, &Kernel::CANDIDATES, runs)?;
         if let Some(r) = rows.iter().find(|r| r.chosen) {
             tuned.choices.insert(p.key(), r.kernel.name());
             by_batch.insert(p.batch_key(), r.kernel.name());
         }
         tuned.rows.extend(rows);
     }
-    tuned
+    Ok(tuned)
 }
 
 /// Times the BCE loss kernel (the step's largest reduction) over `n` elements with reduction `r`: the median of
@@ -379,7 +435,14 @@ pub fn identity(gpu: &Gpu) -> String {
 fn shaders_hash() -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for family in crate::kernels::FAMILIES {
-        for b in family.source().bytes() {
+        // The module's source, without what a test-only fault adds (a driver's rejection is not the program).
+        let parts = family.parts();
+        let texts: Vec<&str> = parts
+            .iter()
+            .filter(|(name, _)| *name != crate::gpu::pipeline::REJECTED_PART.0)
+            .map(|(_, text)| text.as_ref())
+            .collect();
+        for b in texts.join("\n").bytes() {
             h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
@@ -526,7 +589,8 @@ pub fn choose(
             tuned: None,
         });
     }
-    let tuned = tune(gpu, &missing, 3);
+    let tuned = tune(gpu, &missing, 3)?;
+    tuned.complete(gpu)?;
     known.extend(tuned.choices.clone());
     if !reduction_known {
         let (best, _) = tune_reduction(gpu, reduction_size(products), 3)?;
