@@ -14,6 +14,10 @@
 //   EPI_RELU_MASK   C = A·B where aux[m, n] > 0, else 0  (ReLU backward; aux is the layer's forward output)
 //   EPI_BIAS_GRAD   C = A·B, and c[bias_off + m] = Σ_k A(m, k): with LAYOUT_TN that is the bias gradient, the
 //                   column sums of ∂Y, computed as one more output column against a virtual column of ones in B.
+//   EPI_KL_GRAD     A·B is ∂z (m, n), the reparameterization's input; C is the heads' gradient (m, 2n), already
+//                   holding the KL's own part (reparam.wgsl): C[m, n'] += ∂z for ∂μ (n' = n) and
+//                   C[m, n + n'] += ∂z·aux[m, n'] for ∂log σ² (aux = ½·ε·σ). ∂z never goes through memory, and
+//                   the KL's backward needs no dispatch of its own. Each output is stored once, so += is safe.
 //
 //
 // This file holds the pipeline constants LAYOUT and EPILOGUE, the bindings, the operand loads and the epilogue
@@ -69,6 +73,12 @@ fn store(m: u32, n: u32, value: f32, is_ones: bool) {
         return;
     }
     var v = value;
+    if EPILOGUE == EPI_KL_GRAD {
+        let at = p.c_off + m * 2u * p.n + n;
+        c[at] += v;
+        c[at + p.n] += v * aux[p.aux_off + m * p.n + n];
+        return;
+    }
     if EPILOGUE == EPI_BIAS || EPILOGUE == EPI_BIAS_RELU {
         v += aux[p.aux_off + n];
     }

@@ -1,11 +1,14 @@
-// reduce: the loss kernels' per-workgroup partials to one total per loss term, written to the loss log.
+// reduce: the loss kernels' per-workgroup partials to one total per loss term and step, written to the loss log.
 //
-//   partials: term t's partials are partials[t·p.stride .. t·p.stride + p.counts[t]]   (f32)
-//   loss_log: loss_log[step.loss_slot · p.terms + t] = Σ of term t's partials               (f32)
+//   partials: step s's term t's partials are partials[s·p.slot_stride + t·p.stride ..][..p.counts[t]]   (f32)
+//   loss_log: loss_log[(step.loss_slot − step.partial_slot + s) · p.terms + t] = Σ of those partials      (f32)
 //
-// The loss log keeps one row per step, so many recorded steps leave their totals side by side on the GPU and the
-// host reads them back once per log interval (and sums them in f64). Dispatch: (terms, 1, 1) workgroups of WG;
-// workgroup t sums term t with a strided loop and a tree in workgroup memory (WGSL has no f32 atomics).
+// Each step of a submission leaves its partials in its own slot (the step table's `partial_slot`), so the step
+// itself reduces nothing: this kernel runs once per submission, after its last step and with that step's row, and
+// turns slots 0..=partial_slot into that many rows of the loss log. The loss log keeps one row per step, read back
+// once per log interval (and summed in f64). Dispatch: (terms, slots, 1) workgroups of WG; workgroup (t, s) sums
+// term t of slot s with a strided loop and a tree in workgroup memory (WGSL has no f32 atomics); slots past the
+// step's `partial_slot` belong to no step of this submission and write nothing.
 
 @group(0) @binding(0) var<uniform> p: ReduceParams;
 @group(0) @binding(1) var<storage, read> partials: array<f32>;
@@ -15,13 +18,18 @@
 fn reduce_partials(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
     let lid = lane.index;
     let term = wg.x;
+    let slot = wg.y;
+    if slot > step.partial_slot {
+        return;
+    }
     let count = p.counts[term];
+    let first = slot * p.slot_stride + term * p.stride;
     var sum = 0.0;
     for (var i = lid; i < count; i += WG) {
-        sum += partials[term * p.stride + i];
+        sum += partials[first + i];
     }
     let total = workgroup_sum(lane, sum);
     if lid == 0u {
-        loss_log[step.loss_slot * p.terms + term] = total;
+        loss_log[(step.loss_slot - step.partial_slot + slot) * p.terms + term] = total;
     }
 }

@@ -1,31 +1,64 @@
-// reparam: the reparameterization trick, z = μ + ε·σ with σ = exp(½·log σ²) and ε ~ N(0, I) from Philox.
-// (Its backward, fused with the KL term, is `kl_backward` in loss.wgsl.)
+// reparam: the reparameterization trick, z = μ + ε·σ with σ = exp(½·log σ²) and ε ~ N(0, I) from Philox, fused with
+// the KL term KL(q(z|x) ‖ N(0, I)) = ½ Σ (μ² + σ² − 1 − log σ²), which needs the same μ and log σ², and with the
+// KL's own part of the heads' gradient (training, pipeline constant GRAD):
 //
-//   heads: (rows, 2·latent) f32, the encoder's two heads side by side: μ in columns 0..latent, log σ² after
-//   z:     (rows, latent) f32
-//   eps:   (rows, latent) f32, the ε drawn, kept for the backward pass
+//   heads:   (rows, 2·latent) f32, the encoder's two heads side by side: μ in columns 0..latent, log σ² after
+//   z:       (rows, latent) f32
+//   eps:     (rows, latent) f32, the ε drawn (kept for tests and tools)
+//   dheads:  (rows, 2·latent) f32, GRAD only: w·μ and w·½·(σ² − 1), the KL's gradient (w = step.kl_weight); the
+//            decoder's backward adds ∂z's part in its fc3 input-gradient epilogue (EPI_KL_GRAD, matmul_common.wgsl)
+//   coef:    (rows, latent) f32, GRAD only: ½·ε·σ, the factor of ∂z in ∂log σ²
+//   partials: one KL partial per workgroup at partials[step.partial_slot · p.slot_stride + p.partial_off + wg]
 //
-// ε of element i = r·latent + j is philox_normal of counter (i, step.rng_step, stream, 0) under key = the seed, so
-// the CPU (and a resumed run) can draw it again. Dispatch: one invocation per element of z, WG (256) per workgroup, on a
-// 2-D grid.
+// So the backward of reparameterization and KL, ∂μ = ∂z + w·μ and ∂log σ² = ½·∂z·ε·σ + w·½·(σ² − 1), costs no
+// dispatch of its own. ε of element i = r·latent + j is philox_normal of counter (i, step.rng_step, stream, 0)
+// under key = the seed, so the CPU (and a resumed run) can draw it again. Dispatch: (groups, 1, 1) workgroups of
+// WG, groups = min(ceil(n / WG), MAX_PARTIALS) for the workspace's largest batch; each invocation strides over the
+// n elements by WG·groups, then the workgroup sums its KL terms (WGSL has no f32 atomics).
+
+override GRAD: bool = true;
 
 @group(0) @binding(0) var<uniform> p: ReparamParams;
 @group(0) @binding(1) var<storage, read> heads: array<f32>;
 @group(0) @binding(2) var<storage, read_write> z: array<f32>;
 @group(0) @binding(3) var<storage, read_write> eps: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dheads: array<f32>;
+@group(0) @binding(5) var<storage, read_write> coef: array<f32>;
+@group(0) @binding(6) var<storage, read_write> partials: array<f32>;
 
 @compute @workgroup_size(WG)
-fn reparam_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = gid.x + gid.y * groups.x * WG;
-    if i >= p.rows * p.latent {
-        return;
+fn reparam_forward(
+    lane: Lane,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let lid = lane.index;
+    let latent = p.latent;
+    let n = p.rows * latent;
+    var sum = 0.0;
+    for (var i = wg.x * WG + lid; i < n; i += groups.x * WG) {
+        let r = i / latent;
+        let j = i - r * latent;
+        let mu_at = r * 2u * latent + j;
+        let lv_at = mu_at + latent;
+        let mu = heads[mu_at];
+        let log_var = heads[lv_at];
+        let w = philox4x32_10(vec4<u32>(i, step.rng_step, p.stream, 0u), vec2<u32>(p.key_lo, p.key_hi));
+        let e = philox_normal(w.x, w.y);
+        let sigma = exp(0.5 * log_var);
+        z[i] = mu + e * sigma;
+        eps[i] = e;
+        let var_ = exp(log_var);
+        sum += 0.5 * (mu * mu + var_ - 1.0 - log_var);
+        if GRAD {
+            let kw = step.kl_weight;
+            dheads[mu_at] = kw * mu;
+            dheads[lv_at] = kw * 0.5 * (var_ - 1.0);
+            coef[i] = 0.5 * e * sigma;
+        }
     }
-    let r = i / p.latent;
-    let j = i - r * p.latent;
-    let mu = heads[r * 2u * p.latent + j];
-    let log_var = heads[r * 2u * p.latent + p.latent + j];
-    let w = philox4x32_10(vec4<u32>(i, step.rng_step, p.stream, 0u), vec2<u32>(p.key_lo, p.key_hi));
-    let e = philox_normal(w.x, w.y);
-    z[i] = mu + e * exp(0.5 * log_var);
-    eps[i] = e;
+    let total = workgroup_sum(lane, sum);
+    if lid == 0u {
+        partials[step.partial_slot * p.slot_stride + p.partial_off + wg.x] = total;
+    }
 }

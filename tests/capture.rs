@@ -60,6 +60,12 @@ fn a_renderdoc_capture_holds_the_profiled_steps_with_every_dispatch_named() {
         .find_map(|l| l.strip_prefix("dispatches per training step: "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no dispatch count:\n{out}"));
+    // What a submission adds once (the loss reduction): one step is one submission.
+    let once: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("plus "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no per-submission dispatch count:\n{out}"));
     let table = out.split_once("GB/s\n").map(|(_, t)| t).unwrap_or_default();
     let labels: Vec<&str> = table
         .lines()
@@ -94,8 +100,13 @@ fn a_renderdoc_capture_holds_the_profiled_steps_with_every_dispatch_named() {
             "dispatch {label} has no debug label in the capture; labels there: {named:?}"
         );
     }
-    // Exactly the profiled steps: one step timed kernel by kernel, then one recorded as training records it.
+    // Exactly the profiled steps: one step timed kernel by kernel, then one recorded as training records it, each
+    // a submission of its own with its loss reduction.
     let recorded = xml.matches("name=\"vkCmdDispatch\"").count();
-    assert_eq!(recorded, 2 * dispatches, "dispatches in the capture");
+    assert_eq!(
+        recorded,
+        2 * (dispatches + once),
+        "dispatches in the capture"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

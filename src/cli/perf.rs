@@ -332,6 +332,10 @@ pub fn profile(
         println!("trace written to {}", trace.display());
     }
     println!("dispatches per training step: {}", p.dispatches);
+    let (once, steps) = p.per_submission;
+    println!(
+        "plus {once} per submission of up to {steps} steps (the loss reduction, at the log point)"
+    );
     println!(
         "host time to record and submit a step (no wait): {:.1} µs",
         p.host_step_us

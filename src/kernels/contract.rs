@@ -94,15 +94,20 @@ pub enum EpilogueKind {
     ReluMask = 3,
     /// C = A·B, and the row sums of A at `bias_off` (with TN, the bias gradient).
     BiasGrad = 4,
+    /// The reparameterization's backward into the KL's gradient: for A·B = ∂z (m, n), C is (m, 2n), the heads'
+    /// gradient already holding the KL's own part; add ∂z to ∂μ (column j) and ∂z·aux[m, j] to ∂log σ² (column
+    /// n + j), aux being ½·ε·σ.
+    KlGrad = 5,
 }
 
 impl EpilogueKind {
-    pub const ALL: [EpilogueKind; 5] = [
+    pub const ALL: [EpilogueKind; 6] = [
         EpilogueKind::None,
         EpilogueKind::Bias,
         EpilogueKind::BiasRelu,
         EpilogueKind::ReluMask,
         EpilogueKind::BiasGrad,
+        EpilogueKind::KlGrad,
     ];
 
     pub fn code(self) -> u32 {
@@ -120,6 +125,7 @@ impl EpilogueKind {
             EpilogueKind::BiasRelu => "EPI_BIAS_RELU",
             EpilogueKind::ReluMask => "EPI_RELU_MASK",
             EpilogueKind::BiasGrad => "EPI_BIAS_GRAD",
+            EpilogueKind::KlGrad => "EPI_KL_GRAD",
         }
     }
 }
@@ -233,7 +239,9 @@ gpu_struct! {
         pub adam_inv_sqrt_bc2: f32,
         /// Weight on the KL term (β of a β-VAE; 1 for the plain ELBO).
         pub kl_weight: f32,
-        pub _pad0: u32,
+        /// Slot of this step's loss partials: its place among the steps of one submission, which a single
+        /// reduction at the log point turns into loss-log rows.
+        pub partial_slot: u32,
     }
 }
 
@@ -273,7 +281,7 @@ gpu_struct! {
 }
 
 gpu_struct! {
-    /// reparam: z = μ + ε·σ for rows × latent elements.
+    /// reparam: z = μ + ε·σ for rows × latent elements, the KL term's partials and (training) its gradient.
     pub struct ReparamParams {
         pub rows: u32,
         pub latent: u32,
@@ -282,9 +290,11 @@ gpu_struct! {
         pub key_hi: u32,
         /// Philox stream of the noise.
         pub stream: u32,
+        /// Where the KL's partials start in a slot of the partials buffer.
+        pub partial_off: u32,
+        /// Elements between two slots of the partials buffer (the step table's `partial_slot` picks one).
+        pub slot_stride: u32,
         pub _pad0: u32,
-        pub _pad1: u32,
-        pub _pad2: u32,
     }
 }
 
@@ -302,11 +312,12 @@ gpu_struct! {
     /// loss: BCE or KL over rows × cols elements, one partial per workgroup.
     pub struct LossParams {
         pub rows: u32,
-        /// Pixels per row (bce_logits) or latent dimensions (kl_backward).
+        /// Pixels per row.
         pub cols: u32,
-        /// Where this kernel's partials start in the partials buffer.
+        /// Where this kernel's partials start in a slot of the partials buffer.
         pub partial_off: u32,
-        pub _pad0: u32,
+        /// Elements between two slots of the partials buffer (the step table's `partial_slot` picks one).
+        pub slot_stride: u32,
     }
 }
 
@@ -316,8 +327,9 @@ gpu_struct! {
         pub terms: u32,
         /// Elements between the starts of two terms' partials.
         pub stride: u32,
+        /// Elements between two steps' slots of partials.
+        pub slot_stride: u32,
         pub _pad0: u32,
-        pub _pad1: u32,
         /// Partials per term; at most MAX_TERMS terms.
         pub counts: [u32; 4],
     }

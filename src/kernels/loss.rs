@@ -1,7 +1,8 @@
-//! loss: BCE-with-logits fused with its gradient, and KL fused with the reparameterization backward
-//! (`shaders/loss.wgsl`). Both are summed over the batch and leave per-workgroup partials for [`super::reduce`].
+//! loss: BCE-with-logits fused with its gradient (`shaders/loss.wgsl`), summed over the batch into per-workgroup
+//! partials for [`super::reduce`]; the KL term's CPU reference and the error bounds of both terms. (The KL term
+//! itself is computed by the reparameterization, `shaders/reparam.wgsl`, and fc3's input-gradient epilogue.)
 
-use super::accuracy::{DIV, FLUSH, SQRT, U, exp_rel, log_abs, strided_tree_additions, sum_error};
+use super::accuracy::{DIV, FLUSH, U, exp_rel, log_abs, strided_tree_additions, sum_error};
 use super::contract::{LossParams, MAX_PARTIALS};
 use super::{LOSS, Reduction, StepTable, WG, check_room};
 use crate::error::{Error, Result};
@@ -13,11 +14,37 @@ pub fn loss_groups(n: u64) -> u32 {
     n.div_ceil(WG as u64).clamp(1, MAX_PARTIALS as u64) as u32
 }
 
-/// Where a loss kernel writes its partials: `buffer[offset .. offset + loss_groups(n)]`.
+/// Where a loss kernel writes its partials: `groups` of them (one per workgroup) at
+/// `buffer[step.partial_slot · slot_stride + offset ..]`, the step table's row picking the slot. `groups` is
+/// fixed for a workspace (`loss_groups` of its largest batch), so a smaller batch writes the same partials, the
+/// extra ones zero, and one reduction fits every batch size.
 #[derive(Clone, Copy, Debug)]
 pub struct PartialsAt<'a> {
     pub buffer: &'a wgpu::Buffer,
     pub offset: u32,
+    pub slot_stride: u32,
+    pub slots: u32,
+    pub groups: u32,
+}
+
+impl PartialsAt<'_> {
+    /// Fails unless every slot has room for the partials; returns how many there are (the kernel's workgroups).
+    pub fn check(&self, label: &str) -> Result<u32> {
+        let groups = self.groups;
+        if groups == 0 || groups > MAX_PARTIALS || self.slots == 0 {
+            return Err(Error::shape(
+                "loss",
+                format!(
+                    "{label}: {groups} partials in {} slots; 1 to {MAX_PARTIALS} in at least one",
+                    self.slots
+                ),
+            ));
+        }
+        let last_slot = (self.slots as u64 - 1) * self.slot_stride as u64;
+        let first = last_slot + self.offset as u64;
+        check_room("loss", label, "partials", self.buffer, first, groups as u64)?;
+        Ok(groups)
+    }
 }
 
 /// Checks each (name, buffer, elements) and the partials' room, then builds the dispatch of a loss entry point
@@ -32,7 +59,7 @@ fn loss_dispatch(
     partials: PartialsAt,
     (rows, cols): (u32, u32),
     grad: bool,
-    step: Option<&StepTable>,
+    step: &StepTable,
 ) -> Result<Dispatch> {
     let n = rows as u64 * cols as u64;
     if n == 0 {
@@ -44,27 +71,19 @@ fn loss_dispatch(
     for (what, buf, elems) in inputs {
         check_room("loss", label, what, buf, 0, *elems)?;
     }
-    let groups = loss_groups(n);
-    check_room(
-        "loss",
-        label,
-        "partials",
-        partials.buffer,
-        partials.offset as u64,
-        groups as u64,
-    )?;
+    let groups = partials.check(label)?;
     let spec = KernelSpec {
         module: Reduction::for_gpu(gpu).module(&LOSS),
         entry,
         constants: vec![("GRAD", grad as u8 as f64)],
         storage,
-        uses_rows: step.is_some(),
+        uses_rows: true,
     };
     let params = LossParams {
         rows,
         cols,
         partial_off: partials.offset,
-        ..Default::default()
+        slot_stride: partials.slot_stride,
     };
     let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|(_, b, _)| *b).collect();
     buffers.push(partials.buffer);
@@ -74,7 +93,7 @@ fn loss_dispatch(
         &params,
         &buffers,
         [groups, 1, 1],
-        step.map(|s| &s.rows),
+        Some(&step.rows),
     )
     .map(|d| {
         d.with_work(
@@ -85,7 +104,8 @@ fn loss_dispatch(
 }
 
 /// Records BCE-with-logits of `logits` against `x` (both (rows, cols)); with `grad`, also writes
-/// ∂L/∂logits = σ(l) − x to `dlogits` (which must be bound either way).
+/// ∂L/∂logits = σ(l) − x to `dlogits` (which must be bound either way). The step table's row picks the partials'
+/// slot.
 #[allow(clippy::too_many_arguments)]
 pub fn bce_logits(
     gpu: &Gpu,
@@ -96,6 +116,7 @@ pub fn bce_logits(
     partials: PartialsAt,
     (rows, cols): (u32, u32),
     grad: bool,
+    step: &StepTable,
 ) -> Result<Dispatch> {
     let n = rows as u64 * cols as u64;
     loss_dispatch(
@@ -112,48 +133,7 @@ pub fn bce_logits(
         partials,
         (rows, cols),
         grad,
-        None,
-    )
-}
-
-/// Records the KL term and (with `grad`) the gradients of the encoder's heads: ∂μ = ∂z + w·μ and
-/// ∂log σ² = ½·∂z·ε·σ + w·½·(σ² − 1), with w = the step table's `kl_weight`. `heads`/`dheads` are
-/// (rows, 2·latent), `eps`/`dz` (rows, latent).
-#[allow(clippy::too_many_arguments)]
-pub fn kl_backward(
-    gpu: &Gpu,
-    label: &str,
-    heads: &wgpu::Buffer,
-    eps: &wgpu::Buffer,
-    dz: &wgpu::Buffer,
-    dheads: &wgpu::Buffer,
-    partials: PartialsAt,
-    (rows, latent): (u32, u32),
-    grad: bool,
-    step: &StepTable,
-) -> Result<Dispatch> {
-    let n = rows as u64 * latent as u64;
-    loss_dispatch(
-        gpu,
-        label,
-        "kl_backward",
-        &[
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-        ],
-        &[
-            ("heads", heads, 2 * n),
-            ("eps", eps, n),
-            ("dz", dz, n),
-            ("dheads", dheads, 2 * n),
-        ],
-        partials,
-        (rows, latent),
-        grad,
-        Some(step),
+        step,
     )
 }
 
@@ -169,7 +149,9 @@ pub fn bce_logits_cpu(logits: &[f32], x: &[f32]) -> (f64, Vec<f32>) {
     (loss, grad)
 }
 
-/// CPU reference for [`kl_backward`]: the KL (f64) and the heads' gradients (rows, 2·latent).
+/// CPU reference, the specification of the KL term in a training step: the KL (f64) and the heads' gradients
+/// (rows, 2·latent), ∂μ = ∂z + w·μ and ∂log σ² = ½·∂z·ε·σ + w·½·(σ² − 1). On the GPU the reparameterization
+/// computes the KL and its own part of the gradient, and fc3's input gradient adds ∂z's part in its epilogue.
 pub fn kl_backward_cpu(
     heads: &[f32],
     eps: &[f32],
@@ -237,7 +219,7 @@ pub fn bce_grad_error(l: f32, x: f32) -> f64 {
     sigma * rel + U * (sigma - x as f64).abs() + FLUSH
 }
 
-/// The error WGSL allows one KL term `½(μ² + σ² − 1 − log σ²)` as `kl_backward` computes it: μ² rounds, σ² = exp
+/// The error WGSL allows one KL term `½(μ² + σ² − 1 − log σ²)` as `reparam_forward` computes it: μ² rounds, σ² = exp
 /// (3 + 2|log σ²| ULP), three additions of terms at most μ² + σ² + 1 + |log σ²|.
 pub fn kl_term_error(mu: f32, log_var: f32) -> f64 {
     let (mu, lv) = (mu as f64, log_var as f64);
@@ -245,23 +227,34 @@ pub fn kl_term_error(mu: f32, log_var: f32) -> f64 {
     0.5 * (U * mu * mu + exp_rel(lv) * var + 3.0 * U * (mu * mu + var + 1.0 + lv.abs())) + FLUSH
 }
 
-/// The error WGSL allows the two head gradients of one latent dimension as `kl_backward` computes them:
-/// ∂μ = ∂z + w·μ (two roundings) and ∂log σ² = ½·∂z·ε·√σ² + w·½·(σ² − 1), where √ of exp's result carries half
-/// its error plus sqrt's own (inherited from 1 / inverseSqrt), three products round, σ² − 1 and the sum round.
-pub fn kl_grad_error(mu: f32, log_var: f32, eps: f32, dz: f32, w: f32) -> (f64, f64) {
+/// The error WGSL allows the two head gradients of one latent dimension as the training step computes them, given
+/// ∂z with its own error `dz_err`: the reparameterization writes w·μ and w·½·(σ² − 1) (σ² = exp, 3 + 2|log σ²|
+/// ULP; each product and σ² − 1 round) and ½·ε·σ (σ = exp(½·log σ²), 3 + |log σ²| ULP; two products round), then
+/// the fc3 input gradient's epilogue adds ∂z (one rounding) and ∂z·½·ε·σ (two roundings).
+pub fn kl_grad_fused_error(
+    mu: f32,
+    log_var: f32,
+    eps: f32,
+    dz: f32,
+    dz_err: f64,
+    w: f32,
+) -> (f64, f64) {
     let (mu, lv, eps, dz, w) = (mu as f64, log_var as f64, eps as f64, dz as f64, w as f64);
     let var = lv.exp();
-    let d_mu = U * (w * mu).abs() + U * (dz + w * mu).abs();
-    let a = 0.5 * dz * eps * var.sqrt();
+    let sigma = (0.5 * lv).exp();
+    let d_mu = U * (w * mu).abs() + dz_err + U * (dz + w * mu).abs();
+    let coef = 0.5 * eps * sigma;
+    let a = dz * coef;
     let b = 0.5 * w * (var - 1.0);
-    let a_err = a.abs() * (exp_rel(lv) / 2.0 + SQRT + 3.0 * U);
+    let a_err = a.abs() * (exp_rel(0.5 * lv) + 3.0 * U) + dz_err * coef.abs();
     let b_err = 0.5 * w.abs() * (exp_rel(lv) * var + U * (var - 1.0).abs()) + U * b.abs();
     (d_mu + FLUSH, a_err + b_err + U * (a + b).abs() + FLUSH)
 }
 
-/// The error of a loss kernel's partials summed over `n` terms of total magnitude `sum_abs` (each workgroup
-/// strides its invocations over the terms, then sums a tree of `WG`), on top of the terms' own errors.
-pub fn partials_sum_error(n: u64, sum_abs: f64) -> f64 {
-    let lanes = WG as u64 * loss_groups(n) as u64;
+/// The error of a loss kernel's partials summed over `n` terms of total magnitude `sum_abs` by `groups`
+/// workgroups (each strides its invocations over the terms, then sums a tree of `WG`), on top of the terms' own
+/// errors.
+pub fn partials_sum_error(n: u64, groups: u32, sum_abs: f64) -> f64 {
+    let lanes = WG as u64 * groups as u64;
     sum_error(strided_tree_additions(n, lanes, WG), sum_abs)
 }

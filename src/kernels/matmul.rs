@@ -180,6 +180,10 @@ pub enum Epilogue<O> {
     BiasGrad {
         offset: usize,
     },
+    /// The product is ∂z (m, n) and C, (m, 2n), is the heads' gradient holding the KL's own part (written by the
+    /// reparameterization): add ∂z to ∂μ and ∂z·coef[m, n] to ∂log σ², coef = ½·ε·σ. The CPU reference computes
+    /// the product ∂z alone; [`crate::kernels::loss::kl_backward_cpu`] specifies the heads' gradient.
+    KlGrad(O),
 }
 
 impl<O> Epilogue<O> {
@@ -190,6 +194,7 @@ impl<O> Epilogue<O> {
             Epilogue::BiasRelu(_) => EpilogueKind::BiasRelu,
             Epilogue::ReluMask(_) => EpilogueKind::ReluMask,
             Epilogue::BiasGrad { .. } => EpilogueKind::BiasGrad,
+            Epilogue::KlGrad(_) => EpilogueKind::KlGrad,
         }
     }
 }
@@ -391,6 +396,11 @@ pub fn matmul_with(
             check_fits(label, "mask", mask, m64 * n64)?;
             (mask, 0)
         }
+        Epilogue::KlGrad(coef) => {
+            check_fits(label, "½·ε·σ", coef, m64 * n64)?;
+            check_fits(label, "the heads' gradient", c, 2 * m64 * n64)?;
+            (coef, 0)
+        }
         Epilogue::BiasGrad { offset } => {
             check_fits(label, "bias gradient", Operand { offset, ..c }, m64)?;
             (
@@ -495,7 +505,7 @@ pub fn matmul_cpu(
                 s += at(i, kk) * bt(kk, j);
             }
             c[i * n + j] = match epilogue {
-                Epilogue::None | Epilogue::BiasGrad { .. } => s,
+                Epilogue::None | Epilogue::BiasGrad { .. } | Epilogue::KlGrad(_) => s,
                 Epilogue::Bias(bias) => s + bias[j] as f64,
                 Epilogue::BiasRelu(bias) => (s + bias[j] as f64).max(0.0),
                 Epilogue::ReluMask(mask) => {

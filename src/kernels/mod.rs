@@ -70,7 +70,12 @@ family!(
 family!(
     REPARAM,
     "reparam",
-    ["step.wgsl", "philox.wgsl", "reparam.wgsl"]
+    [
+        "step.wgsl",
+        "workgroup_sum.wgsl",
+        "philox.wgsl",
+        "reparam.wgsl"
+    ]
 );
 family!(PHILOX, "philox", ["philox.wgsl", "philox_words.wgsl"]);
 family!(
@@ -98,6 +103,16 @@ family!(
         "workgroup_sum_subgroup.wgsl",
         "logistic.wgsl",
         "loss.wgsl"
+    ]
+);
+family!(
+    REPARAM_SUBGROUP,
+    "reparam_subgroup",
+    [
+        "step.wgsl",
+        "workgroup_sum_subgroup.wgsl",
+        "philox.wgsl",
+        "reparam.wgsl"
     ]
 );
 family!(
@@ -142,6 +157,7 @@ pub const FAMILIES: &[&ShaderSource] = &[
     &ADAM,
     &IWAE,
     &LOSS_SUBGROUP,
+    &REPARAM_SUBGROUP,
     &REDUCE_SUBGROUP,
     &IWAE_SUBGROUP,
     &HANG,
@@ -151,7 +167,7 @@ std::thread_local! {
     static SCOPED_REDUCTION: std::cell::Cell<Option<Reduction>> = const { std::cell::Cell::new(None) };
 }
 
-/// How the reducing kernels (loss, reduce, iwae) sum a workgroup's values.
+/// How the reducing kernels (loss, reparam, reduce, iwae) sum a workgroup's values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reduction {
     /// A tree in workgroup memory (workgroup_sum.wgsl): every device.
@@ -206,6 +222,7 @@ impl Reduction {
     pub fn module(self, workgroup: &'static ShaderSource) -> &'static ShaderSource {
         match (self, workgroup.name) {
             (Reduction::Subgroup, "loss") => &LOSS_SUBGROUP,
+            (Reduction::Subgroup, "reparam") => &REPARAM_SUBGROUP,
             (Reduction::Subgroup, "reduce") => &REDUCE_SUBGROUP,
             (Reduction::Subgroup, "iwae") => &IWAE_SUBGROUP,
             _ => workgroup,

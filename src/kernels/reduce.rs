@@ -6,16 +6,34 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::gpu::{Access, Dispatch, KernelSpec};
 
-/// Records `log[step.loss_slot · terms + t] = Σ partials[t·stride .. t·stride + counts[t]]` for each term t.
+/// Where the partials of a submission's steps are: `slots` slots `slot_stride` elements apart, each holding one
+/// block of partials per term, `stride` apart, `counts[t]` of them for term t.
+#[derive(Clone, Copy, Debug)]
+pub struct PartialsLayout<'a> {
+    pub slots: u32,
+    pub slot_stride: u32,
+    pub stride: u32,
+    pub counts: &'a [u32],
+}
+
+/// Records, for each slot s up to the step row's `partial_slot` and each term t,
+/// `log[(step.loss_slot − step.partial_slot + s) · terms + t] = Σ partials[s·slot_stride + t·stride ..][..counts[t]]`:
+/// one dispatch at the end of a submission, recorded with its last step's row, turns every step's partials into
+/// its row of the loss log.
 pub fn reduce(
     gpu: &Gpu,
     label: &str,
     partials: &wgpu::Buffer,
-    stride: u32,
-    counts: &[u32],
+    at: PartialsLayout,
     log: &wgpu::Buffer,
     step: &StepTable,
 ) -> Result<Dispatch> {
+    let PartialsLayout {
+        slots,
+        slot_stride,
+        stride,
+        counts,
+    } = at;
     let terms = counts.len();
     if terms == 0 || terms > MAX_TERMS {
         return Err(Error::shape(
@@ -29,13 +47,21 @@ pub fn reduce(
             format!("{label}: counts {counts:?} exceed the stride {stride}"),
         ));
     }
+    if slots == 0 || (slots > 1 && slot_stride < stride * terms as u32) {
+        return Err(Error::shape(
+            "reduce",
+            format!(
+                "{label}: {slots} slots {slot_stride} apart cannot hold {terms} terms {stride} apart"
+            ),
+        ));
+    }
     check_room(
         "reduce",
         label,
         "partials",
         partials,
         0,
-        stride as u64 * terms as u64,
+        (slots as u64 - 1) * slot_stride as u64 + stride as u64 * terms as u64,
     )?;
     if log.size() < step.capacity() as u64 * terms as u64 * 4 {
         return Err(Error::shape(
@@ -48,6 +74,7 @@ pub fn reduce(
     let params = ReduceParams {
         terms: terms as u32,
         stride,
+        slot_stride,
         counts: c,
         ..Default::default()
     };
@@ -63,10 +90,10 @@ pub fn reduce(
         &spec,
         &params,
         &[partials, log],
-        [terms as u32, 1, 1],
+        [terms as u32, slots, 1],
         Some(&step.rows),
     )
-    .map(|d| d.with_work(0.0, 4.0 * counts.iter().sum::<u32>() as f64))
+    .map(|d| d.with_work(0.0, 4.0 * slots as f64 * counts.iter().sum::<u32>() as f64))
 }
 
 /// CPU reference: each term's partials summed in f64.

@@ -1,28 +1,41 @@
-//! reparameterization: z = μ + ε·exp(½·log σ²) with ε from Philox (`shaders/reparam.wgsl`), and the raw
-//! generator for tests (`shaders/philox_words.wgsl`). The backward is fused with the KL term: see
-//! [`super::loss::kl_backward`].
+//! reparameterization: z = μ + ε·exp(½·log σ²) with ε from Philox, fused with the KL term's value and its own
+//! part of the heads' gradient (`shaders/reparam.wgsl`), and the raw generator for tests
+//! (`shaders/philox_words.wgsl`). ∂z's part of the heads' gradient is added by the fc3 input gradient's epilogue
+//! ([`super::matmul::Epilogue::KlGrad`]); together they compute what [`super::loss::kl_backward_cpu`] specifies.
 
 use super::accuracy::{COS_ABS, FLUSH, SQRT, U, log_abs};
 use super::contract::{PhiloxWordsParams, ReparamParams};
-use super::{PHILOX, REPARAM, StepTable, WG, check_room, grid};
+use super::loss::PartialsAt;
+use super::{PHILOX, REPARAM, Reduction, StepTable, WG, check_room};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::gpu::{Access, Dispatch, KernelSpec};
 use crate::kernels::philox;
 
-/// Records z = μ + ε·σ for `rows` rows of `latent` dimensions. `heads` holds μ | log σ² side by side per row;
-/// ε is written to `eps` for the backward pass. ε of element i is drawn from counter
-/// (i, step.rng_step, `stream`, 0) under the key of `seed`.
+/// What the reparameterization writes: z and ε (rows, latent); in training also the KL's part of the heads'
+/// gradient `dheads` (rows, 2·latent) and ½·ε·σ in `coef` (rows, latent), bound either way.
+#[derive(Clone, Copy, Debug)]
+pub struct ReparamOut<'a> {
+    pub z: &'a wgpu::Buffer,
+    pub eps: &'a wgpu::Buffer,
+    pub dheads: &'a wgpu::Buffer,
+    pub coef: &'a wgpu::Buffer,
+}
+
+/// Records z = μ + ε·σ for `rows` rows of `latent` dimensions, and the KL term's partials at `kl`. `heads` holds
+/// μ | log σ² side by side per row; ε is drawn from counter (i, step.rng_step, `stream`, 0) under the key of
+/// `seed` for element i. With `grad`, also the KL's gradient w·μ | w·½·(σ² − 1) (w = the step's `kl_weight`) and
+/// ½·ε·σ, for the fc3 input gradient's [`super::matmul::Epilogue::KlGrad`] to finish.
 #[allow(clippy::too_many_arguments)]
 pub fn reparam(
     gpu: &Gpu,
     label: &str,
     heads: &wgpu::Buffer,
-    z: &wgpu::Buffer,
-    eps: &wgpu::Buffer,
+    out: ReparamOut,
+    kl: PartialsAt,
+    grad: bool,
     (rows, latent): (u32, u32),
-    seed: u64,
-    stream: u32,
+    (seed, stream): (u64, u32),
     step: &StepTable,
 ) -> Result<Dispatch> {
     let n = rows as u64 * latent as u64;
@@ -32,15 +45,36 @@ pub fn reparam(
             format!("{label}: empty ({rows}×{latent})"),
         ));
     }
-    for (what, buf, elems) in [("heads", heads, 2 * n), ("z", z, n), ("eps", eps, n)] {
+    let ReparamOut {
+        z,
+        eps,
+        dheads,
+        coef,
+    } = out;
+    let grad_n = if grad { n } else { 0 };
+    for (what, buf, elems) in [
+        ("heads", heads, 2 * n),
+        ("z", z, n),
+        ("eps", eps, n),
+        ("heads' gradient", dheads, 2 * grad_n),
+        ("½·ε·σ", coef, grad_n),
+    ] {
         check_room("reparam", label, what, buf, 0, elems)?;
     }
+    let groups = kl.check(label)?;
     let [key_lo, key_hi] = philox::key(seed);
     let spec = KernelSpec {
-        module: &REPARAM,
+        module: Reduction::for_gpu(gpu).module(&REPARAM),
         entry: "reparam_forward",
-        constants: vec![],
-        storage: &[Access::Read, Access::ReadWrite, Access::ReadWrite],
+        constants: vec![("GRAD", grad as u8 as f64)],
+        storage: &[
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+            Access::ReadWrite,
+            Access::ReadWrite,
+            Access::ReadWrite,
+        ],
         uses_rows: true,
     };
     let params = ReparamParams {
@@ -49,17 +83,24 @@ pub fn reparam(
         key_lo,
         key_hi,
         stream,
+        partial_off: kl.offset,
+        slot_stride: kl.slot_stride,
         ..Default::default()
     };
     gpu.dispatch(
         label,
         &spec,
         &params,
-        &[heads, z, eps],
-        grid(n, WG),
+        &[heads, z, eps, dheads, coef, kl.buffer],
+        [groups, 1, 1],
         Some(&step.rows),
     )
-    .map(|d| d.with_work(4.0 * n as f64, 16.0 * n as f64))
+    .map(|d| {
+        d.with_work(
+            40.0 * n as f64,
+            (16.0 + 16.0 * grad_n as f64 / n as f64) * n as f64,
+        )
+    })
 }
 
 /// CPU reference: (z, ε) for the same counters, ε in f64 rounded once, z = μ + ε·exp(½·log σ²) in f64.

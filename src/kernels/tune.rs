@@ -14,14 +14,14 @@ use std::time::Instant;
 use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::Reduction;
 use crate::kernels::contract::MAX_PARTIALS;
-use crate::kernels::loss::{PartialsAt, bce_logits};
+use crate::kernels::loss::{PartialsAt, bce_logits, loss_groups};
 use crate::kernels::matmul::{
     Epilogue, EpilogueKind, Kernel, Layout, Operand, describe, error_bound, flops, is_device_fault,
     matmul_cpu, matmul_with, no_kernel, product_key, unavailable,
 };
 use crate::kernels::philox::{Philox, stream};
+use crate::kernels::{Reduction, StepTable};
 
 /// One matmul of a training step, as its dispatch describes it.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,15 +84,17 @@ pub fn matmul_bench(
     // The epilogue's operand: a bias of n, or a ReLU mask of m × n (half of it zero).
     let aux = match product.epilogue {
         EpilogueKind::Bias | EpilogueKind::BiasRelu => random(nu),
-        EpilogueKind::ReluMask => random(mu * nu),
+        EpilogueKind::ReluMask | EpilogueKind::KlGrad => random(mu * nu),
         EpilogueKind::None | EpilogueKind::BiasGrad => vec![0.0],
     };
     let a_buf = gpu.storage_init(&format!("{name}.a"), &a)?;
     let b_buf = gpu.storage_init(&format!("{name}.b"), &b)?;
     let aux_buf = gpu.storage_init(&format!("{name}.aux"), &aux)?;
-    // C, then the bias gradient's m elements after it.
-    let c_buf = gpu.storage::<f32>(&format!("{name}.c"), mu * nu + mu)?;
-    gpu.fill(&c_buf, f32::NAN);
+    // C, then the bias gradient's m elements after it; under KlGrad, C is (m, 2n) and the product is added to its
+    // first n columns, which start at zero so that they hold the product itself.
+    let kl_grad = product.epilogue == EpilogueKind::KlGrad;
+    let c_buf = gpu.storage::<f32>(&format!("{name}.c"), 2 * mu * nu + mu)?;
+    gpu.fill(&c_buf, if kl_grad { 0.0 } else { f32::NAN });
     let aux_op = Operand::from(&aux_buf);
     let epilogue = match product.epilogue {
         EpilogueKind::None => Epilogue::None,
@@ -100,6 +102,7 @@ pub fn matmul_bench(
         EpilogueKind::BiasRelu => Epilogue::BiasRelu(aux_op),
         EpilogueKind::ReluMask => Epilogue::ReluMask(aux_op),
         EpilogueKind::BiasGrad => Epilogue::BiasGrad { offset: mu * nu },
+        EpilogueKind::KlGrad => Epilogue::KlGrad(aux_op),
     };
     let layout = product.layout;
     let d = matmul_with(
@@ -116,7 +119,15 @@ pub fn matmul_bench(
     gpu.submit_pass(name, |pass| d.record(pass, 0))?;
     // C, and the bias gradient's m row sums where the epilogue writes them.
     let bias_grad = product.epilogue == EpilogueKind::BiasGrad;
-    let got: Vec<f32> = gpu.read(&c_buf, 0, mu * nu + if bias_grad { mu } else { 0 })?;
+    let mut got: Vec<f32> = gpu.read(&c_buf, 0, mu * nu + if bias_grad { mu } else { 0 })?;
+    if kl_grad {
+        // The product is in the first n of each row of 2n.
+        let wide: Vec<f32> = gpu.read(&c_buf, 0, 2 * mu * nu)?;
+        got = wide
+            .chunks(2 * nu)
+            .flat_map(|row| row[..nu].to_vec())
+            .collect();
+    }
 
     // Check a sample of rows (all of them for small shapes): the CPU reference is O(mnk) in f64, so about 64
     // rows, or 8 for the largest products.
@@ -376,8 +387,14 @@ pub fn time_reduction(gpu: &Gpu, r: Reduction, n: u32, runs: u32) -> Result<f64>
     let at = PartialsAt {
         buffer: &partials,
         offset: 0,
+        slot_stride: 0,
+        slots: 1,
+        groups: loss_groups(n as u64),
     };
-    let d = r.scoped(|| bce_logits(gpu, "tune.bce", &logits, &x, &grad, at, (1, n), true))?;
+    // One step-table row of zeros (a new buffer is zeroed): the partials' slot 0.
+    let step = StepTable::new(gpu, 1)?;
+    let shape = (1, n);
+    let d = r.scoped(|| bce_logits(gpu, "tune.bce", &logits, &x, &grad, at, shape, true, &step))?;
     gpu.submit_pass("tune.bce", |pass| d.record(pass, 0))?;
     let mut times = Vec::new();
     for _ in 0..runs.max(1) {

@@ -80,7 +80,7 @@ impl<'g> Inference<'g> {
         })?;
         let mut rows = INFER_ROWS;
         loop {
-            match Workspace::new(gpu, "infer", model, rows) {
+            match Workspace::new(gpu, "infer", model, rows, 1) {
                 Ok(ws) => {
                     if rows < INFER_ROWS {
                         eprintln!(
@@ -113,7 +113,7 @@ impl<'g> Inference<'g> {
         Ok(Inference {
             gpu,
             net: Net::new(gpu, model, params)?,
-            ws: Workspace::new(gpu, "infer", model, rows.max(1))?,
+            ws: Workspace::new(gpu, "infer", model, rows.max(1), 1)?,
             seed,
         })
     }
@@ -143,8 +143,9 @@ impl<'g> Inference<'g> {
             stream: stream::PICTURES,
             binarize: None,
         };
-        let mut plans =
-            PlanCache::new(|n| net::forward(self.gpu, &self.net, &self.ws, &src, n, &table));
+        let mut plans = PlanCache::new(|n| {
+            net::forward(self.gpu, &self.net, &self.ws, &src, (n, false), &table)
+        });
         let mut out = Encoded {
             mu: Vec::new(),
             log_var: Vec::new(),
@@ -226,7 +227,8 @@ impl<'g> Inference<'g> {
         };
         let mut chunk_plans = PlanCache::new(|n| {
             let weights = iw_log_weights(gpu, &rows_in, (n, p, l), &logw, &table)?;
-            Ok(net::forward(gpu, &self.net, ws, &src, n, &table)?.then(Plan::from(vec![weights])))
+            Ok(net::forward(gpu, &self.net, ws, &src, (n, false), &table)?
+                .then(Plan::from(vec![weights])))
         });
         let mut lse_plans = PlanCache::new(|g| {
             Ok(Plan::from(vec![iw_logsumexp(

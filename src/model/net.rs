@@ -1,24 +1,25 @@
 //! The network on the GPU: parameters, gradients and Adam state in flat buffers, activations in a workspace, and
 //! the dispatch plans of its passes, each a short list in the order the model computes:
 //!
-//! - [`forward`]: gather, fc1, heads, reparameterization, fc3, fc4 (logits);
-//! - [`losses`]: BCE and KL of a forward pass, no gradients (evaluation);
-//! - [`backward`]: BCE with ∂logits, the decoder's backward, KL fused with the reparameterization's backward
-//!   (∂heads), the encoder's backward; every gradient lands in the flat gradient buffer;
-//! - [`reduce_losses`]: the loss partials of either to one row of the loss log.
+//! - [`forward`]: gather, fc1, heads, reparameterization with the KL term (its value, and in training its own part
+//!   of ∂heads), fc3, fc4 (logits);
+//! - [`losses`]: BCE of a forward pass, no gradients (evaluation);
+//! - [`backward`]: BCE with ∂logits, the decoder's backward (whose fc3 input gradient finishes ∂heads: the
+//!   reparameterization's backward), the encoder's backward; every gradient lands in the flat gradient buffer;
+//! - [`reduce_losses`]: the loss partials of the steps of a submission to their rows of the loss log.
 //!
-//! A training step is `forward`, `backward`, `reduce_losses`, then Adam; an evaluation batch is `forward`,
-//! `losses`, `reduce_losses`. Everything here records; nothing waits.
+//! A training step is `forward`, `backward`, then Adam, and a submission of steps ends with `reduce_losses`; an
+//! evaluation batch is `forward`, `losses`, `reduce_losses`. Everything here records; nothing waits.
 
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Plan};
 use crate::kernels::StepTable;
 use crate::kernels::contract::{LossTerm, MAX_PARTIALS, TERMS};
 use crate::kernels::gather::{Binarize, ByteMatrix, gather};
-use crate::kernels::loss::{PartialsAt, bce_logits, kl_backward, loss_groups};
+use crate::kernels::loss::{PartialsAt, bce_logits, loss_groups};
 use crate::kernels::matmul::{Epilogue, Layout as Mm, Operand, matmul};
-use crate::kernels::reduce::reduce;
-use crate::kernels::reparam::reparam;
+use crate::kernels::reduce::{PartialsLayout, reduce};
+use crate::kernels::reparam::{ReparamOut, reparam};
 use crate::model::{Layout, Linear, ModelConfig};
 
 /// Parameters, gradients and Adam's moments, each one flat buffer in [`Layout`] order.
@@ -50,6 +51,8 @@ impl Net {
 /// Activations and their gradients for up to `rows` examples.
 pub struct Workspace {
     pub rows: u32,
+    /// Steps whose loss partials the workspace holds at once: the steps of one submission.
+    pub slots: u32,
     pub x: wgpu::Buffer,
     pub h1: wgpu::Buffer,
     pub heads: wgpu::Buffer,
@@ -59,15 +62,27 @@ pub struct Workspace {
     pub logits: wgpu::Buffer,
     pub dlogits: wgpu::Buffer,
     pub dh3: wgpu::Buffer,
-    pub dz: wgpu::Buffer,
+    /// ½·ε·σ, the factor of ∂z in ∂log σ² (training; see `kernels::reparam`).
+    pub coef: wgpu::Buffer,
     pub dheads: wgpu::Buffer,
     pub dh1: wgpu::Buffer,
-    /// Loss partials, `MAX_PARTIALS` per term, in [`LossTerm`] order.
+    /// Loss partials: `slots` slots of [`SLOT`] elements, each `MAX_PARTIALS` per term in [`LossTerm`] order.
     pub partials: wgpu::Buffer,
 }
 
+/// Elements of one step's slot in a workspace's partials.
+pub const SLOT: u32 = TERMS as u32 * MAX_PARTIALS;
+
 impl Workspace {
-    pub fn new(gpu: &Gpu, name: &str, config: ModelConfig, rows: u32) -> Result<Workspace> {
+    /// A workspace for batches of up to `rows` examples, keeping the loss partials of `slots` steps.
+    pub fn new(
+        gpu: &Gpu,
+        name: &str,
+        config: ModelConfig,
+        rows: u32,
+        slots: u32,
+    ) -> Result<Workspace> {
+        let slots = slots.max(1);
         let (r, p, h, l) = (
             rows as usize,
             config.pixels as usize,
@@ -77,6 +92,7 @@ impl Workspace {
         let buf = |what: &str, len: usize| gpu.storage::<f32>(&format!("{name}.{what}"), len);
         Ok(Workspace {
             rows,
+            slots,
             x: buf("x", r * p)?,
             h1: buf("h1", r * h)?,
             heads: buf("heads", r * 2 * l)?,
@@ -86,10 +102,10 @@ impl Workspace {
             logits: buf("logits", r * p)?,
             dlogits: buf("dlogits", r * p)?,
             dh3: buf("dh3", r * h)?,
-            dz: buf("dz", r * l)?,
+            coef: buf("coef", r * l)?,
             dheads: buf("dheads", r * 2 * l)?,
             dh1: buf("dh1", r * h)?,
-            partials: buf("partials", TERMS * MAX_PARTIALS as usize)?,
+            partials: buf("partials", slots as usize * SLOT as usize)?,
         })
     }
 }
@@ -159,15 +175,20 @@ fn linear_weight_grad(
     )
 }
 
-/// ∂X (rows, in) = ∂Y·W, masked by the ReLU that produced X when `mask` is given.
-fn linear_input_grad(
+/// The ReLU backward's epilogue: keep ∂X where the layer's forward output `x` is positive.
+fn mask(x: &wgpu::Buffer) -> Epilogue<Operand<'_>> {
+    Epilogue::ReluMask(x.into())
+}
+
+/// ∂X (rows, in) = ∂Y·W, with the epilogue `epi` (the ReLU's mask, or the reparameterization's backward).
+fn linear_input_grad<'a>(
     gpu: &Gpu,
-    net: &Net,
+    net: &'a Net,
     l: Linear,
     rows: u32,
-    dy: &wgpu::Buffer,
-    dx: &wgpu::Buffer,
-    mask: Option<&wgpu::Buffer>,
+    dy: &'a wgpu::Buffer,
+    dx: &'a wgpu::Buffer,
+    epi: Epilogue<Operand<'a>>,
 ) -> Result<Dispatch> {
     matmul(
         gpu,
@@ -177,7 +198,7 @@ fn linear_input_grad(
         dy.into(),
         weight(net, l),
         dx.into(),
-        mask.map_or(Epilogue::None, |m| Epilogue::ReluMask(m.into())),
+        epi,
     )
 }
 
@@ -191,13 +212,15 @@ pub struct Source<'a> {
     pub binarize: Option<Binarize>,
 }
 
-/// The forward pass: gather, encoder, reparameterization, decoder, leaving logits in `ws.logits`.
+/// The forward pass: gather, encoder, reparameterization (and the KL term), decoder, leaving logits in
+/// `ws.logits`. With `grad` (training), the reparameterization also leaves the KL's part of ∂heads for
+/// [`backward`].
 pub fn forward(
     gpu: &Gpu,
     net: &Net,
     ws: &Workspace,
     src: &Source,
-    rows: u32,
+    (rows, grad): (u32, bool),
     step: &StepTable,
 ) -> Result<Plan> {
     let Layout {
@@ -222,51 +245,60 @@ pub fn forward(
         )?,
         linear_forward(gpu, net, fc1, rows, x, &ws.h1, true)?,
         linear_forward(gpu, net, heads, rows, &ws.h1, &ws.heads, false)?,
-        reparam_forward(gpu, ws, (rows, latent), noise, step)?,
+        reparam_forward(gpu, net, ws, (rows, latent), noise, step, grad)?,
         linear_forward(gpu, net, fc3, rows, &ws.z, &ws.h3, true)?,
         linear_forward(gpu, net, fc4, rows, &ws.h3, &ws.logits, false)?,
     ]))
 }
 
-fn reparam_forward(
+/// z = μ + ε·σ for `shape` = (rows, latent) with the noise of `noise` = (seed, stream), the KL's partials, and
+/// with `grad` the KL's part of ∂heads.
+pub fn reparam_forward(
     gpu: &Gpu,
+    net: &Net,
     ws: &Workspace,
     shape: (u32, u32),
-    (seed, stream): (u64, u32),
+    noise: (u64, u32),
     step: &StepTable,
+    grad: bool,
 ) -> Result<Dispatch> {
-    let (heads, z, eps) = (&ws.heads, &ws.z, &ws.eps);
-    reparam(
-        gpu,
-        "reparam.forward",
-        heads,
-        z,
-        eps,
-        shape,
-        seed,
-        stream,
-        step,
-    )
+    let out = ReparamOut {
+        z: &ws.z,
+        eps: &ws.eps,
+        dheads: &ws.dheads,
+        coef: &ws.coef,
+    };
+    let kl = partials(ws, net.config, LossTerm::Kl);
+    let label = if grad {
+        "reparam.kl.backward"
+    } else {
+        "reparam.kl"
+    };
+    reparam(gpu, label, &ws.heads, out, kl, grad, shape, noise, step)
 }
 
-/// Where a loss term's partials go in the workspace.
-fn partials(ws: &Workspace, term: LossTerm) -> PartialsAt<'_> {
+/// Elements a loss term sums over in a batch of `rows`.
+fn loss_elements(config: ModelConfig, term: LossTerm, rows: u32) -> u64 {
+    rows as u64
+        * match term {
+            LossTerm::Bce => config.pixels,
+            LossTerm::Kl => config.latent,
+        } as u64
+}
+
+/// Where a loss term's partials go in the workspace: as many as the largest batch needs, in the step's slot.
+fn partials(ws: &Workspace, config: ModelConfig, term: LossTerm) -> PartialsAt<'_> {
     PartialsAt {
         buffer: &ws.partials,
         offset: term.partials_offset(),
+        slot_stride: SLOT,
+        slots: ws.slots,
+        groups: loss_groups(loss_elements(config, term, ws.rows)),
     }
 }
 
 /// BCE-with-logits of the reconstruction; with `grad`, also ∂logits (the first step of the backward pass).
-fn bce(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32, grad: bool) -> Result<Dispatch> {
-    let label = if grad { "bce.backward" } else { "bce.forward" };
-    let at = partials(ws, LossTerm::Bce);
-    let shape = (rows, net.config.pixels);
-    bce_logits(gpu, label, &ws.logits, &ws.x, &ws.dlogits, at, shape, grad)
-}
-
-/// The KL term; with `grad`, fused with the reparameterization's backward: ∂heads from ∂z (which must exist).
-fn kl(
+fn bce(
     gpu: &Gpu,
     net: &Net,
     ws: &Workspace,
@@ -274,24 +306,21 @@ fn kl(
     step: &StepTable,
     grad: bool,
 ) -> Result<Dispatch> {
-    let label = if grad { "kl.backward" } else { "kl.forward" };
-    let at = partials(ws, LossTerm::Kl);
-    let shape = (rows, net.config.latent);
-    let (heads, eps, dz, dheads) = (&ws.heads, &ws.eps, &ws.dz, &ws.dheads);
-    kl_backward(gpu, label, heads, eps, dz, dheads, at, shape, grad, step)
+    let label = if grad { "bce.backward" } else { "bce.forward" };
+    let at = partials(ws, net.config, LossTerm::Bce);
+    let shape = (rows, net.config.pixels);
+    let (logits, x, dlogits) = (&ws.logits, &ws.x, &ws.dlogits);
+    bce_logits(gpu, label, logits, x, dlogits, at, shape, grad, step)
 }
 
-/// Both loss terms of a forward pass, without gradients (evaluation).
+/// The reconstruction term of a forward pass, without gradients (evaluation; the forward pass has the KL).
 pub fn losses(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32, step: &StepTable) -> Result<Plan> {
-    Ok(Plan::from(vec![
-        bce(gpu, net, ws, rows, false)?,
-        kl(gpu, net, ws, rows, step, false)?,
-    ]))
+    Ok(Plan::from(vec![bce(gpu, net, ws, rows, step, false)?]))
 }
 
-/// The backward pass after [`forward`]: every parameter's gradient into `net.grads`, computing both loss terms
-/// on the way (BCE with ∂logits first; KL where ∂z is known, since its kernel is also the reparameterization's
-/// backward).
+/// The backward pass after a training [`forward`]: every parameter's gradient into `net.grads`, and the BCE term
+/// on the way (with ∂logits, first). fc3's input gradient ∂z goes straight into ∂heads, on top of the KL's own
+/// part that the forward pass left there: the reparameterization's backward, with no dispatch of its own.
 pub fn backward(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32, step: &StepTable) -> Result<Plan> {
     let Layout {
         fc1,
@@ -301,41 +330,43 @@ pub fn backward(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32, step: &StepTabl
         ..
     } = net.layout;
     Ok(Plan::from(vec![
-        bce(gpu, net, ws, rows, true)?,
+        bce(gpu, net, ws, rows, step, true)?,
         linear_weight_grad(gpu, net, fc4, rows, &ws.dlogits, &ws.h3)?,
-        linear_input_grad(gpu, net, fc4, rows, &ws.dlogits, &ws.dh3, Some(&ws.h3))?,
+        linear_input_grad(gpu, net, fc4, rows, &ws.dlogits, &ws.dh3, mask(&ws.h3))?,
         linear_weight_grad(gpu, net, fc3, rows, &ws.dh3, &ws.z)?,
-        linear_input_grad(gpu, net, fc3, rows, &ws.dh3, &ws.dz, None)?,
-        kl(gpu, net, ws, rows, step, true)?,
+        linear_input_grad(
+            gpu,
+            net,
+            fc3,
+            rows,
+            &ws.dh3,
+            &ws.dheads,
+            Epilogue::KlGrad((&ws.coef).into()),
+        )?,
         linear_weight_grad(gpu, net, heads, rows, &ws.dheads, &ws.h1)?,
-        linear_input_grad(gpu, net, heads, rows, &ws.dheads, &ws.dh1, Some(&ws.h1))?,
+        linear_input_grad(gpu, net, heads, rows, &ws.dheads, &ws.dh1, mask(&ws.h1))?,
         linear_weight_grad(gpu, net, fc1, rows, &ws.dh1, &ws.x)?,
     ]))
 }
 
-/// The loss partials of [`losses`] or [`backward`] to one total per term, in the loss log's row for the step.
+/// The loss partials that [`losses`] or [`backward`] left in the workspace's slots to one total per term and
+/// step, in the loss log's rows of those steps: recorded once, after the last step of a submission, with that
+/// step's row (whose `partial_slot` says how many slots are filled).
 pub fn reduce_losses(
     gpu: &Gpu,
     net: &Net,
     ws: &Workspace,
-    rows: u32,
     step: &StepTable,
     log: &wgpu::Buffer,
 ) -> Result<Plan> {
-    let elements = |term| match term {
-        LossTerm::Bce => rows as u64 * net.config.pixels as u64,
-        LossTerm::Kl => rows as u64 * net.config.latent as u64,
+    let counts = LossTerm::ALL.map(|t| partials(ws, net.config, t).groups);
+    let at = PartialsLayout {
+        slots: ws.slots,
+        slot_stride: SLOT,
+        stride: MAX_PARTIALS,
+        counts: &counts,
     };
-    let counts = LossTerm::ALL.map(|t| loss_groups(elements(t)));
-    let reduce = reduce(
-        gpu,
-        "loss.reduce",
-        &ws.partials,
-        MAX_PARTIALS,
-        &counts,
-        log,
-        step,
-    )?;
+    let reduce = reduce(gpu, "loss.reduce", &ws.partials, at, log, step)?;
     Ok(Plan::from(vec![reduce]))
 }
 

@@ -40,6 +40,8 @@ pub struct Profile {
     pub gpu_step_us: Option<f64>,
     /// Dispatches one training step records.
     pub dispatches: usize,
+    /// Dispatches recorded once per submission (the loss reduction), and the steps a submission holds.
+    pub per_submission: (usize, u32),
     pub steps: u32,
     /// Where the graphics-debugger capture went, in words (`--capture` only).
     pub captured: Option<String>,
@@ -66,16 +68,28 @@ pub fn profile(
     // Step s of the profile is step s of the epoch (wrapping): its row of the step table and its plan.
     let row = |s: u32| s % sizes.len() as u32;
     let plan = |s: u32| trainer.step_plan(sizes[row(s) as usize]);
+    // As training records them: each step's plan and, after the last step of a submission (its partials' slot
+    // is the last, or the profile ends there), the reduction of the submission's loss partials.
+    let slots = trainer.steps_per_submission();
+    let reduce = trainer.reduce_plan();
+    let recorded = |s: u32| {
+        let mut v = vec![(plan(s), row(s))];
+        let last_of_submission = (row(s) + 1) % slots == 0 || row(s) + 1 == sizes.len() as u32;
+        if last_of_submission || s + 1 == steps {
+            v.push((reduce, row(s)));
+        }
+        v
+    };
     // Warm-up: pipelines are built, caches filled.
-    gpu.submit_plans("profile.warmup", [(plan(0), 0)])?;
+    gpu.submit_plans("profile.warmup", [(plan(0), 0), (reduce, 0)])?;
     gpu.wait()?;
     let capture = capture.then(|| Capture::start(gpu));
     let (kernels, gpu_step_us) = if gpu.has_timestamps() {
-        let frames = timed_steps(gpu, steps, |s| (plan(s), row(s)))?;
+        let frames = timed_steps(gpu, steps, recorded)?;
         if let Some(path) = trace {
             write_trace(path, &frames)?;
         }
-        let (rows, per_step) = kernel_rows(&frames, plan(0), steps);
+        let (rows, per_step) = kernel_rows(&frames, &plan(0).clone().then(reduce.clone()), steps);
         (rows, Some(per_step))
     } else {
         (Vec::new(), None)
@@ -83,7 +97,7 @@ pub fn profile(
     // The same steps as training records them: one pass, back to back. The host's part is the time to record
     // and submit them (the call returns without waiting); the wall clock runs until the GPU is done.
     let start = Instant::now();
-    gpu.submit_plans("profile.wall", (0..steps).map(|s| (plan(s), row(s))))?;
+    gpu.submit_plans("profile.wall", (0..steps).flat_map(recorded))?;
     let host_step_us = start.elapsed().as_secs_f64() * 1e6 / steps as f64;
     gpu.wait()?;
     let wall_step_us = start.elapsed().as_secs_f64() * 1e6 / steps as f64;
@@ -95,17 +109,19 @@ pub fn profile(
         host_step_us,
         gpu_step_us,
         dispatches,
+        per_submission: (reduce.len(), slots),
         steps,
         captured,
     })
 }
 
-/// Runs `steps` steps with one timed compute pass per dispatch (`step(s)` gives step s's plan and row) and
+/// Runs `steps` steps with one timed compute pass per dispatch (`step(s)` gives the plans step s records, each
+/// with its row) and
 /// returns the finished frames, one per step.
 fn timed_steps<'p>(
     gpu: &crate::gpu::Gpu,
     steps: u32,
-    step: impl Fn(u32) -> (&'p Plan, u32),
+    step: impl Fn(u32) -> Vec<(&'p Plan, u32)>,
 ) -> Result<Vec<GpuTimerQueryResult>> {
     let settings = GpuProfilerSettings {
         max_num_pending_frames: steps as usize + 2,
@@ -113,7 +129,7 @@ fn timed_steps<'p>(
     };
     let mut profiler = GpuProfiler::new(&gpu.device, settings).map_err(profiler_err)?;
     for s in 0..steps {
-        let (plan, row) = step(s);
+        let recorded = step(s);
         let mut encoder = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -121,9 +137,11 @@ fn timed_steps<'p>(
             });
         {
             let mut scope = profiler.scope(format!("step {s}"), &mut encoder);
-            for d in plan {
-                let mut pass = scope.scoped_compute_pass(d.label.clone());
-                d.record(&mut pass, row);
+            for (plan, row) in recorded {
+                for d in plan {
+                    let mut pass = scope.scoped_compute_pass(d.label.clone());
+                    d.record(&mut pass, row);
+                }
             }
         }
         profiler.resolve_queries(&mut encoder);

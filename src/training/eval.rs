@@ -8,7 +8,6 @@ use crate::gpu::{Gpu, Plan};
 use crate::kernels::contract::TERMS;
 use crate::kernels::gather::{Binarize, ByteMatrix};
 use crate::kernels::philox::stream;
-use crate::kernels::reparam::reparam;
 use crate::kernels::tune::Product;
 use crate::kernels::{StepParams, StepTable};
 use crate::model::inference::Inference;
@@ -78,8 +77,8 @@ impl<'a> Evaluator<'a> {
             .collect();
         steps.write(gpu, 0, &rows)?;
         let log = gpu.storage::<f32>("eval.loss_log", sizes.len() * TERMS)?;
-        let ws = Workspace::new(gpu, "eval", net.config, batch.max(RECON_IMAGES))?;
-        let sample_ws = Workspace::new(gpu, "sample", net.config, SAMPLE_IMAGES)?;
+        let ws = Workspace::new(gpu, "eval", net.config, batch.max(RECON_IMAGES), 1)?;
+        let sample_ws = Workspace::new(gpu, "sample", net.config, SAMPLE_IMAGES, 1)?;
         gpu.fill(&sample_ws.heads, 0f32);
         let sample_steps = StepTable::new(gpu, 1)?;
         sample_steps.write(gpu, 0, &[StepParams::default()])?;
@@ -123,12 +122,13 @@ impl<'a> Evaluator<'a> {
         };
         let (ws, steps, log) = (&self.ws, &self.steps, &self.log);
         self.plans = Plans::build(&batches(self.n, self.batch), |rows| {
-            Ok(net::forward(gpu, net, ws, &src, rows, steps)?
+            Ok(net::forward(gpu, net, ws, &src, (rows, false), steps)?
                 .then(net::losses(gpu, net, ws, rows, steps)?)
-                .then(net::reduce_losses(gpu, net, ws, rows, steps, log)?))
+                .then(net::reduce_losses(gpu, net, ws, steps, log)?))
         })?;
         // Reconstructions: the first test images through the model, with the first batch's noise.
-        self.recon_plan = net::forward(gpu, net, ws, &src, RECON_IMAGES.min(self.n), steps)?;
+        let recon = (RECON_IMAGES.min(self.n), false);
+        self.recon_plan = net::forward(gpu, net, ws, &src, recon, steps)?;
         self.sample_plan =
             prior_samples(gpu, net, &self.sample_ws, &self.sample_steps, config.seed)?;
         Ok(())
@@ -187,17 +187,8 @@ fn prior_samples(
     seed: u64,
 ) -> Result<Plan> {
     let shape = (SAMPLE_IMAGES, net.config.latent);
-    let draw = reparam(
-        gpu,
-        "sample.reparam",
-        &ws.heads,
-        &ws.z,
-        &ws.eps,
-        shape,
-        seed,
-        stream::SAMPLE,
-        steps,
-    )?;
+    let noise = (seed, stream::SAMPLE);
+    let draw = net::reparam_forward(gpu, net, ws, shape, noise, steps, false)?;
     Ok(Plan::from(vec![draw]).then(net::decode(gpu, net, ws, SAMPLE_IMAGES)?))
 }
 

@@ -42,6 +42,9 @@ pub struct Trainer<'a> {
     steps: StepTable,
     log: wgpu::Buffer,
     plans: Plans,
+    /// The loss partials of a submission's steps to their rows of the loss log: recorded once per submission,
+    /// after its last step.
+    reduce: Plan,
     /// The training step's activations (tests read ε and friends from here).
     pub ws: Workspace,
     /// Adam steps taken so far.
@@ -72,9 +75,8 @@ pub enum EpochEnd {
     Interrupted,
 }
 
-/// One training step of `rows` examples: forward, backward (gradients and both loss terms), the losses into the
-/// loss log, Adam.
-#[allow(clippy::too_many_arguments)]
+/// One training step of `rows` examples: forward, backward (gradients, and both loss terms' partials in the
+/// step's slot), Adam. The partials become loss totals at the end of the submission (`reduce_losses`).
 fn step_plan(
     gpu: &Gpu,
     net: &Net,
@@ -82,14 +84,12 @@ fn step_plan(
     src: &Source,
     rows: u32,
     steps: &StepTable,
-    log: &wgpu::Buffer,
     config: &AdamConfig,
 ) -> Result<Plan> {
     let (params, grads, m, v) = (&net.params, &net.grads, &net.m, &net.v);
     let n = net.layout.len as u32;
-    Ok(net::forward(gpu, net, ws, src, rows, steps)?
+    Ok(net::forward(gpu, net, ws, src, (rows, true), steps)?
         .then(net::backward(gpu, net, ws, rows, steps)?)
-        .then(net::reduce_losses(gpu, net, ws, rows, steps, log)?)
         .then(Plan::from(vec![adam(
             gpu, "adam", config, params, grads, m, v, n, steps,
         )?])))
@@ -115,7 +115,9 @@ impl<'a> Trainer<'a> {
         let sizes = batches(n, config.batch);
         let steps = StepTable::new(gpu, sizes.len() as u32)?;
         let log = gpu.storage::<f32>("train.loss_log", sizes.len() * TERMS)?;
-        let ws = Workspace::new(gpu, "train", net.config, config.batch)?;
+        // One slot of loss partials per step of a submission.
+        let slots = config.log_interval.max(1).min(sizes.len() as u32);
+        let ws = Workspace::new(gpu, "train", net.config, config.batch, slots)?;
         let mut trainer = Trainer {
             gpu,
             net,
@@ -125,6 +127,7 @@ impl<'a> Trainer<'a> {
             steps,
             log,
             plans: Plans::empty(),
+            reduce: Plan::default(),
             ws,
             step: 0,
             epoch_step: 0,
@@ -140,7 +143,7 @@ impl<'a> Trainer<'a> {
     pub fn rebuild_plans(&mut self) -> Result<()> {
         let (gpu, net, config) = (self.gpu, self.net, &self.config);
         // The old plans go first, so their parameter buffers are not held twice over.
-        self.plans = Plans::empty();
+        (self.plans, self.reduce) = (Plans::empty(), Plan::default());
         gpu.release_dropped()?;
         let src = Source {
             data: &self.data,
@@ -153,8 +156,9 @@ impl<'a> Trainer<'a> {
             }),
         };
         let (ws, steps, log) = (&self.ws, &self.steps, &self.log);
-        let plan = |rows| step_plan(gpu, net, ws, &src, rows, steps, log, &config.adam);
+        let plan = |rows| step_plan(gpu, net, ws, &src, rows, steps, &config.adam);
         self.plans = Plans::build(&batches(self.n, config.batch), plan)?;
+        self.reduce = net::reduce_losses(gpu, net, ws, steps, log)?;
         Ok(())
     }
 
@@ -219,6 +223,8 @@ impl<'a> Trainer<'a> {
         let sizes = batches(self.n, self.config.batch);
         // Adam's step count at the epoch's start: a resumed, interrupted epoch has taken `epoch_step` already.
         let base = self.step - self.epoch_step;
+        // Submissions start at `epoch_step` and hold `slots` steps each; each step's partials take its place.
+        let (start, slots) = (self.epoch_step, self.ws.slots);
         let rows: Vec<StepParams> = (0..sizes.len() as u32)
             .map(|i| {
                 let t = base + i + 1;
@@ -227,6 +233,7 @@ impl<'a> Trainer<'a> {
                     loss_slot: i,
                     rng_step: t,
                     kl_weight: self.kl_weight(epoch, i, sizes.len() as u32),
+                    partial_slot: i.saturating_sub(start) % slots,
                     ..Default::default()
                 };
                 self.config.adam.fill(&mut row, t);
@@ -240,6 +247,17 @@ impl<'a> Trainer<'a> {
     /// The plan of one training step of `rows` examples.
     pub fn step_plan(&self, rows: u32) -> &Plan {
         self.plans.for_rows(rows)
+    }
+
+    /// The plan that turns the loss partials of a submission's steps into their rows of the loss log: recorded
+    /// after the submission's last step, with that step's row.
+    pub fn reduce_plan(&self) -> &Plan {
+        &self.reduce
+    }
+
+    /// Steps one submission holds: the log interval, or the epoch where that is shorter.
+    pub fn steps_per_submission(&self) -> u32 {
+        self.ws.slots
     }
 
     /// The test-only faults armed for the log point after this step (see `crate::fault`).
@@ -268,7 +286,7 @@ impl<'a> Trainer<'a> {
         mut progress: impl FnMut(u32, &LossSum),
     ) -> Result<EpochEnd> {
         let sizes = self.begin_epoch(epoch)?;
-        let interval = self.config.log_interval.max(1) as usize;
+        let interval = self.ws.slots as usize;
         let mut first = self.epoch_step as usize;
         while first < sizes.len() {
             if crate::interrupt::requested() {
@@ -277,6 +295,8 @@ impl<'a> Trainer<'a> {
             let chunk = &sizes[first..(first + interval).min(sizes.len())];
             let steps = chunk.iter().enumerate();
             let plans = steps.map(|(i, &r)| (self.plans.for_rows(r), (first + i) as u32));
+            let last = (first + chunk.len() - 1) as u32;
+            let plans = plans.chain([(&self.reduce, last)]);
             self.gpu.submit_plans("train.steps", plans)?;
             // Log point: the only readback of the epoch's training losses.
             let log: Vec<f32> = self

@@ -4,18 +4,39 @@
 
 use vae_wgpu::kernels::StepParams;
 use vae_wgpu::kernels::loss::{
-    PartialsAt, bce_grad_error, bce_logits, bce_logits_cpu, bce_term_error, kl_backward,
-    kl_backward_cpu, kl_grad_error, kl_term_error, loss_groups, partials_sum_error,
+    PartialsAt, bce_grad_error, bce_logits, bce_logits_cpu, bce_term_error, kl_backward_cpu,
+    kl_grad_fused_error, kl_term_error, loss_groups, partials_sum_error,
 };
+use vae_wgpu::kernels::matmul::{Epilogue, Layout, error_bound, matmul, matmul_cpu};
+use vae_wgpu::kernels::philox::stream;
+use vae_wgpu::kernels::reparam::{ReparamOut, reparam};
 
 use vae_wgpu::kernels::accuracy::U;
 
 use crate::{assert_close_by, gpu, poisoned, read, rng, run, step_table, uniform_vec};
 
 /// The loss partials summed on the host in f64 (the reduce kernel is tested on its own).
-fn partial_sum(buf: &wgpu::Buffer, offset: usize, n: u64) -> f64 {
-    let groups = loss_groups(n) as usize;
-    read(buf, offset, groups).iter().map(|&v| v as f64).sum()
+fn partial_sum(buf: &wgpu::Buffer, offset: usize, groups: u32) -> f64 {
+    read(buf, offset, groups as usize)
+        .iter()
+        .map(|&v| v as f64)
+        .sum()
+}
+
+/// `groups` partials at `offset` of slot `partial_slot` (the step row's) of slots `slot_stride` apart.
+fn partials_at(
+    buffer: &wgpu::Buffer,
+    offset: u32,
+    slot_stride: u32,
+    groups: u32,
+) -> PartialsAt<'_> {
+    PartialsAt {
+        buffer,
+        offset,
+        slot_stride,
+        slots: 2,
+        groups,
+    }
 }
 
 fn check_bce(rows: u32, cols: u32) {
@@ -66,22 +87,30 @@ fn check_bce_in(rows: u32, full_rows: u32, cols: u32) {
     let dl = gpu
         .storage_init("dlogits", &[&vec![f32::NAN; n][..], &stale_dl].concat())
         .unwrap();
-    let partials = poisoned(300);
+    // Two slots of 300 partials; the step's row says slot 1. As many partials as the full batch needs (what a
+    // workspace asks for, so one reduction fits every batch size): those past the batch's own must be zero.
+    let partials = poisoned(600);
+    let groups = loss_groups(full_rows as u64 * cols as u64);
+    let table = step_table(&[
+        StepParams::default(),
+        StepParams {
+            partial_slot: 1,
+            ..Default::default()
+        },
+    ]);
     let d = bce_logits(
         gpu,
         "bce",
         &l,
         &xb,
         &dl,
-        PartialsAt {
-            buffer: &partials,
-            offset: 3,
-        },
+        partials_at(&partials, 3, 300, groups),
         (rows, cols),
         true,
+        &table,
     )
     .unwrap();
-    run(&[&d], 0);
+    run(&[&d], 1);
     assert_untouched(
         &format!("bce {rows}×{cols} in {full_rows} rows: gradient"),
         &read(&dl, n, stale_n),
@@ -97,18 +126,25 @@ fn check_bce_in(rows: u32, full_rows: u32, cols: u32) {
     );
     // The loss: each term's own error, plus the strided-then-tree summation's (the terms are ≥ 0, so Σ|term| is
     // the loss itself). Losing one workgroup's partial (≥ 1/256 of the loss) is far outside this.
-    let got = partial_sum(&partials, 3, n as u64);
+    let got = partial_sum(&partials, 303, groups);
     let terms: f64 = (0..n).map(|i| bce_term_error(logits[i], x[i])).sum();
-    let tol = terms + partials_sum_error(n as u64, want_loss);
+    let tol = terms + partials_sum_error(n as u64, groups, want_loss);
     assert!(
         (got - want_loss).abs() <= tol,
         "bce {rows}×{cols}: loss {got} want {want_loss} (tol {tol:e})"
     );
-    // Partials outside the kernel's slots stay untouched.
-    let groups = loss_groups(n as u64) as usize;
-    assert!(read(&partials, 0, 3).iter().all(|v| v.is_nan()));
+    // The partials of workgroups with no element of the batch are zero; the rest of the buffer (slot 0, and
+    // slot 1 outside the kernel's partials) stays untouched.
+    let own = loss_groups(n as u64);
+    let extra = read(&partials, 303 + own as usize, (groups - own) as usize);
     assert!(
-        read(&partials, 3 + groups, 300 - 3 - groups)
+        extra.iter().all(|&v| v == 0.0),
+        "partials past the batch: {extra:?}"
+    );
+    let groups = groups as usize;
+    assert!(read(&partials, 0, 303).iter().all(|v| v.is_nan()));
+    assert!(
+        read(&partials, 303 + groups, 600 - 303 - groups)
             .iter()
             .all(|v| v.is_nan())
     );
@@ -121,16 +157,14 @@ fn check_bce_in(rows: u32, full_rows: u32, cols: u32) {
         &l,
         &xb,
         &dl2,
-        PartialsAt {
-            buffer: &partials,
-            offset: 0,
-        },
+        partials_at(&partials, 0, 300, groups as u32),
         (rows, cols),
         false,
+        &table,
     )
     .unwrap();
     run(&[&d], 0);
-    let got = partial_sum(&partials, 0, n as u64);
+    let got = partial_sum(&partials, 0, groups as u32);
     assert!(
         (got - want_loss).abs() <= tol,
         "bce eval loss {got} want {want_loss}"
@@ -182,12 +216,10 @@ fn bce_known_values() {
                 &l,
                 &xb,
                 &dl,
-                PartialsAt {
-                    buffer: &partials,
-                    offset: 0,
-                },
+                partials_at(&partials, 0, 0, 1),
                 (1, 4),
                 true,
+                &step_table(&[StepParams::default()]),
             )
             .unwrap()],
             0,
@@ -196,7 +228,7 @@ fn bce_known_values() {
         let want = 2f64.ln() + 100.0 + 2.0 + (-2f64).exp().ln_1p();
         let got = read(&partials, 0, 1)[0] as f64;
         let terms: f64 = (0..4).map(|i| bce_term_error(logits[i], x[i])).sum();
-        let tol = terms + partials_sum_error(4, want);
+        let tol = terms + partials_sum_error(4, 1, want);
         assert!(
             (got - want).abs() <= tol,
             "loss {got} want {want} (tol {tol:e})"
@@ -220,11 +252,14 @@ fn check_kl(rows: u32, latent: u32, kl_weight: f32) {
     check_kl_in(rows, rows, latent, kl_weight);
 }
 
-/// [`check_kl`] for `rows` rows in buffers of `full_rows`, as [`check_bce_in`]: the stale rows past the batch
-/// (heads, ε, ∂z and the heads' gradient of the previous batch) must neither count in the KL nor be overwritten.
+/// The KL term as the training step computes it, against the chain of unfused references: the
+/// reparameterization with GRAD (the KL's partials, and its own part of ∂heads) in a workspace of `full_rows`
+/// rows, then fc3's input gradient ∂z = ∂h3·W (NN, 29 hidden units) with the KL epilogue finishing ∂heads; the
+/// reference is `kl_backward_cpu` on the same heads and ε, with ∂z from `matmul_cpu`. The stale rows past the
+/// batch (heads and the heads' gradient of the previous batch) must neither count in the KL nor be overwritten.
 fn check_kl_in(rows: u32, full_rows: u32, latent: u32, kl_weight: f32) {
     let gpu = gpu();
-    let (r_, l_) = (rows as usize, latent as usize);
+    let (r_, l_, hidden) = (rows as usize, latent as usize, 29usize);
     let n = r_ * l_;
     let stale_n = (full_rows - rows) as usize * l_;
     let mut r = rng(rows as u64 * 7 + latent as u64);
@@ -239,54 +274,84 @@ fn check_kl_in(rows: u32, full_rows: u32, latent: u32, kl_weight: f32) {
     };
     let heads = draw_heads(r_);
     let stale_heads = draw_heads(stale_n / l_);
-    let eps: Vec<f32> = (0..n).map(|_| r.normal()).collect();
-    let dz = uniform_vec(&mut r, n, -3.0, 3.0);
-    let stale_eps: Vec<f32> = (0..stale_n).map(|_| r.normal()).collect();
-    let stale_dz = uniform_vec(&mut r, stale_n, -3.0, 3.0);
+    let dh3 = uniform_vec(&mut r, r_ * hidden, -1.0, 1.0);
+    let w3 = uniform_vec(&mut r, hidden * l_, -1.0, 1.0);
     let stale_dh = uniform_vec(&mut r, 2 * stale_n, -1.0, 1.0);
     let hb = gpu
         .storage_init("heads", &[&heads[..], &stale_heads].concat())
         .unwrap();
-    let eb = gpu
-        .storage_init("eps", &[&eps[..], &stale_eps].concat())
-        .unwrap();
-    let db = gpu
-        .storage_init("dz", &[&dz[..], &stale_dz].concat())
-        .unwrap();
     let dh = gpu
         .storage_init("dheads", &[&vec![f32::NAN; 2 * n][..], &stale_dh].concat())
         .unwrap();
-    let partials = poisoned(260);
+    let (z, eps, coef) = (
+        poisoned(n + stale_n),
+        poisoned(n + stale_n),
+        poisoned(n + stale_n),
+    );
+    let a = gpu.storage_init("dh3", &dh3).unwrap();
+    let b = gpu.storage_init("w3", &w3).unwrap();
+    // Two slots of 260 partials; the step's row says slot 1. As many partials as the full batch needs: those past
+    // the batch's own must be zero.
+    let partials = poisoned(520);
+    let groups = loss_groups(full_rows as u64 * latent as u64);
     let table = step_table(&[
         StepParams::default(),
         StepParams {
             kl_weight,
+            partial_slot: 1,
+            rng_step: 3,
             ..Default::default()
         },
     ]);
-    let d = kl_backward(
+    let out = ReparamOut {
+        z: &z,
+        eps: &eps,
+        dheads: &dh,
+        coef: &coef,
+    };
+    let at = partials_at(&partials, 2, 260, groups);
+    let noise = (5, stream::TRAIN_NOISE);
+    let draw = reparam(
         gpu,
-        "kl",
+        "reparam",
         &hb,
-        &eb,
-        &db,
-        &dh,
-        PartialsAt {
-            buffer: &partials,
-            offset: 2,
-        },
-        (rows, latent),
+        out,
+        at,
         true,
+        (rows, latent),
+        noise,
         &table,
     )
     .unwrap();
-    run(&[&d], 1);
+    let dims = (rows, latent, hidden as u32);
+    let epi = Epilogue::KlGrad((&coef).into());
+    let back = matmul(
+        gpu,
+        "fc3.input_grad",
+        Layout::NN,
+        dims,
+        (&a).into(),
+        (&b).into(),
+        (&dh).into(),
+        epi,
+    );
+    run(&[&draw, &back.unwrap()], 1);
     assert_untouched(
         &format!("kl {rows}×{latent} in {full_rows} rows: heads' gradient"),
         &read(&dh, 2 * n, 2 * stale_n),
         &stale_dh,
     );
-    let (want_kl, want_dh) = kl_backward_cpu(&heads, &eps, &dz, (r_, l_), kl_weight);
+    let got_eps = read(&eps, 0, n);
+    let dz = matmul_cpu(Layout::NN, (r_, l_, hidden), &dh3, &w3, Epilogue::None);
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+    let dz_bound = matmul_cpu(
+        Layout::NN,
+        (r_, l_, hidden),
+        &abs(&dh3),
+        &abs(&w3),
+        Epilogue::None,
+    );
+    let (want_kl, want_dh) = kl_backward_cpu(&heads, &got_eps, &dz, (r_, l_), kl_weight);
     // (μ, log σ²) of latent element i (row-major over rows × latent).
     let mu_lv = |i: usize| {
         let (row, j) = (i / l_, i % l_);
@@ -302,7 +367,9 @@ fn check_kl_in(rows: u32, full_rows: u32, latent: u32, kl_weight: f32) {
             let (row, col) = (h / (2 * l_), h % (2 * l_));
             let i = row * l_ + col % l_;
             let (mu, lv) = mu_lv(i);
-            let (d_mu, d_lv) = kl_grad_error(mu, lv, eps[i], dz[i], kl_weight);
+            // ∂z's own error (the matmul's bound; the reference rounds ∂z to f32 too, half an ulp).
+            let dz_err = error_bound(hidden) * dz_bound[i] as f64 + U * dz[i].abs() as f64;
+            let (d_mu, d_lv) = kl_grad_fused_error(mu, lv, got_eps[i], dz[i], dz_err, kl_weight);
             // The reference is rounded to f32 once more: half an ulp of it on top.
             U * want_dh[h].abs() as f64 + if col < l_ { d_mu } else { d_lv }
         },
@@ -315,16 +382,22 @@ fn check_kl_in(rows: u32, full_rows: u32, latent: u32, kl_weight: f32) {
         let (mu, lv) = (mu as f64, lv as f64);
         sum_abs += 0.5 * (mu * mu + lv.exp() - 1.0 - lv).abs();
     }
-    let got = partial_sum(&partials, 2, n as u64);
-    let tol = terms + partials_sum_error(n as u64, sum_abs);
+    let got = partial_sum(&partials, 262, groups);
+    let tol = terms + partials_sum_error(n as u64, groups, sum_abs);
     assert!(
         (got - want_kl).abs() <= tol,
         "kl {rows}×{latent}: {got} want {want_kl} (tol {tol:e})"
     );
-    let groups = loss_groups(n as u64) as usize;
-    assert!(read(&partials, 0, 2).iter().all(|v| v.is_nan()));
+    let own = loss_groups(n as u64);
+    let extra = read(&partials, 262 + own as usize, (groups - own) as usize);
     assert!(
-        read(&partials, 2 + groups, 260 - 2 - groups)
+        extra.iter().all(|&v| v == 0.0),
+        "partials past the batch: {extra:?}"
+    );
+    let groups = groups as usize;
+    assert!(read(&partials, 0, 262).iter().all(|v| v.is_nan()));
+    assert!(
+        read(&partials, 262 + groups, 520 - 262 - groups)
             .iter()
             .all(|v| v.is_nan())
     );
@@ -374,54 +447,70 @@ fn loss_last_partial_batch_in_full_batch_buffers() {
 fn kl_known_values() {
     crate::both_reductions(|| {
         let gpu = gpu();
-        // Row 0: μ = 0, log σ² = 0 (the prior itself): KL 0, ∂μ = ∂z, ∂log σ² = ½·∂z·ε.
-        // Row 1: μ = 2, log σ² = ln 4 (σ = 2): KL ½(4 + 4 − 1 − ln 4), ∂μ = ∂z + 2, ∂log σ² = ½·∂z·ε·2 + ½·3.
+        // Row 0: μ = 0, log σ² = 0 (the prior itself): KL 0, the KL's gradient 0, coef = ½·ε.
+        // Row 1: μ = 2, log σ² = ln 4 (σ = 2): KL ½(4 + 4 − 1 − ln 4), the KL's gradient (2, ½·3), coef = ε.
+        // Then ∂z = (3, 1) (A = ∂z itself, B = 1): ∂μ = (3, 1 + 2), ∂log σ² = (3·½·ε₀, 1·ε₁ + 1.5).
         let heads = [0.0f32, 0.0, 2.0, 4f32.ln()];
-        let eps = [0.5f32, -1.0];
-        let dz = [3.0f32, 1.0];
         let hb = gpu.storage_init("heads", &heads).unwrap();
-        let eb = gpu.storage_init("eps", &eps).unwrap();
-        let db = gpu.storage_init("dz", &dz).unwrap();
-        let dh = poisoned(4);
+        let (z, eps, coef, dh) = (poisoned(2), poisoned(2), poisoned(2), poisoned(4));
         let partials = poisoned(1);
         let table = step_table(&[StepParams {
             kl_weight: 1.0,
             ..Default::default()
         }]);
-        run(
-            &[&kl_backward(
-                gpu,
-                "kl",
-                &hb,
-                &eb,
-                &db,
-                &dh,
-                PartialsAt {
-                    buffer: &partials,
-                    offset: 0,
-                },
-                (2, 1),
-                true,
-                &table,
-            )
-            .unwrap()],
-            0,
-        );
+        let out = ReparamOut {
+            z: &z,
+            eps: &eps,
+            dheads: &dh,
+            coef: &coef,
+        };
+        let at = partials_at(&partials, 0, 0, 1);
+        let draw = reparam(gpu, "kl", &hb, out, at, true, (2, 1), (0, 0), &table).unwrap();
+        run(&[&draw], 0);
         let want_kl = 0.5 * (7.0 - 4f64.ln());
         let got = read(&partials, 0, 1)[0] as f64;
-        let tol =
-            kl_term_error(0.0, 0.0) + kl_term_error(2.0, heads[3]) + partials_sum_error(2, want_kl);
+        let tol = kl_term_error(0.0, 0.0)
+            + kl_term_error(2.0, heads[3])
+            + partials_sum_error(2, 1, want_kl);
         assert!(
             (got - want_kl).abs() <= tol,
             "kl {got} want {want_kl} (tol {tol:e})"
         );
-        let want = [3.0, 0.75, 3.0, -1.0 + 1.5];
-        let (e0, e1) = (
-            kl_grad_error(0.0, 0.0, eps[0], dz[0], 1.0),
-            kl_grad_error(2.0, heads[3], eps[1], dz[1], 1.0),
+        let e: Vec<f64> = read(&eps, 0, 2).iter().map(|&v| v as f64).collect();
+        let a = gpu.storage_init("dz", &[3.0f32, 1.0]).unwrap();
+        let one = gpu.storage_init("one", &[1.0f32]).unwrap();
+        let epi = Epilogue::KlGrad((&coef).into());
+        let back = matmul(
+            gpu,
+            "fc3.input_grad",
+            Layout::NN,
+            (2, 1, 1),
+            (&a).into(),
+            (&one).into(),
+            (&dh).into(),
+            epi,
         );
-        let tols = [e0.0, e0.1, e1.0, e1.1];
-        assert_close_by("kl known gradient", &read(&dh, 0, 4), &want, |i| tols[i]);
+        run(&[&back.unwrap()], 0);
+        let want = [3.0, 1.5 * e[0], 3.0, e[1] + 1.5];
+        let err: Vec<(f64, f64)> = (0..2)
+            .map(|i| {
+                kl_grad_fused_error(
+                    heads[2 * i],
+                    heads[2 * i + 1],
+                    e[i] as f32,
+                    [3.0, 1.0][i],
+                    0.0,
+                    1.0,
+                )
+            })
+            .collect();
+        let tols = [err[0].0, err[0].1, err[1].0, err[1].1];
+        assert_close_by(
+            "kl known gradient",
+            &read(&dh, 0, 4),
+            &want.map(|v| v as f32),
+            |i| tols[i] + U * want[i].abs(),
+        );
     });
 }
 
@@ -445,12 +534,10 @@ fn bce_is_accurate_where_the_loss_is_tiny() {
                     &one,
                     &xb,
                     &dl,
-                    PartialsAt {
-                        buffer: &partials,
-                        offset: 0,
-                    },
+                    partials_at(&partials, 0, 0, 1),
                     (1, 1),
                     true,
+                    &step_table(&[StepParams::default()]),
                 )
                 .unwrap();
                 run(&[&d], 0);

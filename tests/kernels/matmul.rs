@@ -3,6 +3,8 @@ use vae_wgpu::kernels::matmul::{
     matmul_cpu, matmul_with,
 };
 
+use vae_wgpu::kernels::accuracy::U;
+
 use crate::{assert_close_by, gpu, poisoned, read, rng, run, uniform_vec};
 
 /// Runs C = A·B (+ epilogue) on the GPU with every operand at an awkward offset inside a larger buffer, and
@@ -71,6 +73,9 @@ fn check_kernel(
         Epi::BiasRelu => Epilogue::BiasRelu(aux),
         Epi::ReluMask => Epilogue::ReluMask(aux),
         Epi::BiasGrad => Epilogue::BiasGrad { offset: bias_off },
+        Epi::KlGrad => {
+            unreachable!("the KL epilogue has its own test (kl_grad_epilogue_with_every_kernel)")
+        }
     };
     let d = matmul_with(
         gpu,
@@ -100,6 +105,7 @@ fn check_kernel(
         Epi::Bias => Epilogue::Bias(bias.as_slice()),
         Epi::BiasRelu => Epilogue::BiasRelu(bias.as_slice()),
         Epi::ReluMask => Epilogue::ReluMask(mask.as_slice()),
+        Epi::KlGrad => unreachable!(),
     };
     let want = matmul_cpu(layout, (mu, nu, ku), &a, &b, epi_cpu);
     let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
@@ -149,6 +155,103 @@ fn check_kernel(
 }
 
 const EPIS: [Epi; 4] = [Epi::None, Epi::Bias, Epi::BiasRelu, Epi::ReluMask];
+
+/// The fc3 input gradient's KL epilogue with `kernel`: ∂z = A·B (m, n, NN as in the step) lands in the heads'
+/// gradient (m, 2n) at an offset, on top of the KL's own part already there: ∂μ += ∂z, ∂log σ² += ∂z·coef. The
+/// reference is the same chain in f64 from the same inputs.
+///
+/// Tolerance: ∂z's own bound γ_k·Σ|a||b| (as every product), carried once into ∂μ and times |coef| into ∂log σ²;
+/// then ∂z·coef rounds once (u) and each += rounds once (u of the result).
+fn check_kl_grad(kernel: Kernel, (m, n, k): (u32, u32, u32), aligned: bool) {
+    let gpu = gpu();
+    let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+    let mut r = rng(((m as u64) << 40) ^ ((n as u64) << 20) ^ k as u64 ^ 0x4b4c);
+    let a = uniform_vec(&mut r, mu * ku, -1.0, 1.0);
+    let b = uniform_vec(&mut r, ku * nu, -1.0, 1.0);
+    let coef = uniform_vec(&mut r, mu * nu, -2.0, 2.0);
+    let base = uniform_vec(&mut r, 2 * mu * nu, -1.0, 1.0);
+    let (a_off, b_off, c_off, aux_off) = if aligned {
+        (8, 4, 12, 4)
+    } else {
+        (5, 3, 11, 7)
+    };
+    let padded = |off: usize, v: &[f32]| {
+        let mut p = vec![f32::NAN; off];
+        p.extend_from_slice(v);
+        p.extend_from_slice(&[f32::NAN; 3]);
+        p
+    };
+    let a_buf = gpu.storage_init("a", &padded(a_off, &a)).unwrap();
+    let b_buf = gpu.storage_init("b", &padded(b_off, &b)).unwrap();
+    let coef_buf = gpu.storage_init("coef", &padded(aux_off, &coef)).unwrap();
+    let c_buf = gpu.storage_init("dheads", &padded(c_off, &base)).unwrap();
+    let op = |buffer, offset| Operand { buffer, offset };
+    let d = matmul_with(
+        gpu,
+        kernel,
+        "fc3.input_grad",
+        Layout::NN,
+        (m, n, k),
+        op(&a_buf, a_off),
+        op(&b_buf, b_off),
+        op(&c_buf, c_off),
+        Epilogue::KlGrad(op(&coef_buf, aux_off)),
+    )
+    .unwrap();
+    run(&[&d], 0);
+    let dz = matmul_cpu(Layout::NN, (mu, nu, ku), &a, &b, Epilogue::None);
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+    let bound = matmul_cpu(Layout::NN, (mu, nu, ku), &abs(&a), &abs(&b), Epilogue::None);
+    let gamma = error_bound(ku);
+    let mut want = base.clone();
+    for i in 0..mu {
+        for j in 0..nu {
+            let (g, c) = (dz[i * nu + j] as f64, coef[i * nu + j] as f64);
+            want[i * 2 * nu + j] = (base[i * 2 * nu + j] as f64 + g) as f32;
+            want[i * 2 * nu + nu + j] = (base[i * 2 * nu + nu + j] as f64 + g * c) as f32;
+        }
+    }
+    let all = read(&c_buf, 0, c_off + 2 * mu * nu + 3);
+    let what = format!("{} {m}×{n}×{k} KlGrad aligned={aligned}", kernel.name());
+    assert_close_by(&what, &all[c_off..c_off + 2 * mu * nu], &want, |h| {
+        let (i, col) = (h / (2 * nu), h % (2 * nu));
+        let j = col % nu;
+        let dz_err = gamma * bound[i * nu + j] as f64;
+        let w = want[h].abs() as f64;
+        // The reference's own rounding to f32 is half an ulp more.
+        if col < nu {
+            dz_err + 2.0 * U * w
+        } else {
+            let c = coef[i * nu + j].abs() as f64;
+            dz_err * c + U * (dz[i * nu + j].abs() as f64 * c) + 2.0 * U * w
+        }
+    });
+    let outside = all[..c_off].iter().chain(&all[c_off + 2 * mu * nu..]);
+    assert!(
+        outside.into_iter().all(|v| v.is_nan()),
+        "{what}: wrote outside the heads' gradient"
+    );
+}
+
+/// Every candidate, with scalar and vec4-aligned offsets, at batch 1, shapes that divide no tile, and the real
+/// 128×20×400 (and the 2-D latent space's 128×2×400).
+#[test]
+fn kl_grad_epilogue_with_every_kernel() {
+    for kernel in Kernel::CANDIDATES {
+        for aligned in [false, true] {
+            for dims in [
+                (1, 1, 1),
+                (1, 20, 400),
+                (13, 3, 29),
+                (67, 5, 130),
+                (128, 20, 400),
+                (128, 2, 400),
+            ] {
+                check_kl_grad(kernel, dims, aligned);
+            }
+        }
+    }
+}
 
 #[test]
 fn matmul_one_element() {

@@ -1,7 +1,11 @@
+use vae_wgpu::gpu::Dispatch;
 use vae_wgpu::kernels::StepParams;
+use vae_wgpu::kernels::StepTable;
 use vae_wgpu::kernels::accuracy::{U, exp_rel};
+use vae_wgpu::kernels::contract::MAX_PARTIALS;
+use vae_wgpu::kernels::loss::{PartialsAt, loss_groups};
 use vae_wgpu::kernels::philox::{self, stream};
-use vae_wgpu::kernels::reparam::{normal_error, philox_words, reparam, reparam_cpu};
+use vae_wgpu::kernels::reparam::{ReparamOut, normal_error, philox_words, reparam, reparam_cpu};
 
 use crate::{assert_close_by, gpu, read, rng, run, step_table, uniform_vec};
 
@@ -85,6 +89,47 @@ fn z_tol(eps_err: f64, eps: f64, log_var: f64, z: f64) -> f64 {
     sigma * eps_err + eps.abs() * sigma * (exp_rel(0.5 * log_var) + U) + 2.0 * U * z.abs()
 }
 
+/// The reparameterization of `heads` into `z` and `eps` without gradients (the KL's partials and gradient are
+/// tested with the loss kernels, tests/kernels/loss.rs).
+fn draw(
+    heads: &wgpu::Buffer,
+    z: &wgpu::Buffer,
+    eps: &wgpu::Buffer,
+    (rows, latent): (u32, u32),
+    noise: (u64, u32),
+    table: &StepTable,
+) -> Result<Dispatch, vae_wgpu::Error> {
+    let gpu = gpu();
+    let partials = crate::poisoned(MAX_PARTIALS as usize);
+    let n = rows as u64 * latent as u64;
+    let kl = PartialsAt {
+        buffer: &partials,
+        offset: 0,
+        slot_stride: 0,
+        slots: 1,
+        groups: loss_groups(n),
+    };
+    // Bound but not written without gradients.
+    let (dheads, coef) = (crate::poisoned(1), crate::poisoned(1));
+    let out = ReparamOut {
+        z,
+        eps,
+        dheads: &dheads,
+        coef: &coef,
+    };
+    reparam(
+        gpu,
+        "reparam",
+        heads,
+        out,
+        kl,
+        false,
+        (rows, latent),
+        noise,
+        table,
+    )
+}
+
 fn check(rows: u32, latent: u32, seed: u64, rng_step: u32, stream: u32) {
     let gpu = gpu();
     let (r_, l_) = (rows as usize, latent as usize);
@@ -107,18 +152,7 @@ fn check(rows: u32, latent: u32, seed: u64, rng_step: u32, stream: u32) {
             ..Default::default()
         },
     ]);
-    let d = reparam(
-        gpu,
-        "reparam",
-        &h,
-        &z,
-        &eps,
-        (rows, latent),
-        seed,
-        stream,
-        &table,
-    )
-    .unwrap();
+    let d = draw(&h, &z, &eps, (rows, latent), (seed, stream), &table).unwrap();
     run(&[&d], 1);
     let (want_z, want_eps) = reparam_cpu(&heads, (r_, l_), seed, rng_step, stream);
     assert!(
@@ -176,17 +210,7 @@ fn reparam_known_values() {
             rng_step: step,
             ..Default::default()
         }]);
-        let d = reparam(
-            gpu,
-            "reparam",
-            &h,
-            &z,
-            &eps,
-            (1, 1),
-            0,
-            stream::TRAIN_NOISE,
-            &table,
-        );
+        let d = draw(&h, &z, &eps, (1, 1), (0, stream::TRAIN_NOISE), &table);
         run(&[&d.unwrap()], 0);
         let (gz, ge) = (read(&z, 0, 1)[0] as f64, read(&eps, 0, 1)[0] as f64);
         let w = philox::philox4x32_10([0, step, stream::TRAIN_NOISE, 0], [0, 0]);
@@ -209,17 +233,7 @@ fn reparam_known_values() {
         ..Default::default()
     }]);
     let z = crate::poisoned(1);
-    let d = reparam(
-        gpu,
-        "reparam",
-        &h,
-        &z,
-        &eps,
-        (1, 1),
-        0,
-        stream::EVAL_NOISE,
-        &table,
-    );
+    let d = draw(&h, &z, &eps, (1, 1), (0, stream::EVAL_NOISE), &table);
     run(&[&d.unwrap()], 0);
     let other = read(&eps, 0, 1)[0] as f64;
     assert!(
