@@ -255,6 +255,11 @@ impl<'a> Trainer<'a> {
         &self.reduce
     }
 
+    /// Rows `first..first + count` of the loss log (BCE and KL of each step), read back: log points only.
+    pub fn loss_rows(&self, first: usize, count: usize) -> Result<Vec<f32>> {
+        self.gpu.read(&self.log, first * TERMS, count * TERMS)
+    }
+
     /// Steps one submission holds: the log interval, or the epoch where that is shorter.
     pub fn steps_per_submission(&self) -> u32 {
         self.ws.slots
@@ -299,9 +304,7 @@ impl<'a> Trainer<'a> {
             let plans = plans.chain([(&self.reduce, last)]);
             self.gpu.submit_plans("train.steps", plans)?;
             // Log point: the only readback of the epoch's training losses.
-            let log: Vec<f32> = self
-                .gpu
-                .read(&self.log, first * TERMS, chunk.len() * TERMS)?;
+            let log = self.loss_rows(first, chunk.len())?;
             if let Some((row, term)) = first_non_finite(&log) {
                 // A non-finite loss means non-finite parameters from that step on: stop before they are saved.
                 return Err(Error::NonFinite {
