@@ -90,7 +90,7 @@ fn steps_match_the_reference(kernel: &str, batch: u32, n_train: u32, epochs: u32
     let net = Net::new(gpu, model, &model.init(seed)).unwrap();
     let mut trainer = Trainer::new(gpu, &net, config, &train).unwrap();
     let used: Vec<String> = trainer.products().into_iter().map(|(_, k)| k).collect();
-    let full_and_partial = if n_train % batch == 0 { 1 } else { 2 };
+    let full_and_partial = if n_train.is_multiple_of(batch) { 1 } else { 2 };
     assert_eq!(used.len(), 11 * full_and_partial, "{kernel}: {used:?}");
     if kernel.starts_with("default") {
         assert!(used.iter().all(|k| !k.is_empty()), "{kernel}: {used:?}");
