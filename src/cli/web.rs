@@ -48,6 +48,13 @@ pub fn web(args: WebArgs) -> Result<()> {
     let what = format!("the latent-space explorer of {}", args.checkpoint.display());
     if let Some(server) = server {
         println!("serving {what} at {} (Ctrl-C to stop)", server.url()?);
+        if !server.local_addr()?.ip().is_loopback() {
+            eprintln!(
+                "note: browsers offer WebGPU only to secure contexts (https, or localhost): another machine \
+                 opening this address over plain http gets the page without WebGPU; put https in front of it, or \
+                 reach it through an SSH tunnel to localhost"
+            );
+        }
         return server.serve(site);
     }
     if let Some(dir) = &args.export {
