@@ -15,6 +15,7 @@
 //! - [`training`]: the trainer, evaluation, checkpoints, a run's settings and `vae train` itself.
 //! - [`output`]: PNG grids, plots, and the pictures drawn from a model.
 //! - [`perf`]: benchmarks and the per-kernel profile.
+//! - [`web`]: the latent-space explorer in the browser (`vae web`): its site, server and export.
 
 pub mod atomic;
 pub mod data;
@@ -27,6 +28,7 @@ pub mod model;
 pub mod output;
 pub mod perf;
 pub mod training;
+pub mod web;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};

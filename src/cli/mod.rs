@@ -5,6 +5,7 @@ mod args;
 mod model;
 mod perf;
 mod train;
+mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,6 +84,9 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         side: usize,
     },
+    /// The latent-space explorer in the browser (WebGPU, this project's own kernels): serve it on this machine,
+    /// or --export it as a static site.
+    Web(Box<web::WebArgs>),
     /// Per-kernel GPU timings of training steps (timestamp queries), a table and a Chrome/Perfetto trace.
     Profile {
         /// Training steps to profile.
@@ -193,6 +197,7 @@ fn run(command: Command) -> vae_wgpu::Result<()> {
             steps,
         } => model::interpolate(common, pairs, steps),
         Command::Latent { common, side } => model::latent(common, side),
+        Command::Web(args) => web::web(*args),
         Command::Profile {
             steps,
             model,

@@ -92,7 +92,7 @@ impl Kernel {
     }
 
     /// The output tile of one workgroup, (rows, columns).
-    fn tile(&self) -> (u32, u32) {
+    pub fn tile(&self) -> (u32, u32) {
         match *self {
             Kernel::Reg64 => (MATMUL_TILE, MATMUL_TILE),
             Kernel::Reg128 => (MATMUL_TILE_BIG, MATMUL_TILE_BIG),

@@ -169,3 +169,20 @@ pub fn loss_and_grad(
     linear_backward(params, &mut g, fc1, x, &dh1, rows);
     StepResult { bce, kl, grads: g }
 }
+
+/// The encoder alone, q(z|x): μ | log σ² per row (rows, 2·latent) of `x` (rows, pixels).
+pub fn encode(config: ModelConfig, params: &[f64], x: &[f64], rows: usize) -> Vec<f64> {
+    let Layout { fc1, heads, .. } = config.layout();
+    let mut h1 = linear(params, fc1, x, rows);
+    relu(&mut h1);
+    linear(params, heads, &h1, rows)
+}
+
+/// The decoder alone: the logits (rows, pixels) of latent codes `z` (rows, latent); σ of each is the Bernoulli
+/// mean, the decoded grey level.
+pub fn decode(config: ModelConfig, params: &[f64], z: &[f64], rows: usize) -> Vec<f64> {
+    let Layout { fc3, fc4, .. } = config.layout();
+    let mut h3 = linear(params, fc3, z, rows);
+    relu(&mut h3);
+    linear(params, fc4, &h3, rows)
+}

@@ -252,53 +252,77 @@ pub fn normal_quantile(p: f64) -> f64 {
     }
 }
 
+/// The plane of the first two principal components of points in d dimensions: their mean, the two unit
+/// components (orthogonal) and the share of variance each explains.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pca {
+    pub mean: Vec<f64>,
+    pub components: [Vec<f64>; 2],
+    pub share: [f64; 2],
+}
+
+impl Pca {
+    /// The first two principal components of `x` (n, d), d ≥ 2: power iteration with deflation on the d×d
+    /// covariance, in f64.
+    pub fn fit(x: &[f32], d: usize) -> Pca {
+        let n = x.len() / d;
+        let mean: Vec<f64> = (0..d)
+            .map(|j| (0..n).map(|i| x[i * d + j] as f64).sum::<f64>() / n as f64)
+            .collect();
+        let mut cov = vec![0f64; d * d];
+        for i in 0..n {
+            for a in 0..d {
+                let xa = x[i * d + a] as f64 - mean[a];
+                for b in 0..d {
+                    cov[a * d + b] += xa * (x[i * d + b] as f64 - mean[b]) / n as f64;
+                }
+            }
+        }
+        let total: f64 = (0..d).map(|j| cov[j * d + j]).sum();
+        let mut comps = Vec::new();
+        let mut share = [0.0; 2];
+        for (c, s) in share.iter_mut().enumerate() {
+            let mut v: Vec<f64> = (0..d).map(|j| 1.0 + (j * 7 + c) as f64 % 3.0).collect();
+            let mut lambda = 0.0;
+            for _ in 0..500 {
+                let w: Vec<f64> = (0..d)
+                    .map(|a| (0..d).map(|b| cov[a * d + b] * v[b]).sum())
+                    .collect();
+                let norm = w.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-300);
+                lambda = norm;
+                v = w.iter().map(|x| x / norm).collect();
+            }
+            for a in 0..d {
+                for b in 0..d {
+                    cov[a * d + b] -= lambda * v[a] * v[b];
+                }
+            }
+            *s = lambda / total.max(1e-300);
+            comps.push(v);
+        }
+        let [c0, c1]: [Vec<f64>; 2] = comps.try_into().expect("two components");
+        Pca {
+            mean,
+            components: [c0, c1],
+            share,
+        }
+    }
+
+    /// The coordinates of point `p` (d values) in the plane: its offsets from the mean along each component.
+    pub fn project(&self, p: &[f32]) -> (f32, f32) {
+        let along = |v: &[f64]| {
+            (0..v.len())
+                .map(|j| (p[j] as f64 - self.mean[j]) * v[j])
+                .sum::<f64>() as f32
+        };
+        (along(&self.components[0]), along(&self.components[1]))
+    }
+}
+
 /// The first two principal components of `x` (n, d): the projections (n, 2) and the share of variance each
-/// explains. Power iteration with deflation on the d×d covariance, in f64.
+/// explains (see [`Pca`]).
 pub fn pca2(x: &[f32], d: usize) -> (Vec<(f32, f32)>, [f64; 2]) {
-    let n = x.len() / d;
-    let mean: Vec<f64> = (0..d)
-        .map(|j| (0..n).map(|i| x[i * d + j] as f64).sum::<f64>() / n as f64)
-        .collect();
-    let mut cov = vec![0f64; d * d];
-    for i in 0..n {
-        for a in 0..d {
-            let xa = x[i * d + a] as f64 - mean[a];
-            for b in 0..d {
-                cov[a * d + b] += xa * (x[i * d + b] as f64 - mean[b]) / n as f64;
-            }
-        }
-    }
-    let total: f64 = (0..d).map(|j| cov[j * d + j]).sum();
-    let mut comps = Vec::new();
-    let mut share = [0.0; 2];
-    for (c, s) in share.iter_mut().enumerate() {
-        let mut v: Vec<f64> = (0..d).map(|j| 1.0 + (j * 7 + c) as f64 % 3.0).collect();
-        let mut lambda = 0.0;
-        for _ in 0..500 {
-            let w: Vec<f64> = (0..d)
-                .map(|a| (0..d).map(|b| cov[a * d + b] * v[b]).sum())
-                .collect();
-            let norm = w.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-300);
-            lambda = norm;
-            v = w.iter().map(|x| x / norm).collect();
-        }
-        for a in 0..d {
-            for b in 0..d {
-                cov[a * d + b] -= lambda * v[a] * v[b];
-            }
-        }
-        *s = lambda / total.max(1e-300);
-        comps.push(v);
-    }
-    let proj = (0..n)
-        .map(|i| {
-            let p = |v: &[f64]| {
-                (0..d)
-                    .map(|j| (x[i * d + j] as f64 - mean[j]) * v[j])
-                    .sum::<f64>() as f32
-            };
-            (p(&comps[0]), p(&comps[1]))
-        })
-        .collect();
-    (proj, share)
+    let pca = Pca::fit(x, d);
+    let proj = x.chunks_exact(d).map(|p| pca.project(p)).collect();
+    (proj, pca.share)
 }
