@@ -18,14 +18,15 @@ const HALF_BIG: u32 = MATMUL_TILE_BIG / 2u;       // the 128 tile's second run o
 // B(k, n) for the four columns of this invocation; the virtual ones column (EPI_BIAS_GRAD) reads as 1.
 fn load_b4(k: u32, cols: vec4<u32>, ones: vec4<bool>) -> vec4<f32> {
     let b = vec4<f32>(load_b(k, cols.x), load_b(k, cols.y), load_b(k, cols.z), load_b(k, cols.w));
-    if EPILOGUE == EPI_BIAS_GRAD {
+    if part_epilogue() == EPI_BIAS_GRAD {
         return select(b, vec4<f32>(1.0), ones);
     }
     return b;
 }
 
 @compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
-fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn matmul(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let wg = enter(wg_in, MATMUL_TILE);
     // This invocation's rows and columns (strided by the workgroup's size, so neighbours touch neighbours).
     let row0 = wg.y * WY * TM + lid.y;
     let col0 = wg.x * WX * TN + lid.x;
@@ -34,7 +35,7 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
     // Loads use clamped indices so the k loop has no bounds branches; out-of-range results are not stored.
     let rc = min(rows, vec4<u32>(p.m - 1u));
     let cc = min(cols, vec4<u32>(p.n - 1u));
-    let ones = (cols == vec4<u32>(p.n)) & vec4<bool>(EPILOGUE == EPI_BIAS_GRAD);
+    let ones = (cols == vec4<u32>(p.n)) & vec4<bool>(part_epilogue() == EPI_BIAS_GRAD);
 
     // The 4×4 block lives in four vec4 accumulators (one per row), straight-line code with no private arrays:
     // dynamically indexed arrays would live in memory on some drivers.
@@ -62,7 +63,8 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
 // most of the chip idle at batch 128, so the host picks `matmul` there.
 // Dispatch: (ceil(n' / 128), ceil(m / 128), 1).
 @compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
-fn matmul_big(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn matmul_big(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let wg = enter(wg_in, MATMUL_TILE_BIG);
     let row0 = wg.y * WY * BIG + lid.y;
     let col0 = wg.x * WX * BIG + lid.x;
     let rows_lo = vec4<u32>(row0, row0 + WY, row0 + 2u * WY, row0 + 3u * WY);
@@ -74,8 +76,8 @@ fn matmul_big(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
     let rh = min(rows_hi, last);
     let cl = min(cols_lo, vec4<u32>(p.n - 1u));
     let ch = min(cols_hi, vec4<u32>(p.n - 1u));
-    let ones_lo = (cols_lo == vec4<u32>(p.n)) & vec4<bool>(EPILOGUE == EPI_BIAS_GRAD);
-    let ones_hi = (cols_hi == vec4<u32>(p.n)) & vec4<bool>(EPILOGUE == EPI_BIAS_GRAD);
+    let ones_lo = (cols_lo == vec4<u32>(p.n)) & vec4<bool>(part_epilogue() == EPI_BIAS_GRAD);
+    let ones_hi = (cols_hi == vec4<u32>(p.n)) & vec4<bool>(part_epilogue() == EPI_BIAS_GRAD);
     var a0 = vec4<f32>(0.0); var b0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0);
     var a2 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0);
@@ -116,13 +118,23 @@ fn matmul_big(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
 // it needs no extra column. Dispatch: (ceil(n / 128), ceil(m / 128), 1).
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> b4_2: array<vec4<f32>>;
+
+// B's vec4 i: from the second product's B in a pair's second part.
+fn bv(i: u32) -> vec4<f32> {
+    if PAIRED && second {
+        return b4_2[i];
+    }
+    return b4[i];
+}
 
 fn dots(x: vec4<f32>, y0: vec4<f32>, y1: vec4<f32>, y2: vec4<f32>, y3: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(dot(x, y0), dot(x, y1), dot(x, y2), dot(x, y3));
 }
 
 @compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
-fn matmul_nt4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn matmul_nt4(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let wg = enter(wg_in, MATMUL_TILE_BIG);
     let row0 = wg.y * WY * BIG + lid.y;
     let col0 = wg.x * WX * BIG + lid.x;
     let rows_lo = vec4<u32>(row0, row0 + WY, row0 + 2u * WY, row0 + 3u * WY);
@@ -143,8 +155,8 @@ fn matmul_nt4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
     var a7 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
     var a8 = vec4<f32>(0.0); var b8 = vec4<f32>(0.0);
     for (var k = 0u; k < k4; k++) {
-        let w0 = b4[ca.x + k]; let w1 = b4[ca.y + k]; let w2 = b4[ca.z + k]; let w3 = b4[ca.w + k];
-        let w4 = b4[cb.x + k]; let w5 = b4[cb.y + k]; let w6 = b4[cb.z + k]; let w7 = b4[cb.w + k];
+        let w0 = bv(ca.x + k); let w1 = bv(ca.y + k); let w2 = bv(ca.z + k); let w3 = bv(ca.w + k);
+        let w4 = bv(cb.x + k); let w5 = bv(cb.y + k); let w6 = bv(cb.z + k); let w7 = bv(cb.w + k);
         var x = a4[ra.x + k]; a0 += dots(x, w0, w1, w2, w3); b0 += dots(x, w4, w5, w6, w7);
         x = a4[ra.y + k]; a1 += dots(x, w0, w1, w2, w3); b1 += dots(x, w4, w5, w6, w7);
         x = a4[ra.z + k]; a2 += dots(x, w0, w1, w2, w3); b2 += dots(x, w4, w5, w6, w7);
@@ -171,7 +183,11 @@ fn comb(x: vec4<f32>, y0: vec4<f32>, y1: vec4<f32>, y2: vec4<f32>, y3: vec4<f32>
 }
 
 @compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
-fn matmul_nn4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn matmul_nn4(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    nn4(enter(wg_in, MATMUL_TILE_BIG), lid);
+}
+
+fn nn4(wg: vec3<u32>, lid: vec3<u32>) {
     let row0 = wg.y * WY * BIG + lid.y;
     let rows_lo = vec4<u32>(row0, row0 + WY, row0 + 2u * WY, row0 + 3u * WY);
     let rows_hi = rows_lo + vec4<u32>(4u * WY);
@@ -194,8 +210,8 @@ fn matmul_nn4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
     var a8 = vec4<f32>(0.0); var b8 = vec4<f32>(0.0);
     for (var k = 0u; k < k4; k++) {
         let row = 4u * k * n4;
-        let l0 = b4[cl + row]; let l1 = b4[cl + row + n4]; let l2 = b4[cl + row + 2u * n4]; let l3 = b4[cl + row + 3u * n4];
-        let h0 = b4[ch + row]; let h1 = b4[ch + row + n4]; let h2 = b4[ch + row + 2u * n4]; let h3 = b4[ch + row + 3u * n4];
+        let l0 = bv(cl + row); let l1 = bv(cl + row + n4); let l2 = bv(cl + row + 2u * n4); let l3 = bv(cl + row + 3u * n4);
+        let h0 = bv(ch + row); let h1 = bv(ch + row + n4); let h2 = bv(ch + row + 2u * n4); let h3 = bv(ch + row + 3u * n4);
         var x = a4[ra.x + k]; a0 = comb(x, l0, l1, l2, l3, a0); b0 = comb(x, h0, h1, h2, h3, b0);
         x = a4[ra.y + k]; a1 = comb(x, l0, l1, l2, l3, a1); b1 = comb(x, h0, h1, h2, h3, b1);
         x = a4[ra.z + k]; a2 = comb(x, l0, l1, l2, l3, a2); b2 = comb(x, h0, h1, h2, h3, b2);
@@ -217,7 +233,23 @@ fn matmul_nn4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
 }
 
 @compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
-fn matmul_tn4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn matmul_tn4(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    tn4(enter(wg_in, MATMUL_TILE_BIG), lid);
+}
+
+// A pair of a weight gradient (TN, first) and an input gradient (NN, second) with the vec4 kernels: the layer's
+// whole backward pass in one dispatch.
+@compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
+fn matmul_pair4(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let wg = enter(wg_in, MATMUL_TILE_BIG);
+    if second {
+        nn4(wg, lid);
+    } else {
+        tn4(wg, lid);
+    }
+}
+
+fn tn4(wg: vec3<u32>, lid: vec3<u32>) {
     let r0 = wg.y * MATMUL_TILE_BIG + lid.y * 4u;
     let c0 = wg.x * MATMUL_TILE_BIG + lid.x * 4u;
     let cols_lo = vec4<u32>(c0, c0 + 1u, c0 + 2u, c0 + 3u);
@@ -238,8 +270,8 @@ fn matmul_tn4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
     for (var k = 0u; k < p.k; k++) {
         let x = a4[ra + k * m4];
         let z = a4[rb + k * m4];
-        let l = b4[cl + k * n4];
-        let h = b4[ch + k * n4];
+        let l = bv(cl + k * n4);
+        let h = bv(ch + k * n4);
         x0l = fma(vec4<f32>(x.x), l, x0l); x0h = fma(vec4<f32>(x.x), h, x0h);
         x1l = fma(vec4<f32>(x.y), l, x1l); x1h = fma(vec4<f32>(x.y), h, x1h);
         x2l = fma(vec4<f32>(x.z), l, x2l); x2h = fma(vec4<f32>(x.z), h, x2h);
@@ -248,7 +280,7 @@ fn matmul_tn4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
         z1l = fma(vec4<f32>(z.y), l, z1l); z1h = fma(vec4<f32>(z.y), h, z1h);
         z2l = fma(vec4<f32>(z.z), l, z2l); z2h = fma(vec4<f32>(z.z), h, z2h);
         z3l = fma(vec4<f32>(z.w), l, z3l); z3h = fma(vec4<f32>(z.w), h, z3h);
-        if EPILOGUE == EPI_BIAS_GRAD {
+        if part_epilogue() == EPI_BIAS_GRAD {
             sx += x;
             sz += z;
         }
@@ -263,13 +295,13 @@ fn matmul_tn4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
     store_row(r0 + HALF_BIG + 2u, cols_lo, z2l, no); store_row(r0 + HALF_BIG + 2u, cols_hi, z2h, no);
     store_row(r0 + HALF_BIG + 3u, cols_lo, z3l, no); store_row(r0 + HALF_BIG + 3u, cols_hi, z3h, no);
     // The bias gradient (row sums of A) once per row: by the invocations of the first column block.
-    if EPILOGUE == EPI_BIAS_GRAD && wg.x == 0u && lid.x == 0u {
+    if part_epilogue() == EPI_BIAS_GRAD && wg.x == 0u && lid.x == 0u {
         for (var i = 0u; i < 4u; i++) {
             if r0 + i < p.m {
-                c[p.bias_off + r0 + i] = sx[i];
+                set_c(p.bias_off + r0 + i, sx[i]);
             }
             if r0 + HALF_BIG + i < p.m {
-                c[p.bias_off + r0 + HALF_BIG + i] = sz[i];
+                set_c(p.bias_off + r0 + HALF_BIG + i, sz[i]);
             }
         }
     }

@@ -19,33 +19,117 @@
 //                   C[m, n + n'] += ∂z·aux[m, n'] for ∂log σ² (aux = ½·ε·σ). ∂z never goes through memory, and
 //                   the KL's backward needs no dispatch of its own. Each output is stored once, so += is safe.
 //
+// Pairs (pipeline constant PAIRED): two independent products with the same A in one dispatch, a layer's weight
+// gradient and input gradient, so the backward pass of a layer is one launch instead of two. The first product
+// (layout LAYOUT, epilogue EPILOGUE, params[0], bindings b, c, aux) takes the first rows of workgroups, the second
+// (LAYOUT2, EPILOGUE2, params[1], b2, c2, aux2) the rows after them; the grid is as wide as the wider of the two,
+// and a workgroup past its product's columns stores nothing. Unpaired, params[1] and the second bindings are not
+// read (the host binds the first's there).
 //
-// This file holds the pipeline constants LAYOUT and EPILOGUE, the bindings, the operand loads and the epilogue
-// store; it is prepended to each matmul kernel family (matmul.wgsl: register tiles; matmul_tiled.wgsl:
-// workgroup-memory tiles; matmul_split.wgsl: split-K in a workgroup).
+// This file holds the pipeline constants, the bindings, the part a workgroup computes (`enter`, which every entry
+// point calls first), the operand loads and the epilogue store; it is prepended to each matmul kernel family
+// (matmul.wgsl: register tiles; matmul_tiled.wgsl: workgroup-memory tiles; matmul_split.wgsl: split-K in a
+// workgroup).
 
 // The layout and epilogue codes come from the prelude (src/kernels/contract.rs).
 override LAYOUT: u32 = LAYOUT_NT;
 override EPILOGUE: u32 = EPI_NONE;
+override PAIRED: bool = false;
+override LAYOUT2: u32 = LAYOUT_NN;
+override EPILOGUE2: u32 = EPI_NONE;
 
-@group(0) @binding(0) var<uniform> p: MatmulParams;
+@group(0) @binding(0) var<uniform> params: array<MatmulParams, 2>;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> aux: array<f32>;
+@group(0) @binding(5) var<storage, read> b2: array<f32>;
+@group(0) @binding(6) var<storage, read_write> c2: array<f32>;
+@group(0) @binding(7) var<storage, read> aux2: array<f32>;
+
+// The product this invocation computes: its params, and whether it is a pair's second.
+var<private> p: MatmulParams;
+var<private> second: bool;
+
+// Rows of workgroups of the first product, for an entry point whose workgroup covers `tile_m` rows of C.
+fn first_rows(tile_m: u32) -> u32 {
+    return (params[0].m + tile_m - 1u) / tile_m;
+}
+
+// Sets the product this workgroup computes and returns its workgroup id within that product.
+fn enter(wg: vec3<u32>, tile_m: u32) -> vec3<u32> {
+    second = PAIRED && wg.y >= first_rows(tile_m);
+    if second {
+        p = params[1];
+        return vec3<u32>(wg.x, wg.y - first_rows(tile_m), wg.z);
+    }
+    p = params[0];
+    return wg;
+}
+
+// k of this workgroup's product, read from the uniform params (uniform, for loops with barriers).
+fn part_k(wg: vec3<u32>, tile_m: u32) -> u32 {
+    if PAIRED && wg.y >= first_rows(tile_m) {
+        return params[1].k;
+    }
+    return params[0].k;
+}
+
+fn part_layout() -> u32 {
+    if PAIRED && second {
+        return LAYOUT2;
+    }
+    return LAYOUT;
+}
+
+fn part_epilogue() -> u32 {
+    if PAIRED && second {
+        return EPILOGUE2;
+    }
+    return EPILOGUE;
+}
+
+fn b_at(i: u32) -> f32 {
+    if PAIRED && second {
+        return b2[i];
+    }
+    return b[i];
+}
+
+fn aux_at(i: u32) -> f32 {
+    if PAIRED && second {
+        return aux2[i];
+    }
+    return aux[i];
+}
+
+fn c_at(i: u32) -> f32 {
+    if PAIRED && second {
+        return c2[i];
+    }
+    return c[i];
+}
+
+fn set_c(i: u32, v: f32) {
+    if PAIRED && second {
+        c2[i] = v;
+    } else {
+        c[i] = v;
+    }
+}
 
 fn load_a(m: u32, k: u32) -> f32 {
-    if LAYOUT == LAYOUT_TN {
+    if part_layout() == LAYOUT_TN {
         return a[p.a_off + k * p.m + m];
     }
     return a[p.a_off + m * p.k + k];
 }
 
 fn load_b(k: u32, n: u32) -> f32 {
-    if LAYOUT == LAYOUT_NT {
-        return b[p.b_off + n * p.k + k];
+    if part_layout() == LAYOUT_NT {
+        return b_at(p.b_off + n * p.k + k);
     }
-    return b[p.b_off + k * p.n + n];
+    return b_at(p.b_off + k * p.n + n);
 }
 
 // B(k, n), with the virtual column of ones at n = p.n under EPI_BIAS_GRAD and zeros past it.
@@ -53,12 +137,12 @@ fn load_b_or_one(k: u32, n: u32) -> f32 {
     if n < p.n {
         return load_b(k, n);
     }
-    return select(0.0, 1.0, EPILOGUE == EPI_BIAS_GRAD && n == p.n);
+    return select(0.0, 1.0, part_epilogue() == EPI_BIAS_GRAD && n == p.n);
 }
 
 // Columns of C a kernel computes: n, plus the virtual ones column under EPI_BIAS_GRAD.
 fn output_cols() -> u32 {
-    return select(p.n, p.n + 1u, EPILOGUE == EPI_BIAS_GRAD);
+    return select(p.n, p.n + 1u, part_epilogue() == EPI_BIAS_GRAD);
 }
 
 fn store(m: u32, n: u32, value: f32, is_ones: bool) {
@@ -66,29 +150,30 @@ fn store(m: u32, n: u32, value: f32, is_ones: bool) {
         return;
     }
     if is_ones {
-        c[p.bias_off + m] = value;
+        set_c(p.bias_off + m, value);
         return;
     }
     if n >= p.n {
         return;
     }
     var v = value;
-    if EPILOGUE == EPI_KL_GRAD {
+    let epi = part_epilogue();
+    if epi == EPI_KL_GRAD {
         let at = p.c_off + m * 2u * p.n + n;
-        c[at] += v;
-        c[at + p.n] += v * aux[p.aux_off + m * p.n + n];
+        set_c(at, c_at(at) + v);
+        set_c(at + p.n, c_at(at + p.n) + v * aux_at(p.aux_off + m * p.n + n));
         return;
     }
-    if EPILOGUE == EPI_BIAS || EPILOGUE == EPI_BIAS_RELU {
-        v += aux[p.aux_off + n];
+    if epi == EPI_BIAS || epi == EPI_BIAS_RELU {
+        v += aux_at(p.aux_off + n);
     }
-    if EPILOGUE == EPI_BIAS_RELU {
+    if epi == EPI_BIAS_RELU {
         v = max(v, 0.0);
     }
-    if EPILOGUE == EPI_RELU_MASK && !(aux[p.aux_off + m * p.n + n] > 0.0) {
+    if epi == EPI_RELU_MASK && !(aux_at(p.aux_off + m * p.n + n) > 0.0) {
         v = 0.0;
     }
-    c[p.c_off + m * p.n + n] = v;
+    set_c(p.c_off + m * p.n + n, v);
 }
 
 // Four outputs of row m (columns `cols`), each stored with the epilogue; `ones` marks the bias-gradient column.

@@ -23,7 +23,8 @@ fn split_slot(o: u32, s: u32) -> u32 {
 }
 
 @compute @workgroup_size(WG)
-fn matmul_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn matmul_split(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let wg = enter(wg_in, RM);
     var s = lid % SLICES;
     var o = lid / SLICES;
     if !K_FASTEST {
@@ -47,6 +48,6 @@ fn matmul_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
         workgroupBarrier();
     }
     if s == 0u {
-        store(m, n, partial[split_slot(o, 0u)], EPILOGUE == EPI_BIAS_GRAD && n == p.n);
+        store(m, n, partial[split_slot(o, 0u)], part_epilogue() == EPI_BIAS_GRAD && n == p.n);
     }
 }

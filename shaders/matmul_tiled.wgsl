@@ -24,7 +24,7 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32, bm: u32, bn: u32) {
         // A is contiguous along k (NT, NN) or along m (TN): consecutive e, consecutive addresses.
         var r = e / BK;
         var kk = e % BK;
-        if LAYOUT == LAYOUT_TN {
+        if part_layout() == LAYOUT_TN {
             r = e % bm;
             kk = e / bm;
         }
@@ -38,7 +38,7 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32, bm: u32, bn: u32) {
         // B is contiguous along k (NT: W is (n, k)) or along n (NN, TN).
         var col = e % bn;
         var kk = e / bn;
-        if LAYOUT == LAYOUT_NT {
+        if part_layout() == LAYOUT_NT {
             col = e / BK;
             kk = e % BK;
         }
@@ -51,12 +51,14 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32, bm: u32, bn: u32) {
 }
 
 fn ones_at(cols: vec4<u32>) -> vec4<bool> {
-    return (cols == vec4<u32>(p.n)) & vec4<bool>(EPILOGUE == EPI_BIAS_GRAD);
+    return (cols == vec4<u32>(p.n)) & vec4<bool>(part_epilogue() == EPI_BIAS_GRAD);
 }
 
 @compute @workgroup_size(16, 16)
-fn matmul_tiled8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+fn matmul_tiled8(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
+    let wg = enter(wg_in, 128u);
+    let k_end = part_k(wg_in, 128u);
     let tx = lid3.x;
     let ty = lid3.y;
     let m0 = wg.y * 128u;
@@ -69,7 +71,7 @@ fn matmul_tiled8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     var a5 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0);
     var a6 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0);
     var a7 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+    for (var k0 = 0u; k0 < k_end; k0 += BK) {
         stage(lid, m0, n0, k0, 128u, 128u);
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
@@ -104,8 +106,10 @@ fn matmul_tiled8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
 }
 
 @compute @workgroup_size(16, 16)
-fn matmul_tiled4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+fn matmul_tiled4(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
+    let wg = enter(wg_in, 64u);
+    let k_end = part_k(wg_in, 64u);
     let tx = lid3.x;
     let ty = lid3.y;
     let m0 = wg.y * 64u;
@@ -114,7 +118,7 @@ fn matmul_tiled4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     var a1 = vec4<f32>(0.0);
     var a2 = vec4<f32>(0.0);
     var a3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+    for (var k0 = 0u; k0 < k_end; k0 += BK) {
         stage(lid, m0, n0, k0, 64u, 64u);
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
@@ -138,15 +142,17 @@ fn matmul_tiled4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
 }
 
 @compute @workgroup_size(16, 16)
-fn matmul_tiled2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+fn matmul_tiled2(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
+    let wg = enter(wg_in, 32u);
+    let k_end = part_k(wg_in, 32u);
     let tx = lid3.x;
     let ty = lid3.y;
     let m0 = wg.y * 32u;
     let n0 = wg.x * 32u;
     var a0 = vec2<f32>(0.0);
     var a1 = vec2<f32>(0.0);
-    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+    for (var k0 = 0u; k0 < k_end; k0 += BK) {
         stage(lid, m0, n0, k0, 32u, 32u);
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
@@ -160,7 +166,7 @@ fn matmul_tiled2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     }
     let c0 = n0 + tx;
     let c1 = n0 + tx + 16u;
-    let bias = EPILOGUE == EPI_BIAS_GRAD;
+    let bias = part_epilogue() == EPI_BIAS_GRAD;
     let r = m0 + ty;
     store(r, c0, a0.x, bias && c0 == p.n);
     store(r, c1, a0.y, bias && c1 == p.n);

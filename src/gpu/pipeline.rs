@@ -426,6 +426,7 @@ impl Gpu {
             flops: 0.0,
             bytes: 0.0,
             workload: None,
+            paired: None,
             kernel: None,
         })
     }
@@ -472,6 +473,8 @@ pub struct Dispatch {
     pub flops: f64,
     pub bytes: f64,
     pub workload: Option<Workload>,
+    /// The second product of a pair (a layer's input gradient beside its weight gradient), same kernel.
+    pub paired: Option<Workload>,
     /// The kernel variant that computes it, where there are several (a matmul candidate's name).
     pub kernel: Option<String>,
 }
@@ -481,6 +484,12 @@ impl Dispatch {
     pub fn with_workload(mut self, workload: Workload, kernel: String) -> Dispatch {
         self.workload = Some(workload);
         self.kernel = Some(kernel);
+        self
+    }
+
+    /// Records the second product of a pair, computed by the same kernel.
+    pub fn with_pair(mut self, workload: Workload) -> Dispatch {
+        self.paired = Some(workload);
         self
     }
 

@@ -242,6 +242,18 @@ fn check_fits(label: &str, what: &str, op: Operand, elems: u64) -> Result<()> {
     check_room("matmul", label, what, op.buffer, op.offset as u64, elems)
 }
 
+/// One product of a dispatch: C (m, n) = A·B (+ epilogue), A and B stored as `layout` says.
+#[derive(Clone, Copy, Debug)]
+pub struct Part<'a> {
+    pub layout: Layout,
+    /// (m, n, k).
+    pub dims: (u32, u32, u32),
+    pub a: Operand<'a>,
+    pub b: Operand<'a>,
+    pub c: Operand<'a>,
+    pub epilogue: Epilogue<Operand<'a>>,
+}
+
 /// Records C (m, n) = A·B (+ epilogue) with the kernel chosen for this product on this device: the device's
 /// kernel choices (tuned, cached or from a checkpoint; see [`crate::kernels::tune`]), else
 /// [`Kernel::default_for`]; where the adapter rejects that (see [`is_rejection`]), the default, then the first
@@ -261,10 +273,30 @@ pub fn matmul(
     c: Operand,
     epilogue: Epilogue<Operand>,
 ) -> Result<Dispatch> {
-    let key = product_key(layout, dims, epilogue.kind());
+    let part = Part {
+        layout,
+        dims,
+        a,
+        b,
+        c,
+        epilogue,
+    };
+    matmul_parts(gpu, label, &[part])
+}
+
+/// Records a layer's two backward products in one dispatch: `first` (the weight gradient) and `second` (the input
+/// gradient), which read the same A (∂Y) and are independent. The kernel is the one chosen for `first` (as
+/// [`matmul`] chooses it); its workgroups compute `first`, then `second` (see matmul_common.wgsl).
+pub fn matmul_pair(gpu: &Gpu, label: &str, first: Part, second: Part) -> Result<Dispatch> {
+    matmul_parts(gpu, label, &[first, second])
+}
+
+fn matmul_parts(gpu: &Gpu, label: &str, parts: &[Part]) -> Result<Dispatch> {
+    let first = parts[0];
+    let key = product_key(first.layout, first.dims, first.epilogue.kind());
     let chosen = gpu.choice(&key).or_else(|| gpu.choice(EVERY_PRODUCT));
-    let cols = dims.1 + matches!(epilogue, Epilogue::BiasGrad { .. }) as u32;
-    let default = Kernel::default_for(gpu, dims.0, cols);
+    let cols = first.dims.1 + matches!(first.epilogue, Epilogue::BiasGrad { .. }) as u32;
+    let default = Kernel::default_for(gpu, first.dims.0, cols);
     // The chosen kernel, the default, then every other candidate, each once.
     let mut order: Vec<Kernel> = chosen
         .and_then(|name| Kernel::parse(&name))
@@ -277,7 +309,7 @@ pub fn matmul(
         if reasons.iter().any(|(k, _)| *k == kernel) {
             continue;
         }
-        match matmul_with(gpu, kernel, label, layout, dims, a, b, c, epilogue) {
+        match matmul_parts_with(gpu, kernel, label, parts) {
             // The first kernel tried fails for the operands or the device, not itself, unless it is rejected;
             // a fallback may also not fit (e.g. too many workgroups for its small tile).
             Err(e) if is_rejection(&e) || (!reasons.is_empty() && !is_device_fault(&e)) => {
@@ -286,11 +318,11 @@ pub fn matmul(
             other => return other,
         }
     }
-    Err(no_kernel(
-        gpu,
-        &describe(label, layout, dims, epilogue.kind()),
-        &reasons,
-    ))
+    let products: Vec<String> = parts
+        .iter()
+        .map(|p| describe(label, p.layout, p.dims, p.epilogue.kind()))
+        .collect();
+    Err(no_kernel(gpu, &products.join(" with "), &reasons))
 }
 
 /// Whether `e` is the adapter refusing a kernel (a validation or internal error from building its shader module,
@@ -364,12 +396,48 @@ pub fn matmul_with(
     kernel: Kernel,
     label: &str,
     layout: Layout,
-    (m, n, k): (u32, u32, u32),
+    dims: (u32, u32, u32),
     a: Operand,
     b: Operand,
     c: Operand,
     epilogue: Epilogue<Operand>,
 ) -> Result<Dispatch> {
+    let part = Part {
+        layout,
+        dims,
+        a,
+        b,
+        c,
+        epilogue,
+    };
+    matmul_parts_with(gpu, kernel, label, &[part])
+}
+
+/// [`matmul_pair`] with an explicit kernel.
+pub fn matmul_pair_with(
+    gpu: &Gpu,
+    kernel: Kernel,
+    label: &str,
+    first: Part,
+    second: Part,
+) -> Result<Dispatch> {
+    matmul_parts_with(gpu, kernel, label, &[first, second])
+}
+
+/// One part's uniform params and epilogue operand, after checking its shapes against its buffers.
+fn part_params<'a>(
+    label: &str,
+    kernel: Kernel,
+    part: &Part<'a>,
+) -> Result<(MatmulParams, Operand<'a>)> {
+    let Part {
+        dims: (m, n, k),
+        a,
+        b,
+        c,
+        epilogue,
+        ..
+    } = *part;
     if m == 0 || n == 0 || k == 0 {
         return Err(Error::shape(
             "matmul",
@@ -433,10 +501,47 @@ pub fn matmul_with(
         aux_off: aux.offset as u32,
         bias_off: bias_off as u32,
     };
-    let vec4_entry = vec4_kernel(kernel, layout, (m, n, k), a.offset, b.offset, &epilogue);
+    Ok((params, aux))
+}
+
+fn matmul_parts_with(gpu: &Gpu, kernel: Kernel, label: &str, parts: &[Part]) -> Result<Dispatch> {
+    let checked = parts
+        .iter()
+        .map(|part| part_params(label, kernel, part))
+        .collect::<Result<Vec<_>>>()?;
+    let first = &parts[0];
+    let second = parts.get(1);
+    if let Some(s) = second
+        && (s.a.buffer != first.a.buffer || s.a.offset != first.a.offset)
+    {
+        return Err(Error::shape(
+            "matmul",
+            format!("{label}: the two products of a pair must read the same A"),
+        ));
+    }
+    let vec4 = |p: &Part| {
+        vec4_kernel(
+            kernel,
+            p.layout,
+            p.dims,
+            p.a.offset,
+            p.b.offset,
+            &p.epilogue,
+        )
+    };
+    let entry_vec4 = match second {
+        None => vec4(first),
+        Some(s) => (vec4(first) == Some("matmul_tn4") && vec4(s) == Some("matmul_nn4"))
+            .then_some("matmul_pair4"),
+    };
     let (module, entry, mut constants) = kernel.pipeline();
-    constants.push(("LAYOUT", layout.code() as f64));
-    constants.push(("EPILOGUE", epilogue.kind().code() as f64));
+    constants.push(("LAYOUT", first.layout.code() as f64));
+    constants.push(("EPILOGUE", first.epilogue.kind().code() as f64));
+    if let Some(s) = second {
+        constants.push(("PAIRED", 1.0));
+        constants.push(("LAYOUT2", s.layout.code() as f64));
+        constants.push(("EPILOGUE2", s.epilogue.kind().code() as f64));
+    }
     if fault_armed("reject:", kernel) {
         // Test-only (`reject:<kernel>`): a constant the shader does not declare, so creating the pipeline fails
         // inside wgpu, caught by its error scope, as a driver's rejection would be.
@@ -444,41 +549,73 @@ pub fn matmul_with(
     }
     let spec = KernelSpec {
         module,
-        entry: vec4_entry.unwrap_or(entry),
+        entry: entry_vec4.unwrap_or(entry),
         constants,
-        storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read],
+        storage: &[
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::Read,
+        ],
         uses_rows: false,
     };
-    // The vec4 kernels compute the bias gradient without the extra column.
-    let cols = if matches!(epilogue, Epilogue::BiasGrad { .. }) && vec4_entry.is_none() {
-        n + 1
-    } else {
-        n
-    };
+    // Workgroups: the parts' rows of tiles one after the other, as wide as the wider part. The vec4 kernels
+    // compute the bias gradient without the extra column.
     let (tile_m, tile_n) = kernel.tile();
-    let workgroups = [cols.div_ceil(tile_n), m.div_ceil(tile_m), 1];
-    gpu.dispatch(
-        label,
-        &spec,
-        &params,
-        &[a.buffer, b.buffer, c.buffer, aux.buffer],
-        workgroups,
-        None,
-    )
-    .map(|d| {
-        d.with_work(
-            flops(m, n, k),
-            4.0 * (m64 * k64 + k64 * n64 + m64 * n64) as f64,
+    let cols = |p: &Part| {
+        p.dims.1 + (matches!(p.epilogue, Epilogue::BiasGrad { .. }) && entry_vec4.is_none()) as u32
+    };
+    let x = parts
+        .iter()
+        .map(|p| cols(p).div_ceil(tile_n))
+        .max()
+        .unwrap_or(1);
+    let y = parts.iter().map(|p| p.dims.0.div_ceil(tile_m)).sum();
+    let mut params = [MatmulParams::default(); 2];
+    for (slot, (p, _)) in params.iter_mut().zip(&checked) {
+        *slot = *p;
+    }
+    // Unpaired, the second product's bindings repeat the first's (the shader never reads them).
+    let (p1, aux1) = (
+        second.unwrap_or(first),
+        checked.last().map(|c| c.1).unwrap_or(checked[0].1),
+    );
+    let buffers = [
+        first.a.buffer,
+        first.b.buffer,
+        first.c.buffer,
+        checked[0].1.buffer,
+        p1.b.buffer,
+        p1.c.buffer,
+        aux1.buffer,
+    ];
+    let work = |p: &Part| {
+        let (m, n, k) = (p.dims.0 as u64, p.dims.1 as u64, p.dims.2 as u64);
+        (
+            flops(p.dims.0, p.dims.1, p.dims.2),
+            4.0 * (m * k + k * n + m * n) as f64,
         )
-        .with_workload(
-            Workload {
-                family: MATMUL.name,
-                dims: [m, n, k],
-                codes: [layout.code(), epilogue.kind().code()],
-            },
-            kernel.name(),
-        )
-    })
+    };
+    let (flop, bytes) = parts
+        .iter()
+        .map(work)
+        .fold((0.0, 0.0), |(f, b), (f2, b2)| (f + f2, b + b2));
+    let workload = |p: &Part| Workload {
+        family: MATMUL.name,
+        dims: [p.dims.0, p.dims.1, p.dims.2],
+        codes: [p.layout.code(), p.epilogue.kind().code()],
+    };
+    let d = gpu.dispatch(label, &spec, &params, &buffers, [x, y, 1], None)?;
+    let mut d = d
+        .with_work(flop, bytes)
+        .with_workload(workload(first), kernel.name());
+    if let Some(s) = second {
+        d = d.with_pair(workload(s));
+    }
+    Ok(d)
 }
 
 /// CPU reference: C (m, n) = A·B in f64 with the epilogue, A and B stored as `layout` says.

@@ -17,7 +17,7 @@ use crate::kernels::StepTable;
 use crate::kernels::contract::{LossTerm, MAX_PARTIALS, TERMS};
 use crate::kernels::gather::{Binarize, ByteMatrix, gather};
 use crate::kernels::loss::{PartialsAt, bce_logits, loss_groups};
-use crate::kernels::matmul::{Epilogue, Layout as Mm, Operand, matmul};
+use crate::kernels::matmul::{Epilogue, Layout as Mm, Operand, Part, matmul, matmul_pair};
 use crate::kernels::reduce::{PartialsLayout, reduce};
 use crate::kernels::reparam::{ReparamOut, reparam};
 use crate::model::{Layout, Linear, ModelConfig};
@@ -152,27 +152,43 @@ fn linear_forward(
 }
 
 /// ∂W (out, in) = ∂Yᵀ·X and ∂b, into the gradient buffer at the layer's offsets.
-fn linear_weight_grad(
-    gpu: &Gpu,
-    net: &Net,
+fn weight_grad<'a>(
+    net: &'a Net,
     l: Linear,
     rows: u32,
-    dy: &wgpu::Buffer,
-    x: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    matmul(
-        gpu,
-        &format!("{}.weight_grad", l.name),
-        Mm::TN,
-        (l.out, l.inp, rows),
-        dy.into(),
-        x.into(),
-        Operand {
+    dy: &'a wgpu::Buffer,
+    x: &'a wgpu::Buffer,
+) -> Part<'a> {
+    Part {
+        layout: Mm::TN,
+        dims: (l.out, l.inp, rows),
+        a: dy.into(),
+        b: x.into(),
+        c: Operand {
             buffer: &net.grads,
             offset: l.weight,
         },
-        Epilogue::BiasGrad { offset: l.bias() },
-    )
+        epilogue: Epilogue::BiasGrad { offset: l.bias() },
+    }
+}
+
+/// ∂X (rows, in) = ∂Y·W, with the epilogue `epi` (the ReLU's mask, or the reparameterization's backward).
+fn input_grad<'a>(
+    net: &'a Net,
+    l: Linear,
+    rows: u32,
+    dy: &'a wgpu::Buffer,
+    dx: &'a wgpu::Buffer,
+    epi: Epilogue<Operand<'a>>,
+) -> Part<'a> {
+    Part {
+        layout: Mm::NN,
+        dims: (rows, l.inp, l.out),
+        a: dy.into(),
+        b: weight(net, l),
+        c: dx.into(),
+        epilogue: epi,
+    }
 }
 
 /// The ReLU backward's epilogue: keep ∂X where the layer's forward output `x` is positive.
@@ -180,26 +196,27 @@ fn mask(x: &wgpu::Buffer) -> Epilogue<Operand<'_>> {
     Epilogue::ReluMask(x.into())
 }
 
-/// ∂X (rows, in) = ∂Y·W, with the epilogue `epi` (the ReLU's mask, or the reparameterization's backward).
-fn linear_input_grad<'a>(
+/// One product as its own dispatch.
+fn one(gpu: &Gpu, label: &str, p: Part) -> Result<Dispatch> {
+    matmul(gpu, label, p.layout, p.dims, p.a, p.b, p.c, p.epilogue)
+}
+
+/// A layer's whole backward pass in one dispatch: its weight gradient (from ∂Y and its input X) and its input
+/// gradient (∂Y·W with `epi`), independent products of the same ∂Y.
+#[allow(clippy::too_many_arguments)]
+fn layer_backward<'a>(
     gpu: &Gpu,
     net: &'a Net,
     l: Linear,
     rows: u32,
     dy: &'a wgpu::Buffer,
-    dx: &'a wgpu::Buffer,
+    (x, dx): (&'a wgpu::Buffer, &'a wgpu::Buffer),
     epi: Epilogue<Operand<'a>>,
 ) -> Result<Dispatch> {
-    matmul(
-        gpu,
-        &format!("{}.input_grad", l.name),
-        Mm::NN,
-        (rows, l.inp, l.out),
-        dy.into(),
-        weight(net, l),
-        dx.into(),
-        epi,
-    )
+    let label = format!("{}.weight_grad+input_grad", l.name);
+    let first = weight_grad(net, l, rows, dy, x);
+    let second = input_grad(net, l, rows, dy, dx, epi);
+    matmul_pair(gpu, &label, first, second)
 }
 
 /// Where a pass's data and noise come from.
@@ -329,23 +346,30 @@ pub fn backward(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32, step: &StepTabl
         fc4,
         ..
     } = net.layout;
+    let kl_grad = Epilogue::KlGrad((&ws.coef).into());
+    let fc1_grad = weight_grad(net, fc1, rows, &ws.dh1, &ws.x);
     Ok(Plan::from(vec![
         bce(gpu, net, ws, rows, step, true)?,
-        linear_weight_grad(gpu, net, fc4, rows, &ws.dlogits, &ws.h3)?,
-        linear_input_grad(gpu, net, fc4, rows, &ws.dlogits, &ws.dh3, mask(&ws.h3))?,
-        linear_weight_grad(gpu, net, fc3, rows, &ws.dh3, &ws.z)?,
-        linear_input_grad(
+        layer_backward(
             gpu,
             net,
-            fc3,
+            fc4,
             rows,
-            &ws.dh3,
-            &ws.dheads,
-            Epilogue::KlGrad((&ws.coef).into()),
+            &ws.dlogits,
+            (&ws.h3, &ws.dh3),
+            mask(&ws.h3),
         )?,
-        linear_weight_grad(gpu, net, heads, rows, &ws.dheads, &ws.h1)?,
-        linear_input_grad(gpu, net, heads, rows, &ws.dheads, &ws.dh1, mask(&ws.h1))?,
-        linear_weight_grad(gpu, net, fc1, rows, &ws.dh1, &ws.x)?,
+        layer_backward(gpu, net, fc3, rows, &ws.dh3, (&ws.z, &ws.dheads), kl_grad)?,
+        layer_backward(
+            gpu,
+            net,
+            heads,
+            rows,
+            &ws.dheads,
+            (&ws.h1, &ws.dh1),
+            mask(&ws.h1),
+        )?,
+        one(gpu, "fc1.weight_grad", fc1_grad)?,
     ]))
 }
 

@@ -57,19 +57,29 @@ impl Plans {
     }
 }
 
-/// The matmuls of a plan, as (product, the kernel that computes it), read from its dispatches.
+/// The matmuls of a plan, as (product, the kernel that computes it), read from its dispatches: both products of
+/// a pair, each with the pair's kernel and its own name (a pair labelled `fc4.weight_grad+input_grad` holds
+/// `fc4.weight_grad` and `fc4.input_grad`).
 pub fn products(plan: &Plan) -> impl Iterator<Item = (Product, String)> + '_ {
-    plan.iter().filter_map(|d| {
-        let w = d
-            .workload
-            .filter(|w| w.family == crate::kernels::MATMUL.name)?;
-        let product = Product {
-            name: d.label.clone(),
-            layout: Layout::from_code(w.codes[0])?,
-            epilogue: EpilogueKind::from_code(w.codes[1])?,
-            shape: (w.dims[0], w.dims[1], w.dims[2]),
+    plan.iter().flat_map(|d| {
+        let (first, second) = match d.label.split_once('+') {
+            Some((f, s)) => (
+                f.to_string(),
+                format!("{}{s}", &f[..f.rfind('.').map_or(0, |i| i + 1)]),
+            ),
+            None => (d.label.clone(), format!("{}.2", d.label)),
         };
-        Some((product, d.kernel.clone().unwrap_or_default()))
+        let parts = [(d.workload, first), (d.paired, second)];
+        parts.into_iter().filter_map(move |(w, name)| {
+            let w = w.filter(|w| w.family == crate::kernels::MATMUL.name)?;
+            let product = Product {
+                name,
+                layout: Layout::from_code(w.codes[0])?,
+                epilogue: EpilogueKind::from_code(w.codes[1])?,
+                shape: (w.dims[0], w.dims[1], w.dims[2]),
+            };
+            Some((product, d.kernel.clone().unwrap_or_default()))
+        })
     })
 }
 

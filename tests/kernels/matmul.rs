@@ -1,6 +1,6 @@
 use vae_wgpu::kernels::matmul::{
-    Epilogue, EpilogueKind as Epi, Kernel, Layout, Operand, bias_grad_cpu, error_bound, matmul,
-    matmul_cpu, matmul_with,
+    Epilogue, EpilogueKind as Epi, Kernel, Layout, Operand, Part, bias_grad_cpu, error_bound,
+    matmul, matmul_cpu, matmul_pair_with, matmul_with,
 };
 
 use vae_wgpu::kernels::accuracy::U;
@@ -405,4 +405,149 @@ fn matmul_rejects_operands_that_do_not_fit() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("A needs elements 0..16"), "{e}");
+}
+
+/// A layer's backward pair with `kernel`: the weight gradient (TN, bias gradient in the same buffer) and the input
+/// gradient (NN, ReLU mask) of one ∂Y in one dispatch, each checked against its reference as if it ran alone (the
+/// same bounds as [`check_kernel`]), and nothing else of either output buffer written. `aligned` puts every
+/// operand at a multiple of 4, so the 128 tile takes its vec4 pair (`matmul_pair4`) where the shapes allow.
+/// (rows, in, out) are the layer's batch, input and output sizes.
+fn check_pair(kernel: Kernel, (rows, inp, out): (u32, u32, u32), aligned: bool) {
+    let gpu = gpu();
+    let (r_, i_, o_) = (rows as usize, inp as usize, out as usize);
+    let mut r = rng(((rows as u64) << 40) ^ ((inp as u64) << 20) ^ out as u64 ^ 0x9a1);
+    let dy = uniform_vec(&mut r, r_ * o_, -1.0, 1.0);
+    let x = uniform_vec(&mut r, r_ * i_, -1.0, 1.0);
+    let w = uniform_vec(&mut r, o_ * i_, -1.0, 1.0);
+    // The mask has exact zeros and negatives, as a ReLU's output has zeros.
+    let mask: Vec<f32> = (0..r_ * i_)
+        .map(|_| [0.0, 0.5, -0.25, 2.0][r.below(4) as usize])
+        .collect();
+    let off = |o: usize| if aligned { o.next_multiple_of(4) } else { o };
+    let padded = |o: usize, v: &[f32]| {
+        let mut p = vec![f32::NAN; o];
+        p.extend_from_slice(v);
+        p.extend_from_slice(&[f32::NAN; 3]);
+        p
+    };
+    let (dy_off, x_off, w_off, mask_off) = (off(5), off(3), off(7), off(1));
+    let dy_buf = gpu.storage_init("dy", &padded(dy_off, &dy)).unwrap();
+    let x_buf = gpu.storage_init("x", &padded(x_off, &x)).unwrap();
+    let w_buf = gpu.storage_init("w", &padded(w_off, &w)).unwrap();
+    let mask_buf = gpu.storage_init("mask", &padded(mask_off, &mask)).unwrap();
+    // The gradient buffer: ∂W at an offset, then a gap, then ∂b; ∂X in its own buffer.
+    let (dw_off, dx_off) = (off(9), off(6));
+    let db_off = dw_off + o_ * i_ + 2;
+    let grads = poisoned(db_off + o_ + 5);
+    let dx = poisoned(dx_off + r_ * i_ + 5);
+    let op = |buffer, offset| Operand { buffer, offset };
+    let first = Part {
+        layout: Layout::TN,
+        dims: (out, inp, rows),
+        a: op(&dy_buf, dy_off),
+        b: op(&x_buf, x_off),
+        c: op(&grads, dw_off),
+        epilogue: Epilogue::BiasGrad { offset: db_off },
+    };
+    let second = Part {
+        layout: Layout::NN,
+        dims: (rows, inp, out),
+        a: op(&dy_buf, dy_off),
+        b: op(&w_buf, w_off),
+        c: op(&dx, dx_off),
+        epilogue: Epilogue::ReluMask(op(&mask_buf, mask_off)),
+    };
+    let d = matmul_pair_with(gpu, kernel, "pair", first, second).unwrap();
+    run(&[&d], 0);
+    let what = format!(
+        "{} pair {rows}×{inp}×{out} aligned={aligned}",
+        kernel.name()
+    );
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+
+    // ∂W = ∂Yᵀ·X (k = rows) and ∂b, the column sums of ∂Y.
+    let g = read(&grads, 0, db_off + o_ + 5);
+    let want = matmul_cpu(Layout::TN, (o_, i_, r_), &dy, &x, Epilogue::None);
+    let bound = matmul_cpu(
+        Layout::TN,
+        (o_, i_, r_),
+        &abs(&dy),
+        &abs(&x),
+        Epilogue::None,
+    );
+    let gamma = error_bound(r_);
+    assert_close_by(
+        &format!("{what} ∂W"),
+        &g[dw_off..dw_off + o_ * i_],
+        &want,
+        |i| gamma * bound[i] as f64,
+    );
+    let want_b = bias_grad_cpu(&dy, r_, o_);
+    let bound_b = bias_grad_cpu(&abs(&dy), r_, o_);
+    assert_close_by(
+        &format!("{what} ∂b"),
+        &g[db_off..db_off + o_],
+        &want_b,
+        |i| gamma * bound_b[i] as f64,
+    );
+    let untouched = g[..dw_off]
+        .iter()
+        .chain(&g[dw_off + o_ * i_..db_off])
+        .chain(&g[db_off + o_..]);
+    assert!(
+        untouched.into_iter().all(|v| v.is_nan()),
+        "{what}: ∂W's buffer written outside ∂W and ∂b"
+    );
+
+    // ∂X = ∂Y·W (k = out), masked.
+    let got = read(&dx, 0, dx_off + r_ * i_ + 5);
+    let want = matmul_cpu(
+        Layout::NN,
+        (r_, i_, o_),
+        &dy,
+        &w,
+        Epilogue::ReluMask(mask.as_slice()),
+    );
+    let bound = matmul_cpu(
+        Layout::NN,
+        (r_, i_, o_),
+        &abs(&dy),
+        &abs(&w),
+        Epilogue::None,
+    );
+    let gamma = error_bound(o_);
+    assert_close_by(
+        &format!("{what} ∂X"),
+        &got[dx_off..dx_off + r_ * i_],
+        &want,
+        |i| gamma * bound[i] as f64,
+    );
+    let outside = got[..dx_off].iter().chain(&got[dx_off + r_ * i_..]);
+    assert!(
+        outside.into_iter().all(|v| v.is_nan()),
+        "{what}: wrote outside ∂X"
+    );
+}
+
+/// Every candidate on pairs at batch 1, shapes that divide no tile (the second product wider or narrower than the
+/// first in workgroups), and the real fc4 pair (784 outputs of 400 inputs at batch 128), scalar and vec4-aligned.
+#[test]
+fn pair_with_every_kernel() {
+    for kernel in Kernel::CANDIDATES {
+        for aligned in [false, true] {
+            for dims in [
+                (1, 1, 1),
+                (1, 400, 40),
+                (13, 29, 37),
+                (130, 20, 6),
+                (67, 129, 3),
+            ] {
+                check_pair(kernel, dims, aligned);
+            }
+        }
+    }
+    // The real fc4 pair with the kernels a software adapter and a GPU would take untuned.
+    for kernel in [Kernel::Reg128, Kernel::Reg64] {
+        check_pair(kernel, (128, 400, 784), true);
+    }
 }
