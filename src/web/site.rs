@@ -194,8 +194,11 @@ impl Plane {
                 axes: [unit(0), vec![0.0]],
                 labels: ["z₁".into(), "label".into()],
             },
-            (3.., Some(m)) if !m.labels.is_empty() => {
-                let pca = Pca::fit(&m.mu, latent);
+            (3.., Some(m))
+                if let Some(pca) = Some(Pca::fit(&m.mu, latent))
+                    // Two directions of spread (not a single mean, nor points on a line).
+                    .filter(|p| m.labels.len() >= 3 && p.share.iter().all(|&s| s > 1e-9)) =>
+            {
                 let [c0, c1] = pca.components;
                 Plane {
                     kind: "pca",
@@ -482,6 +485,19 @@ mod tests {
             "{first:?}"
         );
         assert!(four.labels[0].starts_with("PC1 ("), "{:?}", four.labels);
+        // Means with fewer than two directions of spread have no principal plane either.
+        let one = Means {
+            mu: vec![1.0, 2.0, 3.0],
+            labels: vec![4],
+        };
+        assert_eq!(Plane::new(3, Some(&one)).kind, "latent");
+        let line = Means {
+            mu: (0..30)
+                .flat_map(|i| [i as f32, 2.0 * i as f32, 0.5])
+                .collect(),
+            labels: vec![0; 10],
+        };
+        assert_eq!(Plane::new(3, Some(&line)).kind, "latent");
         // Without means there is no principal plane: the first two latent dimensions.
         assert_eq!(Plane::new(4, None).kind, "latent");
         assert_eq!(Plane::new(1, None).kind, "line");
