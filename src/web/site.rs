@@ -599,6 +599,54 @@ mod tests {
         assert!(build(&wrong).is_err());
     }
 
+    /// The bindings the manifest gives the page are exactly those the kernel's entry point uses, as naga reads
+    /// the composed module: a change to the kernel's interface fails here, not only in a browser.
+    #[test]
+    fn the_manifest_binds_what_the_kernel_uses() {
+        use naga::valid::{Capabilities, ValidationFlags, Validator};
+        let (source, entry, _) = PAGE_KERNEL.pipeline();
+        let module = crate::gpu::pipeline::validate(source, Capabilities::empty()).unwrap();
+        let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+            .validate(&module)
+            .unwrap();
+        let at = module
+            .entry_points
+            .iter()
+            .position(|e| e.name == entry)
+            .unwrap();
+        let uses = info.get_entry_point(at);
+        let mut used: Vec<Value> = module
+            .global_variables
+            .iter()
+            .filter(|(h, _)| !uses[*h].is_empty())
+            .filter_map(|(_, var)| {
+                let b = var.binding.as_ref()?;
+                assert_eq!(b.group, 0, "the page binds group 0 only");
+                let kind = match var.space {
+                    naga::AddressSpace::Uniform => "uniform",
+                    naga::AddressSpace::Storage { access }
+                        if access.contains(naga::StorageAccess::STORE) =>
+                    {
+                        "storage"
+                    }
+                    naga::AddressSpace::Storage { .. } => "read-only-storage",
+                    other => panic!("binding {} in {other:?}", b.binding),
+                };
+                Some(json!({ "binding": b.binding, "name": var.name, "type": kind }))
+            })
+            .collect();
+        used.sort_by_key(|v| v["binding"].as_u64());
+        let ck = checkpoint(16, 4, 2);
+        let site = build(&SiteModel {
+            name: "ck".into(),
+            checkpoint: &ck,
+            image: (4, 4),
+            means: None,
+        })
+        .unwrap();
+        assert_eq!(manifest(&site)["kernel"]["bindings"], json!(used));
+    }
+
     #[test]
     fn export_refuses_a_non_empty_directory_and_writes_all_or_nothing() {
         let ck = checkpoint(16, 4, 2);
