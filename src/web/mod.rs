@@ -62,6 +62,10 @@ pub fn prepare(options: &Options) -> Result<Site> {
     let means = match &test {
         Some(test) => {
             let gpu = Gpu::new(options.gpu.clone())?;
+            eprintln!(
+                "encoding {} test images on {} for the latent means",
+                test.n, gpu.info.name
+            );
             Some(test_means(&gpu, &ck, test)?)
         }
         None => None,

@@ -194,8 +194,11 @@ impl Plane {
                 axes: [unit(0), vec![0.0]],
                 labels: ["z₁".into(), "label".into()],
             },
-            (3.., Some(m)) if !m.labels.is_empty() => {
-                let pca = Pca::fit(&m.mu, latent);
+            (3.., Some(m))
+                if let Some(pca) = Some(Pca::fit(&m.mu, latent))
+                    // Two directions of spread (not a single mean, nor points on a line).
+                    .filter(|p| m.labels.len() >= 3 && p.share.iter().all(|&s| s > 1e-9)) =>
+            {
                 let [c0, c1] = pca.components;
                 Plane {
                     kind: "pca",
@@ -482,6 +485,19 @@ mod tests {
             "{first:?}"
         );
         assert!(four.labels[0].starts_with("PC1 ("), "{:?}", four.labels);
+        // Means with fewer than two directions of spread have no principal plane either.
+        let one = Means {
+            mu: vec![1.0, 2.0, 3.0],
+            labels: vec![4],
+        };
+        assert_eq!(Plane::new(3, Some(&one)).kind, "latent");
+        let line = Means {
+            mu: (0..30)
+                .flat_map(|i| [i as f32, 2.0 * i as f32, 0.5])
+                .collect(),
+            labels: vec![0; 10],
+        };
+        assert_eq!(Plane::new(3, Some(&line)).kind, "latent");
         // Without means there is no principal plane: the first two latent dimensions.
         assert_eq!(Plane::new(4, None).kind, "latent");
         assert_eq!(Plane::new(1, None).kind, "line");
@@ -581,6 +597,54 @@ mod tests {
             ..model
         };
         assert!(build(&wrong).is_err());
+    }
+
+    /// The bindings the manifest gives the page are exactly those the kernel's entry point uses, as naga reads
+    /// the composed module: a change to the kernel's interface fails here, not only in a browser.
+    #[test]
+    fn the_manifest_binds_what_the_kernel_uses() {
+        use naga::valid::{Capabilities, ValidationFlags, Validator};
+        let (source, entry, _) = PAGE_KERNEL.pipeline();
+        let module = crate::gpu::pipeline::validate(source, Capabilities::empty()).unwrap();
+        let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+            .validate(&module)
+            .unwrap();
+        let at = module
+            .entry_points
+            .iter()
+            .position(|e| e.name == entry)
+            .unwrap();
+        let uses = info.get_entry_point(at);
+        let mut used: Vec<Value> = module
+            .global_variables
+            .iter()
+            .filter(|(h, _)| !uses[*h].is_empty())
+            .filter_map(|(_, var)| {
+                let b = var.binding.as_ref()?;
+                assert_eq!(b.group, 0, "the page binds group 0 only");
+                let kind = match var.space {
+                    naga::AddressSpace::Uniform => "uniform",
+                    naga::AddressSpace::Storage { access }
+                        if access.contains(naga::StorageAccess::STORE) =>
+                    {
+                        "storage"
+                    }
+                    naga::AddressSpace::Storage { .. } => "read-only-storage",
+                    other => panic!("binding {} in {other:?}", b.binding),
+                };
+                Some(json!({ "binding": b.binding, "name": var.name, "type": kind }))
+            })
+            .collect();
+        used.sort_by_key(|v| v["binding"].as_u64());
+        let ck = checkpoint(16, 4, 2);
+        let site = build(&SiteModel {
+            name: "ck".into(),
+            checkpoint: &ck,
+            image: (4, 4),
+            means: None,
+        })
+        .unwrap();
+        assert_eq!(manifest(&site)["kernel"]["bindings"], json!(used));
     }
 
     #[test]
