@@ -164,6 +164,7 @@ export class Model {
     this.z = storage('z', ROWS * L, C);
     this.h3 = storage('h3', ROWS * H);
     this.logits = storage('logits', ROWS * P, C);
+    this.spare = storage('unpaired', 1);
     this.readback = device.createBuffer({
       label: 'readback', size: ROWS * Math.max(P, 2 * L) * 4,
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
@@ -178,10 +179,15 @@ export class Model {
       ['fc4', this.h3, this.logits, 'Bias'],
     ]) {
       const uniform = device.createBuffer({
-        label: `${name}.params`, size: manifest.kernel.params.size,
+        label: `${name}.params`, size: manifest.kernel.params.size * manifest.kernel.params.count,
         usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
       });
-      const buffers = { p: uniform, a: input, b: this.params, c: output, aux: this.params };
+      // A pair's second product is never computed here: its B and operand repeat the first's (read-only), its
+      // C is a spare buffer (writable bindings must not alias).
+      const buffers = {
+        params: uniform, a: input, b: this.params, c: output, aux: this.params,
+        b2: this.params, c2: this.spare, aux2: this.params,
+      };
       const bindGroup = device.createBindGroup({
         label: name, layout: bindGroupLayout,
         entries: manifest.kernel.bindings.map((b) => ({ binding: b.binding, resource: { buffer: buffers[b.name] } })),

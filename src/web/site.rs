@@ -394,18 +394,23 @@ pub fn build(model: &SiteModel) -> Result<Site> {
                 "Bias": EpilogueKind::Bias.code(),
                 "BiasRelu": EpilogueKind::BiasRelu.code(),
             },
-            // Group 0 as the native wrapper binds it (src/kernels/matmul.rs): the uniform parameters, then A,
-            // B (the weights), C, and the epilogue's operand (the bias).
+            // Group 0 as the native wrapper binds it (src/kernels/matmul.rs): the uniform parameters (an array
+            // of two, the second for a pair's second product), then A, B (the weights), C, the epilogue's
+            // operand (the bias), and a pair's second B, C and operand (never read unpaired).
             "bindings": [
-                { "binding": 0, "name": "p", "type": "uniform" },
+                { "binding": 0, "name": "params", "type": "uniform" },
                 { "binding": 1, "name": "a", "type": "read-only-storage" },
                 { "binding": 2, "name": "b", "type": "read-only-storage" },
                 { "binding": 3, "name": "c", "type": "storage" },
                 { "binding": 4, "name": "aux", "type": "read-only-storage" },
+                { "binding": 5, "name": "b2", "type": "read-only-storage" },
+                { "binding": 6, "name": "c2", "type": "storage" },
+                { "binding": 7, "name": "aux2", "type": "read-only-storage" },
             ],
             "params": {
                 "name": params_struct.name,
                 "size": params_struct.size,
+                "count": 2,
                 "fields": params_struct.fields.iter().map(|f| {
                     json!({ "name": f.name, "type": f.wgsl, "offset": f.offset })
                 }).collect::<Vec<_>>(),
