@@ -9,16 +9,24 @@
 // with step_size = lr / (1 − β1ᵗ) and inv_sqrt_bc2 = 1 / √(1 − β2ᵗ) taken from the step table row the dispatch
 // is recorded with, so steps recorded back to back each use their own t with no host write in between.
 // Dispatch: one invocation per parameter, WG (256) per workgroup, on a 2-D grid (`grid` in src/kernels/mod.rs).
+//
+// adam_with_bce, the training step's last dispatch, also takes the step's reconstruction loss: fc4.forward's
+// epilogue (EPI_BIAS_BCE, matmul_common.wgsl) left the logits and already wrote the loss's gradient, so only its
+// value is left, and it rides in this dispatch instead of a launch of its own. The first p.bce_groups workgroups
+// each sum their share of bce_term(logits, x) with bce_logits' own strided loop and tree (loss.wgsl), so the value
+// is the same to the bit, and write it to bce_partials[step.partial_slot · p.slot_stride + p.partial_off + w].
+// Its grid has at least p.bce_groups workgroups.
 
 @group(0) @binding(0) var<uniform> p: AdamParams;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
+@group(0) @binding(5) var<storage, read> logits: array<f32>;
+@group(0) @binding(6) var<storage, read> target_x: array<f32>;
+@group(0) @binding(7) var<storage, read_write> bce_partials: array<f32>;
 
-@compute @workgroup_size(WG)
-fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = gid.x + gid.y * groups.x * WG;
+fn adam_element(i: u32) {
     if i >= p.n {
         return;
     }
@@ -28,4 +36,30 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     m[i] = m1;
     v[i] = v1;
     param[i] -= step.adam_step_size * m1 / (sqrt(v1) * step.adam_inv_sqrt_bc2 + p.eps);
+}
+
+@compute @workgroup_size(WG)
+fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    adam_element(gid.x + gid.y * groups.x * WG);
+}
+
+@compute @workgroup_size(WG)
+fn adam_with_bce(
+    lane: Lane,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let w = wg.x + wg.y * groups.x;
+    if w < p.bce_groups {
+        let n = p.bce_rows * p.bce_cols;
+        var sum = 0.0;
+        for (var i = w * WG + lane.index; i < n; i += p.bce_groups * WG) {
+            sum += bce_term(logits[i], target_x[i]);
+        }
+        let total = workgroup_sum(lane, sum);
+        if lane.index == 0u {
+            bce_partials[step.partial_slot * p.slot_stride + p.partial_off + w] = total;
+        }
+    }
+    adam_element(w * WG + lane.index);
 }

@@ -18,6 +18,9 @@
 //                   holding the KL's own part (reparam.wgsl): C[m, n'] += ∂z for ∂μ (n' = n) and
 //                   C[m, n + n'] += ∂z·aux[m, n'] for ∂log σ² (aux = ½·ε·σ). ∂z never goes through memory, and
 //                   the KL's backward needs no dispatch of its own. Each output is stored once, so += is safe.
+//   EPI_BIAS_BCE    C = A·B + aux[n], the decoder's logits, and the BCE's gradient σ(C) − x into c2 at
+//                   params[1].c_off (x: aux2 at params[1].aux_off), both (m, n): the step's BCE needs no
+//                   dispatch of its own (adam_with_bce sums its value from the logits). Unpaired only.
 //
 // Pairs (pipeline constant PAIRED): two independent products with the same A in one dispatch, a layer's weight
 // gradient and input gradient, so the backward pass of a layer is one launch instead of two. The first product
@@ -158,6 +161,13 @@ fn store(m: u32, n: u32, value: f32, is_ones: bool) {
     }
     var v = value;
     let epi = part_epilogue();
+    if epi == EPI_BIAS_BCE {
+        v += aux_at(p.aux_off + n);
+        let at = m * p.n + n;
+        set_c(p.c_off + at, v);
+        c2[params[1].c_off + at] = sigmoid(v) - aux2[params[1].aux_off + at];
+        return;
+    }
     if epi == EPI_KL_GRAD {
         let at = p.c_off + m * 2u * p.n + n;
         set_c(at, c_at(at) + v);

@@ -1,7 +1,8 @@
 //! adam: bias-corrected Adam over one flat parameter buffer in one dispatch (`shaders/adam.wgsl`).
 
 use super::contract::AdamParams;
-use super::{ADAM, StepParams, StepTable, WG, check_room, grid};
+use super::loss::PartialsAt;
+use super::{ADAM, Reduction, StepParams, StepTable, WG, check_room, grid};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::gpu::{Access, Dispatch, KernelSpec};
@@ -55,36 +56,111 @@ pub fn adam(
     n: u32,
     step: &StepTable,
 ) -> Result<Dispatch> {
-    for (what, b) in [("param", param), ("grad", grad), ("m", m), ("v", v)] {
+    adam_dispatch(gpu, label, config, [param, grad, m, v], n, None, step)
+}
+
+/// The step's reconstruction loss as [`adam_with_bce`] sums it: the logits and images (rows, cols) that
+/// fc4.forward left, and where its partials go.
+#[derive(Clone, Copy, Debug)]
+pub struct BceValue<'a> {
+    pub logits: &'a wgpu::Buffer,
+    pub x: &'a wgpu::Buffer,
+    pub shape: (u32, u32),
+    pub partials: PartialsAt<'a>,
+}
+
+/// [`adam`], and in the same dispatch the BCE of the step's logits against its images: the partials of
+/// `bce_logits` (the same loop and tree, so the same value to the bit) at `bce.partials`, in the step's slot. The
+/// training step's last dispatch; the BCE's gradient was taken in fc4.forward's epilogue.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_with_bce(
+    gpu: &Gpu,
+    label: &str,
+    config: &AdamConfig,
+    (param, grad, m, v): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+    n: u32,
+    bce: BceValue,
+    step: &StepTable,
+) -> Result<Dispatch> {
+    adam_dispatch(gpu, label, config, [param, grad, m, v], n, Some(bce), step)
+}
+
+fn adam_dispatch(
+    gpu: &Gpu,
+    label: &str,
+    config: &AdamConfig,
+    state: [&wgpu::Buffer; 4],
+    n: u32,
+    bce: Option<BceValue>,
+    step: &StepTable,
+) -> Result<Dispatch> {
+    for (what, b) in ["param", "grad", "m", "v"].into_iter().zip(state) {
         check_room("adam", label, what, b, 0, n as u64)?;
     }
-    let spec = KernelSpec {
-        module: &ADAM,
-        entry: "adam",
-        constants: vec![],
-        storage: &[
-            Access::ReadWrite,
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-        ],
-        uses_rows: true,
-    };
-    let params = AdamParams {
+    let mut params = AdamParams {
         n,
         beta1: config.beta1,
         beta2: config.beta2,
         eps: config.eps,
+        ..Default::default()
+    };
+    let mut buffers = state.to_vec();
+    let mut invocations = n as u64;
+    let (mut flops, mut bytes) = (12.0 * n as f64, 28.0 * n as f64);
+    if let Some(b) = bce {
+        let (rows, cols) = b.shape;
+        let elems = rows as u64 * cols as u64;
+        for (what, buf) in [("logits", b.logits), ("x", b.x)] {
+            check_room("adam", label, what, buf, 0, elems)?;
+        }
+        let groups = b.partials.check(label)?;
+        params.bce_rows = rows;
+        params.bce_cols = cols;
+        params.bce_groups = groups;
+        params.partial_off = b.partials.offset;
+        params.slot_stride = b.partials.slot_stride;
+        buffers.extend([b.logits, b.x, b.partials.buffer]);
+        invocations = invocations.max(groups as u64 * WG as u64);
+        flops += 10.0 * elems as f64;
+        bytes += 8.0 * elems as f64;
+    }
+    let spec = KernelSpec {
+        module: Reduction::for_gpu(gpu).module(&ADAM),
+        entry: if bce.is_some() {
+            "adam_with_bce"
+        } else {
+            "adam"
+        },
+        constants: vec![],
+        storage: if bce.is_some() {
+            &[
+                Access::ReadWrite,
+                Access::Read,
+                Access::ReadWrite,
+                Access::ReadWrite,
+                Access::Read,
+                Access::Read,
+                Access::ReadWrite,
+            ]
+        } else {
+            &[
+                Access::ReadWrite,
+                Access::Read,
+                Access::ReadWrite,
+                Access::ReadWrite,
+            ]
+        },
+        uses_rows: true,
     };
     gpu.dispatch(
         label,
         &spec,
         &params,
-        &[param, grad, m, v],
-        grid(n as u64, WG),
+        &buffers,
+        grid(invocations, WG),
         Some(&step.rows),
     )
-    .map(|d| d.with_work(12.0 * n as f64, 28.0 * n as f64))
+    .map(|d| d.with_work(flops, bytes))
 }
 
 /// CPU reference: one Adam step at 1-based step `t`, in f64 from the f32 state, as torch.optim.Adam.

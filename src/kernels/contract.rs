@@ -98,16 +98,21 @@ pub enum EpilogueKind {
     /// gradient already holding the KL's own part; add ∂z to ∂μ (column j) and ∂z·aux[m, j] to ∂log σ² (column
     /// n + j), aux being ½·ε·σ.
     KlGrad = 5,
+    /// The decoder's output layer in training: C = A·B + bias[n] (the logits), and σ(C) − x (the BCE's gradient)
+    /// into a second output with the first's layout; x and the gradient at params[1]'s aux_off and c_off (aux2,
+    /// c2). Unpaired only.
+    BiasBce = 6,
 }
 
 impl EpilogueKind {
-    pub const ALL: [EpilogueKind; 6] = [
+    pub const ALL: [EpilogueKind; 7] = [
         EpilogueKind::None,
         EpilogueKind::Bias,
         EpilogueKind::BiasRelu,
         EpilogueKind::ReluMask,
         EpilogueKind::BiasGrad,
         EpilogueKind::KlGrad,
+        EpilogueKind::BiasBce,
     ];
 
     pub fn code(self) -> u32 {
@@ -126,6 +131,7 @@ impl EpilogueKind {
             EpilogueKind::ReluMask => "EPI_RELU_MASK",
             EpilogueKind::BiasGrad => "EPI_BIAS_GRAD",
             EpilogueKind::KlGrad => "EPI_KL_GRAD",
+            EpilogueKind::BiasBce => "EPI_BIAS_BCE",
         }
     }
 }
@@ -336,12 +342,23 @@ gpu_struct! {
 }
 
 gpu_struct! {
-    /// adam: one Adam step over n parameters.
+    /// adam: one Adam step over n parameters; `adam_with_bce` also sums the step's BCE from its logits.
     pub struct AdamParams {
         pub n: u32,
         pub beta1: f32,
         pub beta2: f32,
         pub eps: f32,
+        /// adam_with_bce: the logits' rows and columns (pixels).
+        pub bce_rows: u32,
+        pub bce_cols: u32,
+        /// adam_with_bce: workgroups that each write one BCE partial (the first ones of the grid).
+        pub bce_groups: u32,
+        /// adam_with_bce: where the partials start in a slot, and the elements between two slots.
+        pub partial_off: u32,
+        pub slot_stride: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+        pub _pad2: u32,
     }
 }
 

@@ -184,6 +184,14 @@ pub enum Epilogue<O> {
     /// reparameterization): add ∂z to ∂μ and ∂z·coef[m, n] to ∂log σ², coef = ½·ε·σ. The CPU reference computes
     /// the product ∂z alone; [`crate::kernels::loss::kl_backward_cpu`] specifies the heads' gradient.
     KlGrad(O),
+    /// `+ bias[n]` (the logits, into C), and the BCE's gradient σ(C) − x into `grad` (m, n), x being (m, n): the
+    /// decoder's output layer in training. The CPU reference computes the logits; [`crate::kernels::loss::
+    /// bce_logits_cpu`] specifies the gradient. Not in a pair.
+    BiasBce {
+        bias: O,
+        x: O,
+        grad: O,
+    },
 }
 
 impl<O> Epilogue<O> {
@@ -195,6 +203,7 @@ impl<O> Epilogue<O> {
             Epilogue::ReluMask(_) => EpilogueKind::ReluMask,
             Epilogue::BiasGrad { .. } => EpilogueKind::BiasGrad,
             Epilogue::KlGrad(_) => EpilogueKind::KlGrad,
+            Epilogue::BiasBce { .. } => EpilogueKind::BiasBce,
         }
     }
 }
@@ -460,6 +469,12 @@ fn part_params<'a>(
             check_fits(label, "bias", bias, n64)?;
             (bias, 0)
         }
+        Epilogue::BiasBce { bias, x, grad } => {
+            check_fits(label, "bias", bias, n64)?;
+            check_fits(label, "x", x, m64 * n64)?;
+            check_fits(label, "the BCE's gradient", grad, m64 * n64)?;
+            (bias, 0)
+        }
         Epilogue::ReluMask(mask) => {
             check_fits(label, "mask", mask, m64 * n64)?;
             (mask, 0)
@@ -511,6 +526,16 @@ fn matmul_parts_with(gpu: &Gpu, kernel: Kernel, label: &str, parts: &[Part]) -> 
         .collect::<Result<Vec<_>>>()?;
     let first = &parts[0];
     let second = parts.get(1);
+    let bce = parts.iter().find_map(|p| match p.epilogue {
+        Epilogue::BiasBce { x, grad, .. } => Some((x, grad)),
+        _ => None,
+    });
+    if bce.is_some() && parts.len() > 1 {
+        return Err(Error::shape(
+            "matmul",
+            format!("{label}: the BCE epilogue is not for a pair"),
+        ));
+    }
     if let Some(s) = second
         && (s.a.buffer != first.a.buffer || s.a.offset != first.a.offset)
     {
@@ -578,19 +603,28 @@ fn matmul_parts_with(gpu: &Gpu, kernel: Kernel, label: &str, parts: &[Part]) -> 
     for (slot, (p, _)) in params.iter_mut().zip(&checked) {
         *slot = *p;
     }
-    // Unpaired, the second product's bindings repeat the first's (the shader never reads them).
+    // Unpaired, the second product's bindings repeat the first's (the shader never reads them), except under
+    // the BCE epilogue: the gradient and x, at params[1]'s c_off and aux_off.
     let (p1, aux1) = (
         second.unwrap_or(first),
         checked.last().map(|c| c.1).unwrap_or(checked[0].1),
     );
+    let (c2, aux2) = match bce {
+        Some((x, grad)) => {
+            params[1].c_off = grad.offset as u32;
+            params[1].aux_off = x.offset as u32;
+            (grad.buffer, x.buffer)
+        }
+        None => (p1.c.buffer, aux1.buffer),
+    };
     let buffers = [
         first.a.buffer,
         first.b.buffer,
         first.c.buffer,
         checked[0].1.buffer,
         p1.b.buffer,
-        p1.c.buffer,
-        aux1.buffer,
+        c2,
+        aux2,
     ];
     let work = |p: &Part| {
         let (m, n, k) = (p.dims.0 as u64, p.dims.1 as u64, p.dims.2 as u64);
@@ -643,7 +677,7 @@ pub fn matmul_cpu(
             }
             c[i * n + j] = match epilogue {
                 Epilogue::None | Epilogue::BiasGrad { .. } | Epilogue::KlGrad(_) => s,
-                Epilogue::Bias(bias) => s + bias[j] as f64,
+                Epilogue::Bias(bias) | Epilogue::BiasBce { bias, .. } => s + bias[j] as f64,
                 Epilogue::BiasRelu(bias) => (s + bias[j] as f64).max(0.0),
                 Epilogue::ReluMask(mask) => {
                     if mask[i * n + j] > 0.0 {

@@ -56,16 +56,20 @@ family!(
     "gather",
     ["step.wgsl", "philox.wgsl", "gather.wgsl"]
 );
-family!(MATMUL, "matmul", ["matmul_common.wgsl", "matmul.wgsl"]);
+family!(
+    MATMUL,
+    "matmul",
+    ["logistic.wgsl", "matmul_common.wgsl", "matmul.wgsl"]
+);
 family!(
     MATMUL_TILED,
     "matmul_tiled",
-    ["matmul_common.wgsl", "matmul_tiled.wgsl"]
+    ["logistic.wgsl", "matmul_common.wgsl", "matmul_tiled.wgsl"]
 );
 family!(
     MATMUL_SPLIT,
     "matmul_split",
-    ["matmul_common.wgsl", "matmul_split.wgsl"]
+    ["logistic.wgsl", "matmul_common.wgsl", "matmul_split.wgsl"]
 );
 family!(
     REPARAM,
@@ -93,7 +97,16 @@ family!(
     "reduce",
     ["step.wgsl", "workgroup_sum.wgsl", "reduce.wgsl"]
 );
-family!(ADAM, "adam", ["step.wgsl", "adam.wgsl"]);
+family!(
+    ADAM,
+    "adam",
+    [
+        "step.wgsl",
+        "workgroup_sum.wgsl",
+        "logistic.wgsl",
+        "adam.wgsl"
+    ]
+);
 // The reducing families again, summing with subgroup operations (built only on devices with the SUBGROUP feature).
 family!(
     LOSS_SUBGROUP,
@@ -113,6 +126,16 @@ family!(
         "workgroup_sum_subgroup.wgsl",
         "philox.wgsl",
         "reparam.wgsl"
+    ]
+);
+family!(
+    ADAM_SUBGROUP,
+    "adam_subgroup",
+    [
+        "step.wgsl",
+        "workgroup_sum_subgroup.wgsl",
+        "logistic.wgsl",
+        "adam.wgsl"
     ]
 );
 family!(
@@ -158,6 +181,7 @@ pub const FAMILIES: &[&ShaderSource] = &[
     &IWAE,
     &LOSS_SUBGROUP,
     &REPARAM_SUBGROUP,
+    &ADAM_SUBGROUP,
     &REDUCE_SUBGROUP,
     &IWAE_SUBGROUP,
     &HANG,
@@ -167,7 +191,7 @@ std::thread_local! {
     static SCOPED_REDUCTION: std::cell::Cell<Option<Reduction>> = const { std::cell::Cell::new(None) };
 }
 
-/// How the reducing kernels (loss, reparam, reduce, iwae) sum a workgroup's values.
+/// How the reducing kernels (loss, reparam, adam's BCE, reduce, iwae) sum a workgroup's values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reduction {
     /// A tree in workgroup memory (workgroup_sum.wgsl): every device.
@@ -223,6 +247,7 @@ impl Reduction {
         match (self, workgroup.name) {
             (Reduction::Subgroup, "loss") => &LOSS_SUBGROUP,
             (Reduction::Subgroup, "reparam") => &REPARAM_SUBGROUP,
+            (Reduction::Subgroup, "adam") => &ADAM_SUBGROUP,
             (Reduction::Subgroup, "reduce") => &REDUCE_SUBGROUP,
             (Reduction::Subgroup, "iwae") => &IWAE_SUBGROUP,
             _ => workgroup,

@@ -83,7 +83,7 @@ pub fn matmul_bench(
     let (a, b) = (random(mu * ku), random(ku * nu));
     // The epilogue's operand: a bias of n, or a ReLU mask of m × n (half of it zero).
     let aux = match product.epilogue {
-        EpilogueKind::Bias | EpilogueKind::BiasRelu => random(nu),
+        EpilogueKind::Bias | EpilogueKind::BiasRelu | EpilogueKind::BiasBce => random(nu),
         EpilogueKind::ReluMask | EpilogueKind::KlGrad => random(mu * nu),
         EpilogueKind::None | EpilogueKind::BiasGrad => vec![0.0],
     };
@@ -96,6 +96,14 @@ pub fn matmul_bench(
     let c_buf = gpu.storage::<f32>(&format!("{name}.c"), 2 * mu * nu + mu)?;
     gpu.fill(&c_buf, if kl_grad { 0.0 } else { f32::NAN });
     let aux_op = Operand::from(&aux_buf);
+    // The BCE epilogue's images and gradient (its logits are C, checked as a bias add's).
+    let bce_len = if product.epilogue == EpilogueKind::BiasBce {
+        mu * nu
+    } else {
+        1
+    };
+    let x_buf = gpu.storage_init(&format!("{name}.x"), &vec![0.5f32; bce_len])?;
+    let grad_buf = gpu.storage::<f32>(&format!("{name}.dlogits"), bce_len)?;
     let epilogue = match product.epilogue {
         EpilogueKind::None => Epilogue::None,
         EpilogueKind::Bias => Epilogue::Bias(aux_op),
@@ -103,6 +111,11 @@ pub fn matmul_bench(
         EpilogueKind::ReluMask => Epilogue::ReluMask(aux_op),
         EpilogueKind::BiasGrad => Epilogue::BiasGrad { offset: mu * nu },
         EpilogueKind::KlGrad => Epilogue::KlGrad(aux_op),
+        EpilogueKind::BiasBce => Epilogue::BiasBce {
+            bias: aux_op,
+            x: (&x_buf).into(),
+            grad: (&grad_buf).into(),
+        },
     };
     let layout = product.layout;
     let d = matmul_with(
@@ -151,7 +164,7 @@ pub fn matmul_bench(
         _ => Vec::new(),
     };
     let cpu_epilogue = match product.epilogue {
-        EpilogueKind::Bias => Epilogue::Bias(aux.as_slice()),
+        EpilogueKind::Bias | EpilogueKind::BiasBce => Epilogue::Bias(aux.as_slice()),
         EpilogueKind::BiasRelu => Epilogue::BiasRelu(aux.as_slice()),
         EpilogueKind::ReluMask => Epilogue::ReluMask(mask_rows.as_slice()),
         _ => Epilogue::None,
@@ -162,7 +175,7 @@ pub fn matmul_bench(
     let bound = matmul_cpu(layout, sub, &abs(&a_rows), &abs(&b), Epilogue::None);
     let gamma = error_bound(ku);
     let bias_abs = |j: usize| match product.epilogue {
-        EpilogueKind::Bias | EpilogueKind::BiasRelu => aux[j].abs() as f64,
+        EpilogueKind::Bias | EpilogueKind::BiasRelu | EpilogueKind::BiasBce => aux[j].abs() as f64,
         _ => 0.0,
     };
     let mut error_ratio = 0f64;

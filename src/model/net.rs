@@ -2,18 +2,21 @@
 //! the dispatch plans of its passes, each a short list in the order the model computes:
 //!
 //! - [`forward`]: gather, fc1, heads, reparameterization with the KL term (its value, and in training its own part
-//!   of ∂heads), fc3, fc4 (logits);
+//!   of ∂heads), fc3, fc4 (logits; in training also ∂logits, the BCE's gradient);
 //! - [`losses`]: BCE of a forward pass, no gradients (evaluation);
-//! - [`backward`]: BCE with ∂logits, the decoder's backward (whose fc3 input gradient finishes ∂heads: the
-//!   reparameterization's backward), the encoder's backward; every gradient lands in the flat gradient buffer;
+//! - [`backward`]: each layer's weight and input gradients in one dispatch, from fc4 down (fc3's input gradient
+//!   finishes ∂heads: the reparameterization's backward), then fc1's weight gradient; every gradient lands in the
+//!   flat gradient buffer;
 //! - [`reduce_losses`]: the loss partials of the steps of a submission to their rows of the loss log.
 //!
-//! A training step is `forward`, `backward`, then Adam, and a submission of steps ends with `reduce_losses`; an
-//! evaluation batch is `forward`, `losses`, `reduce_losses`. Everything here records; nothing waits.
+//! A training step is `forward`, `backward`, then Adam with the BCE's value ([`bce_value`]), and a submission of
+//! steps ends with `reduce_losses`; an evaluation batch is `forward`, `losses`, `reduce_losses`. Everything here
+//! records; nothing waits.
 
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Plan};
 use crate::kernels::StepTable;
+use crate::kernels::adam::BceValue;
 use crate::kernels::contract::{LossTerm, MAX_PARTIALS, TERMS};
 use crate::kernels::gather::{Binarize, ByteMatrix, gather};
 use crate::kernels::loss::{PartialsAt, bce_logits, loss_groups};
@@ -139,6 +142,18 @@ fn linear_forward(
     } else {
         Epilogue::Bias(bias(net, l))
     };
+    linear_forward_with(gpu, net, l, rows, (x, y), epi)
+}
+
+/// Y (rows, out) = X·Wᵀ with the epilogue `epi` for layer `l`.
+fn linear_forward_with(
+    gpu: &Gpu,
+    net: &Net,
+    l: Linear,
+    rows: u32,
+    (x, y): (&wgpu::Buffer, &wgpu::Buffer),
+    epi: Epilogue<Operand>,
+) -> Result<Dispatch> {
     matmul(
         gpu,
         &format!("{}.forward", l.name),
@@ -264,8 +279,30 @@ pub fn forward(
         linear_forward(gpu, net, heads, rows, &ws.h1, &ws.heads, false)?,
         reparam_forward(gpu, net, ws, (rows, latent), noise, step, grad)?,
         linear_forward(gpu, net, fc3, rows, &ws.z, &ws.h3, true)?,
-        linear_forward(gpu, net, fc4, rows, &ws.h3, &ws.logits, false)?,
+        if grad {
+            // Training: the logits and, in the same epilogue, the BCE's gradient (its value is summed in
+            // the step's last dispatch, `adam_with_bce`).
+            let epi = Epilogue::BiasBce {
+                bias: bias(net, fc4),
+                x: x.into(),
+                grad: (&ws.dlogits).into(),
+            };
+            linear_forward_with(gpu, net, fc4, rows, (&ws.h3, &ws.logits), epi)?
+        } else {
+            linear_forward(gpu, net, fc4, rows, &ws.h3, &ws.logits, false)?
+        },
     ]))
+}
+
+/// Where the training step's BCE value comes from: the logits and images of the forward pass, its partials
+/// in the step's slot (summed by `adam_with_bce`, the step's last dispatch).
+pub fn bce_value<'a>(net: &Net, ws: &'a Workspace, rows: u32) -> BceValue<'a> {
+    BceValue {
+        logits: &ws.logits,
+        x: &ws.x,
+        shape: (rows, net.config.pixels),
+        partials: partials(ws, net.config, LossTerm::Bce),
+    }
 }
 
 /// z = μ + ε·σ for `shape` = (rows, latent) with the noise of `noise` = (seed, stream), the KL's partials, and
@@ -314,31 +351,35 @@ fn partials(ws: &Workspace, config: ModelConfig, term: LossTerm) -> PartialsAt<'
     }
 }
 
-/// BCE-with-logits of the reconstruction; with `grad`, also ∂logits (the first step of the backward pass).
-fn bce(
-    gpu: &Gpu,
-    net: &Net,
-    ws: &Workspace,
-    rows: u32,
-    step: &StepTable,
-    grad: bool,
-) -> Result<Dispatch> {
-    let label = if grad { "bce.backward" } else { "bce.forward" };
+/// BCE-with-logits of the reconstruction, without its gradient (evaluation; training takes both in fc4's
+/// epilogue and the step's last dispatch).
+fn bce(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32, step: &StepTable) -> Result<Dispatch> {
     let at = partials(ws, net.config, LossTerm::Bce);
     let shape = (rows, net.config.pixels);
     let (logits, x, dlogits) = (&ws.logits, &ws.x, &ws.dlogits);
-    bce_logits(gpu, label, logits, x, dlogits, at, shape, grad, step)
+    bce_logits(
+        gpu,
+        "bce.forward",
+        logits,
+        x,
+        dlogits,
+        at,
+        shape,
+        false,
+        step,
+    )
 }
 
 /// The reconstruction term of a forward pass, without gradients (evaluation; the forward pass has the KL).
 pub fn losses(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32, step: &StepTable) -> Result<Plan> {
-    Ok(Plan::from(vec![bce(gpu, net, ws, rows, step, false)?]))
+    Ok(Plan::from(vec![bce(gpu, net, ws, rows, step)?]))
 }
 
-/// The backward pass after a training [`forward`]: every parameter's gradient into `net.grads`, and the BCE term
-/// on the way (with ∂logits, first). fc3's input gradient ∂z goes straight into ∂heads, on top of the KL's own
-/// part that the forward pass left there: the reparameterization's backward, with no dispatch of its own.
-pub fn backward(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32, step: &StepTable) -> Result<Plan> {
+/// The backward pass after a training [`forward`] (which left ∂logits): every parameter's gradient into
+/// `net.grads`, each layer's weight and input gradients in one dispatch. fc3's input gradient ∂z goes straight
+/// into ∂heads, on top of the KL's own part that the forward pass left there: the reparameterization's backward,
+/// with no dispatch of its own.
+pub fn backward(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32) -> Result<Plan> {
     let Layout {
         fc1,
         heads,
@@ -349,7 +390,6 @@ pub fn backward(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32, step: &StepTabl
     let kl_grad = Epilogue::KlGrad((&ws.coef).into());
     let fc1_grad = weight_grad(net, fc1, rows, &ws.dh1, &ws.x);
     Ok(Plan::from(vec![
-        bce(gpu, net, ws, rows, step, true)?,
         layer_backward(
             gpu,
             net,

@@ -6,7 +6,7 @@ use super::plans::{LossSum, Plans, batches, first_non_finite, products};
 use crate::data::mnist::Split;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Plan};
-use crate::kernels::adam::{AdamConfig, adam};
+use crate::kernels::adam::{AdamConfig, adam_with_bce};
 use crate::kernels::contract::TERMS;
 use crate::kernels::gather::{Binarize, ByteMatrix};
 use crate::kernels::philox::{Philox, stream};
@@ -75,8 +75,9 @@ pub enum EpochEnd {
     Interrupted,
 }
 
-/// One training step of `rows` examples: forward, backward (gradients, and both loss terms' partials in the
-/// step's slot), Adam. The partials become loss totals at the end of the submission (`reduce_losses`).
+/// One training step of `rows` examples: forward (with the KL and the BCE's gradient), backward, Adam with the
+/// BCE's value; both loss terms leave their partials in the step's slot, which become loss totals at the end of
+/// the submission (`reduce_losses`).
 fn step_plan(
     gpu: &Gpu,
     net: &Net,
@@ -86,12 +87,13 @@ fn step_plan(
     steps: &StepTable,
     config: &AdamConfig,
 ) -> Result<Plan> {
-    let (params, grads, m, v) = (&net.params, &net.grads, &net.m, &net.v);
+    let state = (&net.params, &net.grads, &net.m, &net.v);
     let n = net.layout.len as u32;
+    let bce = net::bce_value(net, ws, rows);
     Ok(net::forward(gpu, net, ws, src, (rows, true), steps)?
-        .then(net::backward(gpu, net, ws, rows, steps)?)
-        .then(Plan::from(vec![adam(
-            gpu, "adam", config, params, grads, m, v, n, steps,
+        .then(net::backward(gpu, net, ws, rows)?)
+        .then(Plan::from(vec![adam_with_bce(
+            gpu, "adam+bce", config, state, n, bce, steps,
         )?])))
 }
 

@@ -1,7 +1,12 @@
 use vae_wgpu::kernels::StepParams;
-use vae_wgpu::kernels::adam::{AdamConfig, adam, adam_cpu};
+use vae_wgpu::kernels::adam::{AdamConfig, BceValue, adam, adam_cpu, adam_with_bce};
+use vae_wgpu::kernels::loss::{
+    PartialsAt, bce_logits, bce_logits_cpu, bce_term_error, loss_groups, partials_sum_error,
+};
 
-use crate::{assert_close, gpu, read, rng, run, step_table, uniform_vec};
+use crate::{
+    assert_close, both_reductions, gpu, poisoned, read, rng, run, step_table, uniform_vec,
+};
 
 /// Three Adam steps recorded into one submission, each reading its own step-table row (t = 1, 2, 3): the step
 /// count reaches the kernel without a host write between steps.
@@ -140,4 +145,105 @@ fn adam_known_values() {
         0.0,
         1e-6,
     );
+}
+
+/// `adam_with_bce`, the training step's last dispatch: the same Adam step as `adam`, bit for bit (the same code
+/// per element), and in its first workgroups the step's BCE from the logits, bit for bit the partials of
+/// `bce_logits` (the same strided loop and tree) in the step's slot, and within WGSL's bound of the CPU
+/// reference. With few parameters the grid still has a workgroup per partial.
+fn check_with_bce(n: usize, (rows, cols): (u32, u32)) {
+    both_reductions(|| {
+        let gpu = gpu();
+        let config = AdamConfig::default();
+        let mut r = rng(n as u64 ^ 0xadb);
+        let param = uniform_vec(&mut r, n, -0.05, 0.05);
+        let grad = uniform_vec(&mut r, n, -10.0, 10.0);
+        let e = (rows * cols) as usize;
+        let logits: Vec<f32> = (0..e).map(|_| r.range(-8.0, 8.0)).collect();
+        let x: Vec<f32> = (0..e)
+            .map(|_| [0, 255, r.below(256)][r.below(3) as usize] as f32 / 255.0)
+            .collect();
+        let state = |label: &str| {
+            let b = |v: &[f32]| gpu.storage_init(label, v).unwrap();
+            (b(&param), b(&grad), b(&vec![0f32; n]), b(&vec![0f32; n]))
+        };
+        let (p1, g1, m1, v1) = state("fused");
+        let (p2, g2, m2, v2) = state("plain");
+        let lb = gpu.storage_init("logits", &logits).unwrap();
+        let xb = gpu.storage_init("x", &x).unwrap();
+        let groups = loss_groups(e as u64);
+        let (fused_partials, kernel_partials) = (poisoned(600), poisoned(300));
+        let mut row = StepParams {
+            partial_slot: 1,
+            ..Default::default()
+        };
+        config.fill(&mut row, 1);
+        let table = step_table(&[StepParams::default(), row]);
+        let at = |buffer, slot_stride| PartialsAt {
+            buffer,
+            offset: 3,
+            slot_stride,
+            slots: 2,
+            groups,
+        };
+        let bce = BceValue {
+            logits: &lb,
+            x: &xb,
+            shape: (rows, cols),
+            partials: at(&fused_partials, 300),
+        };
+        let state1 = (&p1, &g1, &m1, &v1);
+        let fused = adam_with_bce(gpu, "adam+bce", &config, state1, n as u32, bce, &table).unwrap();
+        let plain = adam(gpu, "adam", &config, &p2, &g2, &m2, &v2, n as u32, &table).unwrap();
+        let dl = poisoned(e);
+        let kernel = bce_logits(
+            gpu,
+            "bce",
+            &lb,
+            &xb,
+            &dl,
+            at(&kernel_partials, 0),
+            (rows, cols),
+            false,
+            &table,
+        );
+        run(&[&fused, &plain, &kernel.unwrap()], 1);
+        for (what, a, b) in [("param", &p1, &p2), ("m", &m1, &m2), ("v", &v1, &v2)] {
+            let (a, b) = (read(a, 0, n), read(b, 0, n));
+            let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(
+                same,
+                "{what}: adam_with_bce's step differs from adam's ({n} parameters)"
+            );
+        }
+        let g = groups as usize;
+        let got = read(&fused_partials, 0, 600);
+        let want = read(&kernel_partials, 3, g);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&got[303..303 + g]),
+            bits(&want),
+            "BCE partials differ from bce_logits'"
+        );
+        let untouched = got[..303].iter().chain(&got[303 + g..]);
+        assert!(
+            untouched.into_iter().all(|v| v.is_nan()),
+            "partials written outside the step's slot"
+        );
+        let (want_loss, _) = bce_logits_cpu(&logits, &x);
+        let sum: f64 = got[303..303 + g].iter().map(|&v| v as f64).sum();
+        let tol = (0..e).map(|i| bce_term_error(logits[i], x[i])).sum::<f64>()
+            + partials_sum_error(e as u64, groups, want_loss);
+        assert!(
+            (sum - want_loss).abs() <= tol,
+            "BCE {sum} want {want_loss} (tol {tol:e})"
+        );
+    });
+}
+
+#[test]
+fn adam_with_bce_matches_adam_and_the_bce_kernel() {
+    check_with_bce(1000, (37, 29));
+    check_with_bce(3, (128, 784));
+    check_with_bce(70_000, (1, 784));
 }

@@ -4,6 +4,7 @@ use vae_wgpu::kernels::matmul::{
 };
 
 use vae_wgpu::kernels::accuracy::U;
+use vae_wgpu::kernels::loss::{bce_grad_error, bce_logits_cpu};
 
 use crate::{assert_close_by, gpu, poisoned, read, rng, run, uniform_vec};
 
@@ -73,8 +74,8 @@ fn check_kernel(
         Epi::BiasRelu => Epilogue::BiasRelu(aux),
         Epi::ReluMask => Epilogue::ReluMask(aux),
         Epi::BiasGrad => Epilogue::BiasGrad { offset: bias_off },
-        Epi::KlGrad => {
-            unreachable!("the KL epilogue has its own test (kl_grad_epilogue_with_every_kernel)")
+        Epi::KlGrad | Epi::BiasBce => {
+            unreachable!("the KL and BCE epilogues have their own tests (kl_grad_…, bias_bce_…)")
         }
     };
     let d = matmul_with(
@@ -105,7 +106,7 @@ fn check_kernel(
         Epi::Bias => Epilogue::Bias(bias.as_slice()),
         Epi::BiasRelu => Epilogue::BiasRelu(bias.as_slice()),
         Epi::ReluMask => Epilogue::ReluMask(mask.as_slice()),
-        Epi::KlGrad => unreachable!(),
+        Epi::KlGrad | Epi::BiasBce => unreachable!(),
     };
     let want = matmul_cpu(layout, (mu, nu, ku), &a, &b, epi_cpu);
     let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
@@ -549,5 +550,104 @@ fn pair_with_every_kernel() {
     // The real fc4 pair with the kernels a software adapter and a GPU would take untuned.
     for kernel in [Kernel::Reg128, Kernel::Reg64] {
         check_pair(kernel, (128, 400, 784), true);
+    }
+}
+
+/// The decoder's output layer in training with `kernel`: the logits (a bias add's, same bounds) and, from the same
+/// epilogue, the BCE's gradient σ(l) − x against the chain of references (`bce_logits_cpu` on the GPU's own
+/// logits: `bce_grad_error` plus the reference's rounding), x as the dataset has it (k/255, exact 0 and 1
+/// common); nothing outside either output written.
+fn check_bias_bce(kernel: Kernel, (m, n, k): (u32, u32, u32), aligned: bool) {
+    let gpu = gpu();
+    let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+    let mut r = rng(((m as u64) << 40) ^ ((n as u64) << 20) ^ k as u64 ^ 0xbce);
+    let a = uniform_vec(&mut r, mu * ku, -1.0, 1.0);
+    let b = uniform_vec(&mut r, ku * nu, -1.0, 1.0);
+    let bias = uniform_vec(&mut r, nu, -1.0, 1.0);
+    let x: Vec<f32> = (0..mu * nu)
+        .map(|_| [0, 255, r.below(256)][r.below(3) as usize] as f32 / 255.0)
+        .collect();
+    let off = |o: usize| if aligned { o.next_multiple_of(4) } else { o };
+    let padded = |o: usize, v: &[f32]| {
+        let mut p = vec![f32::NAN; o];
+        p.extend_from_slice(v);
+        p.extend_from_slice(&[f32::NAN; 3]);
+        p
+    };
+    let (a_off, b_off, bias_off, x_off, c_off, g_off) =
+        (off(5), off(3), off(7), off(2), off(11), off(6));
+    let a_buf = gpu.storage_init("a", &padded(a_off, &a)).unwrap();
+    let b_buf = gpu.storage_init("b", &padded(b_off, &b)).unwrap();
+    let bias_buf = gpu.storage_init("bias", &padded(bias_off, &bias)).unwrap();
+    let x_buf = gpu.storage_init("x", &padded(x_off, &x)).unwrap();
+    let c_buf = poisoned(c_off + mu * nu + 3);
+    let g_buf = poisoned(g_off + mu * nu + 3);
+    let op = |buffer, offset| Operand { buffer, offset };
+    let epi = Epilogue::BiasBce {
+        bias: op(&bias_buf, bias_off),
+        x: op(&x_buf, x_off),
+        grad: op(&g_buf, g_off),
+    };
+    let d = matmul_with(
+        gpu,
+        kernel,
+        "fc4.forward",
+        Layout::NT,
+        (m, n, k),
+        op(&a_buf, a_off),
+        op(&b_buf, b_off),
+        op(&c_buf, c_off),
+        epi,
+    )
+    .unwrap();
+    run(&[&d], 0);
+    let what = format!("{} {m}×{n}×{k} BiasBce aligned={aligned}", kernel.name());
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+    let want = matmul_cpu(
+        Layout::NT,
+        (mu, nu, ku),
+        &a,
+        &b,
+        Epilogue::Bias(bias.as_slice()),
+    );
+    let bound = matmul_cpu(Layout::NT, (mu, nu, ku), &abs(&a), &abs(&b), Epilogue::None);
+    let gamma = error_bound(ku);
+    let all = read(&c_buf, 0, c_off + mu * nu + 3);
+    let logits = &all[c_off..c_off + mu * nu];
+    assert_close_by(&format!("{what} logits"), logits, &want, |i| {
+        gamma * (bound[i] as f64 + bias[i % nu].abs() as f64)
+    });
+    let (_, want_g) = bce_logits_cpu(logits, &x);
+    let g = read(&g_buf, 0, g_off + mu * nu + 3);
+    assert_close_by(
+        &format!("{what} ∂logits"),
+        &g[g_off..g_off + mu * nu],
+        &want_g,
+        |i| bce_grad_error(logits[i], x[i]) + U * want_g[i].abs() as f64,
+    );
+    let outside = all[..c_off]
+        .iter()
+        .chain(&all[c_off + mu * nu..])
+        .chain(&g[..g_off])
+        .chain(&g[g_off + mu * nu..]);
+    assert!(
+        outside.into_iter().all(|v| v.is_nan()),
+        "{what}: wrote outside its outputs"
+    );
+}
+
+/// Every candidate, scalar and vec4-aligned, at batch 1, shapes dividing no tile, and the real 128×784×400 for
+/// the kernels a software adapter and a GPU take untuned.
+#[test]
+fn bias_bce_epilogue_with_every_kernel() {
+    for kernel in Kernel::CANDIDATES {
+        for aligned in [false, true] {
+            for dims in [(1, 1, 1), (1, 784, 400), (13, 29, 37), (67, 130, 12)] {
+                check_bias_bce(kernel, dims, aligned);
+            }
+        }
+    }
+    for kernel in [Kernel::Reg128, Kernel::Reg64] {
+        check_bias_bce(kernel, (128, 784, 400), true);
     }
 }
