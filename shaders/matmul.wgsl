@@ -25,8 +25,8 @@ fn load_b4(k: u32, cols: vec4<u32>, ones: vec4<bool>) -> vec4<f32> {
 }
 
 @compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
-fn matmul(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let wg = enter(wg_in, MATMUL_TILE);
+fn matmul(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let wg = enter(wg_in, num, MATMUL_TILE);
     // This invocation's rows and columns (strided by the workgroup's size, so neighbours touch neighbours).
     let row0 = wg.y * WY * TM + lid.y;
     let col0 = wg.x * WX * TN + lid.x;
@@ -63,8 +63,8 @@ fn matmul(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id)
 // most of the chip idle at batch 128, so the host picks `matmul` there.
 // Dispatch: (ceil(n' / 128), ceil(m / 128), 1).
 @compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
-fn matmul_big(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let wg = enter(wg_in, MATMUL_TILE_BIG);
+fn matmul_big(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let wg = enter(wg_in, num, MATMUL_TILE_BIG);
     let row0 = wg.y * WY * BIG + lid.y;
     let col0 = wg.x * WX * BIG + lid.x;
     let rows_lo = vec4<u32>(row0, row0 + WY, row0 + 2u * WY, row0 + 3u * WY);
@@ -133,8 +133,8 @@ fn dots(x: vec4<f32>, y0: vec4<f32>, y1: vec4<f32>, y2: vec4<f32>, y3: vec4<f32>
 }
 
 @compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
-fn matmul_nt4(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let wg = enter(wg_in, MATMUL_TILE_BIG);
+fn matmul_nt4(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let wg = enter(wg_in, num, MATMUL_TILE_BIG);
     let row0 = wg.y * WY * BIG + lid.y;
     let col0 = wg.x * WX * BIG + lid.x;
     let rows_lo = vec4<u32>(row0, row0 + WY, row0 + 2u * WY, row0 + 3u * WY);
@@ -183,8 +183,8 @@ fn comb(x: vec4<f32>, y0: vec4<f32>, y1: vec4<f32>, y2: vec4<f32>, y3: vec4<f32>
 }
 
 @compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
-fn matmul_nn4(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    nn4(enter(wg_in, MATMUL_TILE_BIG), lid);
+fn matmul_nn4(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    nn4(enter(wg_in, num, MATMUL_TILE_BIG), lid);
 }
 
 fn nn4(wg: vec3<u32>, lid: vec3<u32>) {
@@ -233,15 +233,15 @@ fn nn4(wg: vec3<u32>, lid: vec3<u32>) {
 }
 
 @compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
-fn matmul_tn4(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    tn4(enter(wg_in, MATMUL_TILE_BIG), lid);
+fn matmul_tn4(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    tn4(enter(wg_in, num, MATMUL_TILE_BIG), lid);
 }
 
 // A pair of a weight gradient (TN, first) and an input gradient (NN, second) with the vec4 kernels: the layer's
 // whole backward pass in one dispatch.
 @compute @workgroup_size(MATMUL_SIDE, MATMUL_SIDE)
-fn matmul_pair4(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let wg = enter(wg_in, MATMUL_TILE_BIG);
+fn matmul_pair4(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let wg = enter(wg_in, num, MATMUL_TILE_BIG);
     if second {
         nn4(wg, lid);
     } else {

@@ -24,10 +24,9 @@
 //
 // Pairs (pipeline constant PAIRED): two independent products with the same A in one dispatch, a layer's weight
 // gradient and input gradient, so the backward pass of a layer is one launch instead of two. The first product
-// (layout LAYOUT, epilogue EPILOGUE, params[0], bindings b, c, aux) takes the first rows of workgroups, the second
-// (LAYOUT2, EPILOGUE2, params[1], b2, c2, aux2) the rows after them; the grid is as wide as the wider of the two,
-// and a workgroup past its product's columns stores nothing. Unpaired, params[1] and the second bindings are not
-// read (the host binds the first's there).
+// has layout LAYOUT, epilogue EPILOGUE, params[0] and bindings b, c, aux; the second LAYOUT2, EPILOGUE2,
+// params[1], b2, c2, aux2; their workgroups are interleaved in one grid (`pair_part`). Unpaired, params[1] and
+// the second bindings are not read (the host binds the first's there), except by EPI_BIAS_BCE.
 //
 // This file holds the pipeline constants, the bindings, the part a workgroup computes (`enter`, which every entry
 // point calls first), the operand loads and the epilogue store; it is prepended to each matmul kernel family
@@ -54,26 +53,44 @@ override EPILOGUE2: u32 = EPI_NONE;
 var<private> p: MatmulParams;
 var<private> second: bool;
 
-// Rows of workgroups of the first product, for an entry point whose workgroup covers `tile_m` rows of C.
-fn first_rows(tile_m: u32) -> u32 {
-    return (params[0].m + tile_m - 1u) / tile_m;
+// A pair's workgroups, interleaved: of the W = W1 + W2 workgroups (the grid's, numbered row by row), every
+// params[0].pair_stride-th, W2 = params[0].pair_count of them, computes the second product and the rest the first,
+// each numbering its own row by row, params[i].groups_x wide. Interleaved, because the two products' workgroups
+// can differ six-fold in cost (k = 784 against 128 in fc4's pair): a software rasterizer that hands each thread a
+// contiguous run of workgroups would give one thread all the heavy ones. Returns (second?, index in its product),
+// the index past the product's workgroups for a grid's spare ones.
+fn pair_part(wg: vec3<u32>, num: vec3<u32>) -> vec2<u32> {
+    let w = wg.x + wg.y * num.x;
+    let stride = params[0].pair_stride;
+    let count = params[0].pair_count;
+    if w < count * stride && w % stride == 0u {
+        return vec2<u32>(1u, w / stride);
+    }
+    return vec2<u32>(0u, w - min(count, (w + stride - 1u) / stride));
 }
 
-// Sets the product this workgroup computes and returns its workgroup id within that product.
-fn enter(wg: vec3<u32>, tile_m: u32) -> vec3<u32> {
-    second = PAIRED && wg.y >= first_rows(tile_m);
-    if second {
-        p = params[1];
-        return vec3<u32>(wg.x, wg.y - first_rows(tile_m), wg.z);
+// Sets the product this workgroup computes and returns its workgroup id within that product, whose rows of tiles
+// are `tile_m` high. Unpaired, the grid is the product's own.
+fn enter(wg: vec3<u32>, num: vec3<u32>, tile_m: u32) -> vec3<u32> {
+    if !PAIRED {
+        p = params[0];
+        second = false;
+        return wg;
     }
-    p = params[0];
-    return wg;
+    let part = pair_part(wg, num);
+    second = part.x == 1u;
+    p = params[part.x];
+    let rows = (p.m + tile_m - 1u) / tile_m;
+    let x = part.y % p.groups_x;
+    // A spare workgroup (past its product's) gets the row just past the last: it stores nothing.
+    let y = min(part.y / p.groups_x, rows);
+    return vec3<u32>(x, y, 0u);
 }
 
 // k of this workgroup's product, read from the uniform params (uniform, for loops with barriers).
-fn part_k(wg: vec3<u32>, tile_m: u32) -> u32 {
-    if PAIRED && wg.y >= first_rows(tile_m) {
-        return params[1].k;
+fn part_k(wg: vec3<u32>, num: vec3<u32>) -> u32 {
+    if PAIRED {
+        return params[pair_part(wg, num).x].k;
     }
     return params[0].k;
 }

@@ -23,8 +23,8 @@ fn split_slot(o: u32, s: u32) -> u32 {
 }
 
 @compute @workgroup_size(WG)
-fn matmul_split(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let wg = enter(wg_in, RM);
+fn matmul_split(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let wg = enter(wg_in, num, RM);
     var s = lid % SLICES;
     var o = lid / SLICES;
     if !K_FASTEST {

@@ -55,10 +55,10 @@ fn ones_at(cols: vec4<u32>) -> vec4<bool> {
 }
 
 @compute @workgroup_size(16, 16)
-fn matmul_tiled8(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+fn matmul_tiled8(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
-    let wg = enter(wg_in, 128u);
-    let k_end = part_k(wg_in, 128u);
+    let wg = enter(wg_in, num, 128u);
+    let k_end = part_k(wg_in, num);
     let tx = lid3.x;
     let ty = lid3.y;
     let m0 = wg.y * 128u;
@@ -106,10 +106,10 @@ fn matmul_tiled8(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocat
 }
 
 @compute @workgroup_size(16, 16)
-fn matmul_tiled4(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+fn matmul_tiled4(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
-    let wg = enter(wg_in, 64u);
-    let k_end = part_k(wg_in, 64u);
+    let wg = enter(wg_in, num, 64u);
+    let k_end = part_k(wg_in, num);
     let tx = lid3.x;
     let ty = lid3.y;
     let m0 = wg.y * 64u;
@@ -142,10 +142,10 @@ fn matmul_tiled4(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocat
 }
 
 @compute @workgroup_size(16, 16)
-fn matmul_tiled2(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+fn matmul_tiled2(@builtin(workgroup_id) wg_in: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
-    let wg = enter(wg_in, 32u);
-    let k_end = part_k(wg_in, 32u);
+    let wg = enter(wg_in, num, 32u);
+    let k_end = part_k(wg_in, num);
     let tx = lid3.x;
     let ty = lid3.y;
     let m0 = wg.y * 32u;

@@ -283,6 +283,12 @@ gpu_struct! {
         pub aux_off: u32,
         /// With EPI_BIAS_GRAD: where the row sums of A go in C's buffer.
         pub bias_off: u32,
+        /// Pairs: this product's workgroups per row of tiles.
+        pub groups_x: u32,
+        /// Pairs (params[0]): every pair_stride-th workgroup computes the second product, pair_count of them.
+        pub pair_stride: u32,
+        pub pair_count: u32,
+        pub _pad0: u32,
     }
 }
 

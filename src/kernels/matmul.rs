@@ -515,6 +515,7 @@ fn part_params<'a>(
         c_off: c.offset as u32,
         aux_off: aux.offset as u32,
         bias_off: bias_off as u32,
+        ..Default::default()
     };
     Ok((params, aux))
 }
@@ -593,16 +594,28 @@ fn matmul_parts_with(gpu: &Gpu, kernel: Kernel, label: &str, parts: &[Part]) -> 
     let cols = |p: &Part| {
         p.dims.1 + (matches!(p.epilogue, Epilogue::BiasGrad { .. }) && entry_vec4.is_none()) as u32
     };
-    let x = parts
-        .iter()
-        .map(|p| cols(p).div_ceil(tile_n))
-        .max()
-        .unwrap_or(1);
-    let y = parts.iter().map(|p| p.dims.0.div_ceil(tile_m)).sum();
     let mut params = [MatmulParams::default(); 2];
-    for (slot, (p, _)) in params.iter_mut().zip(&checked) {
+    for ((slot, (p, _)), part) in params.iter_mut().zip(&checked).zip(parts) {
         *slot = *p;
+        slot.groups_x = cols(part).div_ceil(tile_n);
     }
+    let per_part: Vec<u64> = parts
+        .iter()
+        .map(|p| cols(p).div_ceil(tile_n) as u64 * p.dims.0.div_ceil(tile_m) as u64)
+        .collect();
+    let workgroups = if second.is_some() {
+        // One grid for both, the second's workgroups spread evenly through it (see `pair_part` in
+        // matmul_common.wgsl), numbered row by row over at most the per-dimension limit.
+        let total = per_part.iter().sum::<u64>();
+        params[0].pair_count = per_part[1] as u32;
+        params[0].pair_stride = (total / per_part[1]) as u32;
+        let max = gpu.device.limits().max_compute_workgroups_per_dimension as u64;
+        let x = total.min(max);
+        [x as u32, total.div_ceil(x) as u32, 1]
+    } else {
+        let x = cols(first).div_ceil(tile_n);
+        [x, first.dims.0.div_ceil(tile_m), 1]
+    };
     // Unpaired, the second product's bindings repeat the first's (the shader never reads them), except under
     // the BCE epilogue: the gradient and x, at params[1]'s c_off and aux_off.
     let (p1, aux1) = (
@@ -642,7 +655,7 @@ fn matmul_parts_with(gpu: &Gpu, kernel: Kernel, label: &str, parts: &[Part]) -> 
         dims: [p.dims.0, p.dims.1, p.dims.2],
         codes: [p.layout.code(), p.epilogue.kind().code()],
     };
-    let d = gpu.dispatch(label, &spec, &params, &buffers, [x, y, 1], None)?;
+    let d = gpu.dispatch(label, &spec, &params, &buffers, workgroups, None)?;
     let mut d = d
         .with_work(flop, bytes)
         .with_workload(workload(first), kernel.name());
