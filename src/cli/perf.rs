@@ -308,8 +308,16 @@ pub fn profile(
             "this adapter has no timestamp queries: per-kernel times are unavailable (whole-step wall clock only)"
         );
     } else {
+        // As wide as the longest label (a pair's, e.g. `fc4.weight_grad+input_grad`).
+        let w = p
+            .kernels
+            .iter()
+            .map(|k| k.label.len())
+            .max()
+            .unwrap_or(0)
+            .max(20);
         println!(
-            "{:<20} {:>6} {:>10} {:>10} {:>7} {:>9} {:>8}",
+            "{:<w$} {:>6} {:>10} {:>10} {:>7} {:>9} {:>8}",
             "kernel", "calls", "mean µs", "median µs", "share", "GFLOP/s", "GB/s"
         );
         for k in &p.kernels {
@@ -319,7 +327,7 @@ pub fn profile(
                 "-".into()
             };
             println!(
-                "{:<20} {:>6} {:>10.1} {:>10.1} {:>6.1}% {:>9} {:>8.2}",
+                "{:<w$} {:>6} {:>10.1} {:>10.1} {:>6.1}% {:>9} {:>8.2}",
                 k.label,
                 k.calls,
                 k.mean_us,
