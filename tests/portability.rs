@@ -27,7 +27,11 @@ use vae_wgpu::kernels::{FAMILIES, program_features};
 /// is checked; an override missing here fails the test.
 const OVERRIDE_VALUES: &[(&str, &[f64])] = &[
     ("LAYOUT", &[0.0, 1.0, 2.0]),
-    ("EPILOGUE", &[0.0, 1.0, 2.0, 3.0, 4.0]),
+    ("EPILOGUE", &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+    // Pairs: a layer's input gradient (NN) with the ReLU mask or the KL epilogue, beside its weight gradient.
+    ("PAIRED", &[0.0, 1.0]),
+    ("LAYOUT2", &[1.0]),
+    ("EPILOGUE2", &[3.0, 5.0]),
     ("GRAD", &[0.0, 1.0]),
     ("BINARIZE", &[0.0, 1.0]),
 ];
