@@ -103,6 +103,14 @@ fn wgsl_type(module: &naga::Module, ty: naga::Handle<naga::Type>) -> String {
     }
 }
 
+/// The type a uniform binds: itself, or the element of an array of them (the matmul kernels' two params).
+fn uniform_struct(module: &naga::Module, ty: naga::Handle<naga::Type>) -> naga::Handle<naga::Type> {
+    match module.types[ty].inner {
+        naga::TypeInner::Array { base, .. } => base,
+        _ => ty,
+    }
+}
+
 /// What differs between each uniform struct bound in `module` and its Rust twin among `rust`: a missing or extra
 /// member, another order, type or offset, another size, or a struct the contract does not define.
 fn uniform_mismatches(module: &naga::Module, rust: &[StructInfo]) -> Vec<String> {
@@ -112,7 +120,7 @@ fn uniform_mismatches(module: &naga::Module, rust: &[StructInfo]) -> Vec<String>
         if var.space != naga::AddressSpace::Uniform {
             continue;
         }
-        let ty = &module.types[var.ty];
+        let ty = &module.types[uniform_struct(module, var.ty)];
         let name = ty.name.clone().unwrap_or_default();
         let naga::TypeInner::Struct { members, span } = &ty.inner else {
             problems.push(format!(
@@ -183,7 +191,7 @@ fn uniform_structs_match_their_rust_twins() {
         );
         for (_, var) in module.global_variables.iter() {
             if var.space == naga::AddressSpace::Uniform {
-                bound.extend(module.types[var.ty].name.clone());
+                bound.extend(module.types[uniform_struct(&module, var.ty)].name.clone());
             }
         }
     }
