@@ -8,6 +8,15 @@ use vae_wgpu::kernels::loss::{bce_grad_error, bce_logits_cpu};
 
 use crate::{assert_close_by, gpu, poisoned, read, rng, run, uniform_vec};
 
+/// `v` at element `off` of a buffer whose other elements (before it, and three after) are NaN: an operand at an
+/// awkward offset, or an output whose unwritten neighbours must stay NaN.
+fn padded(off: usize, v: &[f32]) -> Vec<f32> {
+    let mut p = vec![f32::NAN; off];
+    p.extend_from_slice(v);
+    p.extend_from_slice(&[f32::NAN; 3]);
+    p
+}
+
 /// Runs C = A·B (+ epilogue) on the GPU with every operand at an awkward offset inside a larger buffer, and
 /// compares with the f64 reference.
 ///
@@ -47,12 +56,6 @@ fn check_kernel(
         .collect();
 
     let (c_off, aux_off) = (11usize, 7usize);
-    let padded = |off: usize, v: &[f32]| {
-        let mut p = vec![f32::NAN; off];
-        p.extend_from_slice(v);
-        p.extend_from_slice(&[f32::NAN; 3]);
-        p
-    };
     let a_buf = gpu.storage_init("a", &padded(a_off, &a)).unwrap();
     let b_buf = gpu.storage_init("b", &padded(b_off, &b)).unwrap();
     let aux_src = match epi {
@@ -185,12 +188,6 @@ fn check_kl_grad(kernel: Kernel, (m, n, k): (u32, u32, u32), aligned: bool) {
         (8, 4, 12, 4)
     } else {
         (5, 3, 11, 7)
-    };
-    let padded = |off: usize, v: &[f32]| {
-        let mut p = vec![f32::NAN; off];
-        p.extend_from_slice(v);
-        p.extend_from_slice(&[f32::NAN; 3]);
-        p
     };
     let a_buf = gpu.storage_init("a", &padded(a_off, &a)).unwrap();
     let b_buf = gpu.storage_init("b", &padded(b_off, &b)).unwrap();
@@ -436,12 +433,6 @@ fn check_pair(kernel: Kernel, (rows, inp, out): (u32, u32, u32), aligned: bool) 
         .map(|_| [0.0, 0.5, -0.25, 2.0][r.below(4) as usize])
         .collect();
     let off = |o: usize| if aligned { o.next_multiple_of(4) } else { o };
-    let padded = |o: usize, v: &[f32]| {
-        let mut p = vec![f32::NAN; o];
-        p.extend_from_slice(v);
-        p.extend_from_slice(&[f32::NAN; 3]);
-        p
-    };
     let (dy_off, x_off, w_off, mask_off) = (off(5), off(3), off(7), off(1));
     let dy_buf = gpu.storage_init("dy", &padded(dy_off, &dy)).unwrap();
     let x_buf = gpu.storage_init("x", &padded(x_off, &x)).unwrap();
@@ -580,12 +571,6 @@ fn check_bias_bce(kernel: Kernel, (m, n, k): (u32, u32, u32), aligned: bool) {
         .map(|_| [0, 255, r.below(256)][r.below(3) as usize] as f32 / 255.0)
         .collect();
     let off = |o: usize| if aligned { o.next_multiple_of(4) } else { o };
-    let padded = |o: usize, v: &[f32]| {
-        let mut p = vec![f32::NAN; o];
-        p.extend_from_slice(v);
-        p.extend_from_slice(&[f32::NAN; 3]);
-        p
-    };
     let (a_off, b_off, bias_off, x_off, c_off, g_off) =
         (off(5), off(3), off(7), off(2), off(11), off(6));
     let a_buf = gpu.storage_init("a", &padded(a_off, &a)).unwrap();
