@@ -9,12 +9,20 @@
 //            decoder's backward adds ∂z's part in its fc3 input-gradient epilogue (EPI_KL_GRAD, matmul_common.wgsl)
 //   coef:    (rows, latent) f32, GRAD only: ½·ε·σ, the factor of ∂z in ∂log σ²
 //   partials: one KL partial per workgroup at partials[step.partial_slot · p.slot_stride + p.partial_off + wg]
+//   weights, h3: reparam_decode only (below); reparam_forward binds any buffers there
 //
 // So the backward of reparameterization and KL, ∂μ = ∂z + w·μ and ∂log σ² = ½·∂z·ε·σ + w·½·(σ² − 1), costs no
 // dispatch of its own. ε of element i = r·latent + j is philox_normal of counter (i, step.rng_step, stream, 0)
-// under key = the seed, so the CPU (and a resumed run) can draw it again. Dispatch: (groups, 1, 1) workgroups of
-// WG, groups = min(ceil(n / WG), MAX_PARTIALS) for the workspace's largest batch; each invocation strides over the
-// n elements by WG·groups, then the workgroup sums its KL terms (WGSL has no f32 atomics).
+// under key = the seed, so the CPU (and a resumed run) can draw it again.
+//
+// Entry points, each dispatched as (groups, 1, 1) workgroups of WG, 1 <= groups <= MAX_PARTIALS; each workgroup
+// sums its KL terms into its partial at the end (WGSL has no f32 atomics):
+//
+//   reparam_forward  each invocation strides over the n = rows·latent elements by WG·groups.
+//   reparam_decode   also the decoder's first layer, h3 = max(z·W3ᵀ + b3, 0) (fc3.forward, W3 (hidden, latent) at
+//                    weights[p.w_off], b3 at weights[p.b_off], h3 (rows, hidden)): workgroup g takes the rows
+//                    r = g, g + groups, …, draws each row's z, then computes the row's h3 from it, so fc3's
+//                    forward needs no dispatch of its own (z still goes to memory, for fc3's weight gradient).
 
 override GRAD: bool = true;
 
@@ -26,39 +34,76 @@ override GRAD: bool = true;
 @group(0) @binding(5) var<storage, read_write> coef: array<f32>;
 @group(0) @binding(6) var<storage, read_write> partials: array<f32>;
 
+@group(0) @binding(7) var<storage, read> weights: array<f32>;
+@group(0) @binding(8) var<storage, read_write> h3: array<f32>;
+
+// Draws element i = r·latent + j: writes z, ε and (GRAD) the KL's gradient and ½·ε·σ; returns its KL term.
+fn draw(i: u32) -> f32 {
+    let latent = p.latent;
+    let r = i / latent;
+    let j = i - r * latent;
+    let mu_at = r * 2u * latent + j;
+    let lv_at = mu_at + latent;
+    let mu = heads[mu_at];
+    let log_var = heads[lv_at];
+    let w = philox4x32_10(vec4<u32>(i, step.rng_step, p.stream, 0u), vec2<u32>(p.key_lo, p.key_hi));
+    let e = philox_normal(w.x, w.y);
+    let sigma = exp(0.5 * log_var);
+    z[i] = mu + e * sigma;
+    eps[i] = e;
+    let var_ = exp(log_var);
+    if GRAD {
+        let kw = step.kl_weight;
+        dheads[mu_at] = kw * mu;
+        dheads[lv_at] = kw * 0.5 * (var_ - 1.0);
+        coef[i] = 0.5 * e * sigma;
+    }
+    return 0.5 * (mu * mu + var_ - 1.0 - log_var);
+}
+
+fn store_partial(lane: Lane, wg: u32, sum: f32) {
+    let total = workgroup_sum(lane, sum);
+    if lane.index == 0u {
+        partials[step.partial_slot * p.slot_stride + p.partial_off + wg] = total;
+    }
+}
+
 @compute @workgroup_size(WG)
 fn reparam_forward(
     lane: Lane,
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let lid = lane.index;
-    let latent = p.latent;
-    let n = p.rows * latent;
+    let n = p.rows * p.latent;
     var sum = 0.0;
-    for (var i = wg.x * WG + lid; i < n; i += groups.x * WG) {
-        let r = i / latent;
-        let j = i - r * latent;
-        let mu_at = r * 2u * latent + j;
-        let lv_at = mu_at + latent;
-        let mu = heads[mu_at];
-        let log_var = heads[lv_at];
-        let w = philox4x32_10(vec4<u32>(i, step.rng_step, p.stream, 0u), vec2<u32>(p.key_lo, p.key_hi));
-        let e = philox_normal(w.x, w.y);
-        let sigma = exp(0.5 * log_var);
-        z[i] = mu + e * sigma;
-        eps[i] = e;
-        let var_ = exp(log_var);
-        sum += 0.5 * (mu * mu + var_ - 1.0 - log_var);
-        if GRAD {
-            let kw = step.kl_weight;
-            dheads[mu_at] = kw * mu;
-            dheads[lv_at] = kw * 0.5 * (var_ - 1.0);
-            coef[i] = 0.5 * e * sigma;
+    for (var i = wg.x * WG + lane.index; i < n; i += groups.x * WG) {
+        sum += draw(i);
+    }
+    store_partial(lane, wg.x, sum);
+}
+
+@compute @workgroup_size(WG)
+fn reparam_decode(
+    lane: Lane,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let latent = p.latent;
+    var sum = 0.0;
+    for (var r = wg.x; r < p.rows; r += groups.x) {
+        for (var j = lane.index; j < latent; j += WG) {
+            sum += draw(r * latent + j);
+        }
+        // The row's z, written above by this workgroup's invocations, visible to all of them.
+        storageBarrier();
+        for (var o = lane.index; o < p.hidden; o += WG) {
+            let w = p.w_off + o * latent;
+            var acc = 0.0;
+            for (var l = 0u; l < latent; l++) {
+                acc = fma(z[r * latent + l], weights[w + l], acc);
+            }
+            h3[r * p.hidden + o] = max(acc + weights[p.b_off + o], 0.0);
         }
     }
-    let total = workgroup_sum(lane, sum);
-    if lid == 0u {
-        partials[step.partial_slot * p.slot_stride + p.partial_off + wg.x] = total;
-    }
+    store_partial(lane, wg.x, sum);
 }

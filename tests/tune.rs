@@ -154,7 +154,7 @@ fn training_tunes_once_caches_and_records_its_kernels() {
     assert!(e.contains("products from the cache"), "{e}");
     // The checkpoint records a kernel for each product; both runs used the cached choices.
     let ck = Checkpoint::load(&first.join("checkpoint.safetensors")).unwrap();
-    assert!(ck.kernels.len() >= 11, "{:?}", ck.kernels);
+    assert!(ck.kernels.len() >= 10, "{:?}", ck.kernels);
     assert_eq!(
         ck.kernels,
         Checkpoint::load(&second.join("checkpoint.safetensors"))
@@ -206,15 +206,49 @@ fn vae_tune_prints_every_candidate_and_marks_the_choice() {
         .lines()
         .filter(|l| l.contains("×") && !l.starts_with("product"))
         .collect();
-    // 11 products, each with every candidate; one chosen (*) per product.
-    assert_eq!(rows.len(), 11 * Kernel::CANDIDATES.len(), "{out}");
+    // 10 products, each with every candidate; one chosen (*) per product.
+    assert_eq!(rows.len(), 10 * Kernel::CANDIDATES.len(), "{out}");
     assert_eq!(
         rows.iter().filter(|l| l.contains(" *")).count(),
-        11,
+        10,
         "{out}"
     );
     assert!(out.contains("cached in"), "{out}");
     assert!(cache.exists());
+    // Each of the three layers' gradient pairs: every kernel timed or unavailable as one dispatch, then the two
+    // products apart; exactly one of those marked, and the pair chosen only where it is no slower than apart.
+    for layer in ["fc4", "fc3", "heads"] {
+        let label = format!("{layer}.weight_grad+input_grad");
+        let rows: Vec<&str> = out
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(label.as_str()))
+            .collect();
+        assert_eq!(rows.len(), Kernel::CANDIDATES.len() + 1, "{out}");
+        let marked: Vec<&str> = rows.iter().copied().filter(|l| l.contains(" *")).collect();
+        assert_eq!(marked.len(), 1, "{label}\n{out}");
+        let us = |l: &str| -> f64 { l.split_whitespace().nth(2).unwrap().parse().unwrap() };
+        let apart = rows.last().unwrap();
+        assert!(apart.contains("unpaired "), "{apart}");
+        if !marked[0].contains("*unpaired") {
+            assert!(us(marked[0]) <= us(apart), "{label}\n{out}");
+        }
+    }
+    // The cache holds the three pairs' choices: a kernel or `unpaired`.
+    let cached = tune::read_cache(&cache, &tune::identity(common::gpu()))
+        .unwrap()
+        .unwrap();
+    let pairs: Vec<&String> = cached
+        .iter()
+        .filter(|(k, _)| k.starts_with("pair "))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(pairs.len(), 3, "{cached:?}");
+    assert!(
+        pairs
+            .iter()
+            .all(|v| *v == tune::UNPAIRED || Kernel::parse(v).is_some()),
+        "{cached:?}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -294,7 +328,7 @@ fn table(out: &str) -> Vec<Row> {
 /// kernel is a timed one.
 fn check_rows(out: &str, want: &impl Fn(&str) -> Want) {
     let rows = table(out);
-    assert_eq!(rows.len(), 11 * Kernel::CANDIDATES.len(), "{out}");
+    assert_eq!(rows.len(), 10 * Kernel::CANDIDATES.len(), "{out}");
     for r in &rows {
         let why = r.unavailable.as_deref();
         match want(&r.kernel) {
@@ -318,7 +352,7 @@ fn check_rows(out: &str, want: &impl Fn(&str) -> Want) {
         }
     }
     let marked: Vec<&Row> = rows.iter().filter(|r| r.marked).collect();
-    assert_eq!(marked.len(), 11, "{out}");
+    assert_eq!(marked.len(), 10, "{out}");
     assert!(
         marked.iter().all(|r| want(&r.kernel) == Want::Timed),
         "a rejected or wrong kernel is marked\n{out}"
@@ -344,7 +378,9 @@ fn rejected_candidates_are_skipped(name: &str, faults: &str, want: impl Fn(&str)
         .iter()
         .filter(|(_, k)| Kernel::parse(k).is_some())
         .collect();
-    assert_eq!(kernels.len(), 11, "{cached:?}");
+    let products = kernels.iter().filter(|(p, _)| !p.starts_with("pair "));
+    assert_eq!(products.count(), 10, "{cached:?}");
+    // The products' choices and the pairs' (where a pair runs as one dispatch).
     for (product, kernel) in kernels {
         assert_eq!(want(kernel), Want::Timed, "{product}: {kernel}");
     }
@@ -372,17 +408,31 @@ fn rejected_candidates_are_skipped(name: &str, faults: &str, want: impl Fn(&str)
         if Kernel::parse(kernel).is_some() {
             assert_eq!(want(kernel), Want::Timed, "{product}: {kernel}");
         }
-        // A layer's input gradient (NN rows×in×out) runs in one dispatch with its weight gradient (TN out×in×rows),
-        // with the kernel chosen for the latter.
-        let chosen_for = |p: &String| match p.split_whitespace().collect::<Vec<_>>()[..] {
+        // A layer's weight gradient (TN out×in×rows) and input gradient (NN rows×in×out) run in one dispatch with
+        // their pair's kernel where the pair has one, else each with its own.
+        let pair_of = |p: &String| match p.split_whitespace().collect::<Vec<_>>()[..] {
             ["NN", dims, _] => {
                 let d: Vec<&str> = dims.split('x').collect();
-                format!("TN {}x{}x{} BiasGrad", d[2], d[1], d[0])
+                let w = format!("TN {}x{}x{} BiasGrad", d[2], d[1], d[0]);
+                cached
+                    .keys()
+                    .find(|k| **k == format!("pair {w} + {p}"))
+                    .cloned()
             }
-            _ => p.clone(),
+            ["TN", ..] => cached
+                .keys()
+                .find(|k| k.starts_with(&format!("pair {p} + ")))
+                .cloned(),
+            _ => None,
         };
-        if let Some(c) = cached.get(&chosen_for(product)) {
-            assert_eq!(kernel, c, "{product}");
+        let want_kernel = pair_of(product)
+            .and_then(|pair| cached.get(&pair).cloned())
+            .filter(|c| c != tune::UNPAIRED)
+            .or_else(|| cached.get(product).cloned());
+        if !product.starts_with("pair ")
+            && let Some(c) = want_kernel
+        {
+            assert_eq!(kernel, &c, "{product}");
         }
     }
     std::fs::remove_dir_all(&dir).ok();
@@ -469,7 +519,7 @@ fn a_product_no_candidate_computes_is_a_clear_error() {
     no_kernel(&err, "rejected while building pipeline");
     assert!(err.contains(&format!("{wrong}: wrong results (")), "{err}");
     let rows = table(&out);
-    assert_eq!(rows.len(), 11 * Kernel::CANDIDATES.len(), "{out}");
+    assert_eq!(rows.len(), 10 * Kernel::CANDIDATES.len(), "{out}");
     assert!(
         rows.iter().all(|r| r.unavailable.is_some() && !r.marked),
         "{out}"

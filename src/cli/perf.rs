@@ -139,6 +139,37 @@ fn print_row(
     }
 }
 
+/// A pair's row: its label, the kernel (`*` where the step uses it) and its time for both products in one dispatch.
+/// No `×` column: the products' own rows above give their shapes.
+fn print_pair_row(
+    label: &str,
+    kernel: &str,
+    outcome: &std::result::Result<MatmulRow, String>,
+    chosen: bool,
+) {
+    let head = format!(
+        "{label:<42} {:<1}{kernel:<20}",
+        if chosen { "*" } else { " " }
+    );
+    match outcome {
+        Ok(r) => println!(
+            "{head} {:>10.1} {:>10.2} {:>9.3}",
+            r.median_us, r.gflops, r.error_ratio
+        ),
+        Err(why) => println!("{head} unavailable: {why}"),
+    }
+}
+
+fn pair_header() {
+    println!(
+        "each layer's weight and input gradients in one dispatch, against the two apart (* = the step's choice)"
+    );
+    println!(
+        "{:<42}  {:<20} {:>10} {:>10} {:>9}",
+        "pair", "kernel", "median µs", "GFLOP/s", "err/bound"
+    );
+}
+
 fn table_header() {
     println!(
         "{:<18} {:<4} {:<9} {:>14}  {:<20} {:>10} {:>10} {:>9}",
@@ -187,6 +218,8 @@ pub fn matmul(
         if square > 0 { ", then a square" } else { "" }
     );
     table_header();
+    // The kernels each product can use (by key): a pair is timed with those both of its products can.
+    let mut available: std::collections::BTreeMap<String, Vec<Kernel>> = Default::default();
     for (product, used) in &products {
         let (pm, pn, pk) = product.shape;
         let big = pm as u64 * pn as u64 * pk as u64 > 1 << 30;
@@ -198,6 +231,43 @@ pub fn matmul(
             let r = if big { 2 } else { reps };
             let outcome = kernels::tune::bench_candidate(&gpu, kernel, product, r, runs)?;
             print_row(product, kernel, &outcome, kernel.name() == *used);
+            if outcome.is_ok() {
+                available.entry(product.key()).or_default().push(kernel);
+            }
+        }
+    }
+    let list: Vec<Product> = products.iter().map(|(p, _)| p.clone()).collect();
+    let pairs = kernels::tune::pairs(&list);
+    if !pairs.is_empty() {
+        pair_header();
+    }
+    for (w, i) in &pairs {
+        let label = kernels::tune::pair_label(w, i);
+        // The step's choice for the pair: its own, else (untuned) its first product's kernel.
+        let choice = gpu
+            .choice(&kernels::tune::pair_key_of(w, i))
+            .or_else(|| {
+                products
+                    .iter()
+                    .find(|(p, _)| p == w)
+                    .map(|(_, k)| k.clone())
+            })
+            .unwrap_or_default();
+        let parts = [w.clone(), i.clone()];
+        let both = |k: &Kernel| {
+            [w, i]
+                .iter()
+                .all(|p| available.get(&p.key()).is_some_and(|a| a.contains(k)))
+        };
+        for kernel in Kernel::CANDIDATES.into_iter().filter(both) {
+            let outcome = kernels::tune::bench_parts(&gpu, kernel, &parts, reps, runs)?;
+            print_pair_row(&label, &kernel.name(), &outcome, kernel.name() == choice);
+        }
+        if choice == kernels::tune::UNPAIRED {
+            println!(
+                "{label:<42} *{:<20} (the step runs its two products apart)",
+                choice
+            );
         }
     }
     Ok(())
@@ -229,6 +299,32 @@ pub fn tune(args: &GpuArgs, tune: &TuneArgs, m: &BenchModel, runs: u32) -> Resul
     table_header();
     for row in &tuned.rows {
         print_row(&row.product, row.kernel, &row.outcome, row.chosen);
+    }
+    if !tuned.pairs.is_empty() {
+        pair_header();
+    }
+    for pair in &tuned.pairs {
+        for (kernel, outcome) in &pair.rows {
+            print_pair_row(
+                &pair.label,
+                &kernel.name(),
+                outcome,
+                kernel.name() == pair.choice,
+            );
+        }
+        let (w, i, us) = pair.apart;
+        println!(
+            "{:<42} {:<1}{:<20} {us:>10.1}   ({} + {}, two dispatches)",
+            pair.label,
+            if pair.choice == kernels::tune::UNPAIRED {
+                "*"
+            } else {
+                " "
+            },
+            kernels::tune::UNPAIRED,
+            w.name(),
+            i.name()
+        );
     }
     // After the table, so it shows why each candidate of a product without one is unavailable.
     tuned.complete(&gpu)?;

@@ -306,7 +306,12 @@ gpu_struct! {
         pub partial_off: u32,
         /// Elements between two slots of the partials buffer (the step table's `partial_slot` picks one).
         pub slot_stride: u32,
+        /// reparam_decode: fc3's outputs, and where its weight (hidden, latent) and bias start in `weights`.
+        pub hidden: u32,
+        pub w_off: u32,
+        pub b_off: u32,
         pub _pad0: u32,
+        pub _pad1: u32,
     }
 }
 

@@ -148,6 +148,27 @@ pub fn product_key(layout: Layout, (m, n, k): (u32, u32, u32), epilogue: Epilogu
     format!("{layout:?} {m}x{n}x{k} {epilogue:?}")
 }
 
+/// The key of a pair's choice: its two products' keys (a layer's weight gradient, then its input gradient).
+pub fn pair_key(weight_grad: &str, input_grad: &str) -> String {
+    format!("pair {weight_grad} + {input_grad}")
+}
+
+/// Whether `key` is a pair's (see [`pair_key`]).
+pub fn is_pair_key(key: &str) -> bool {
+    key.starts_with("pair ")
+}
+
+/// A part's key in the kernel choices (see [`product_key`]).
+fn part_key(p: &Part) -> String {
+    product_key(p.layout, p.dims, p.epilogue.kind())
+}
+
+/// Whether the device's choices run the pair `first`, `second` as two dispatches (tuning found it faster).
+pub fn unpaired(gpu: &Gpu, first: &Part, second: &Part) -> bool {
+    let key = pair_key(&part_key(first), &part_key(second));
+    gpu.choice(&key).as_deref() == Some(crate::kernels::tune::UNPAIRED)
+}
+
 /// The key under which a choice applies to every product (to force one candidate everywhere, in tests).
 pub const EVERY_PRODUCT: &str = "*";
 
@@ -302,8 +323,16 @@ pub fn matmul_pair(gpu: &Gpu, label: &str, first: Part, second: Part) -> Result<
 
 fn matmul_parts(gpu: &Gpu, label: &str, parts: &[Part]) -> Result<Dispatch> {
     let first = parts[0];
-    let key = product_key(first.layout, first.dims, first.epilogue.kind());
-    let chosen = gpu.choice(&key).or_else(|| gpu.choice(EVERY_PRODUCT));
+    // A pair's own choice, else its first product's.
+    let pair = match parts {
+        [w, i] => gpu
+            .choice(&pair_key(&part_key(w), &part_key(i)))
+            .filter(|c| c != crate::kernels::tune::UNPAIRED),
+        _ => None,
+    };
+    let chosen = pair
+        .or_else(|| gpu.choice(&part_key(&first)))
+        .or_else(|| gpu.choice(EVERY_PRODUCT));
     let cols = first.dims.1 + matches!(first.epilogue, Epilogue::BiasGrad { .. }) as u32;
     let default = Kernel::default_for(gpu, first.dims.0, cols);
     // The chosen kernel, the default, then every other candidate, each once.

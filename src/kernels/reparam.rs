@@ -34,9 +34,66 @@ pub fn reparam(
     out: ReparamOut,
     kl: PartialsAt,
     grad: bool,
+    shape: (u32, u32),
+    noise: (u64, u32),
+    step: &StepTable,
+) -> Result<Dispatch> {
+    record(gpu, label, heads, out, kl, grad, shape, noise, step, None)
+}
+
+/// The decoder's first layer as [`reparam_decode`] computes it: h (rows, hidden) = max(z·Wᵀ + b, 0) with W
+/// (hidden, latent) at element `weight` of `params` and b (hidden) at `bias`.
+#[derive(Clone, Copy, Debug)]
+pub struct Decode<'a> {
+    pub params: &'a wgpu::Buffer,
+    pub weight: usize,
+    pub bias: usize,
+    pub hidden: u32,
+    pub h: &'a wgpu::Buffer,
+}
+
+/// [`reparam`] and the decoder's first layer in one dispatch: each workgroup draws whole rows of z, then computes
+/// those rows of `decode.h` = max(z·Wᵀ + b, 0) (fc3.forward, specified by [`super::matmul::matmul_cpu`] with
+/// the NT layout and a bias-and-ReLU epilogue). `kl.groups` workgroups take the rows in turn: up to one per row.
+#[allow(clippy::too_many_arguments)]
+pub fn reparam_decode(
+    gpu: &Gpu,
+    label: &str,
+    heads: &wgpu::Buffer,
+    out: ReparamOut,
+    kl: PartialsAt,
+    grad: bool,
+    shape: (u32, u32),
+    noise: (u64, u32),
+    step: &StepTable,
+    decode: Decode,
+) -> Result<Dispatch> {
+    record(
+        gpu,
+        label,
+        heads,
+        out,
+        kl,
+        grad,
+        shape,
+        noise,
+        step,
+        Some(decode),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    gpu: &Gpu,
+    label: &str,
+    heads: &wgpu::Buffer,
+    out: ReparamOut,
+    kl: PartialsAt,
+    grad: bool,
     (rows, latent): (u32, u32),
     (seed, stream): (u64, u32),
     step: &StepTable,
+    decode: Option<Decode>,
 ) -> Result<Dispatch> {
     let n = rows as u64 * latent as u64;
     if n == 0 {
@@ -61,11 +118,35 @@ pub fn reparam(
     ] {
         check_room("reparam", label, what, buf, 0, elems)?;
     }
+    let hidden = decode.map_or(0, |d| d.hidden);
+    if let Some(d) = decode {
+        let (h, w) = (hidden as u64, latent as u64);
+        check_room(
+            "reparam",
+            label,
+            "decoder weight",
+            d.params,
+            d.weight as u64,
+            h * w,
+        )?;
+        check_room("reparam", label, "decoder bias", d.params, d.bias as u64, h)?;
+        check_room("reparam", label, "decoder output", d.h, 0, rows as u64 * h)?;
+        if hidden == 0 {
+            return Err(Error::shape(
+                "reparam",
+                format!("{label}: the decoder layer has no outputs"),
+            ));
+        }
+    }
     let groups = kl.check(label)?;
     let [key_lo, key_hi] = philox::key(seed);
     let spec = KernelSpec {
         module: Reduction::for_gpu(gpu).module(&REPARAM),
-        entry: "reparam_forward",
+        entry: if decode.is_some() {
+            "reparam_decode"
+        } else {
+            "reparam_forward"
+        },
         constants: vec![("GRAD", grad as u8 as f64)],
         storage: &[
             Access::Read,
@@ -73,6 +154,8 @@ pub fn reparam(
             Access::ReadWrite,
             Access::ReadWrite,
             Access::ReadWrite,
+            Access::ReadWrite,
+            Access::Read,
             Access::ReadWrite,
         ],
         uses_rows: true,
@@ -85,20 +168,26 @@ pub fn reparam(
         stream,
         partial_off: kl.offset,
         slot_stride: kl.slot_stride,
+        hidden,
+        w_off: decode.map_or(0, |d| d.weight as u32),
+        b_off: decode.map_or(0, |d| d.bias as u32),
         ..Default::default()
     };
+    // reparam_forward binds heads and z again where the decoder's operands go (it never reads them).
+    let (weights, h) = decode.map_or((heads, z), |d| (d.params, d.h));
+    let h_elems = rows as f64 * hidden as f64;
     gpu.dispatch(
         label,
         &spec,
         &params,
-        &[heads, z, eps, dheads, coef, kl.buffer],
+        &[heads, z, eps, dheads, coef, kl.buffer, weights, h],
         [groups, 1, 1],
         Some(&step.rows),
     )
     .map(|d| {
         d.with_work(
-            40.0 * n as f64,
-            (16.0 + 16.0 * grad_n as f64 / n as f64) * n as f64,
+            40.0 * n as f64 + 2.0 * h_elems * latent as f64,
+            (16.0 + 16.0 * grad_n as f64 / n as f64) * n as f64 + 4.0 * h_elems,
         )
     })
 }

@@ -17,8 +17,9 @@ use crate::gpu::Gpu;
 use crate::kernels::contract::MAX_PARTIALS;
 use crate::kernels::loss::{PartialsAt, bce_logits, loss_groups};
 use crate::kernels::matmul::{
-    Epilogue, EpilogueKind, Kernel, Layout, Operand, describe, error_bound, flops, is_device_fault,
-    matmul_cpu, matmul_with, no_kernel, product_key, unavailable,
+    Epilogue, EpilogueKind, Kernel, Layout, Operand, Part, describe, error_bound, flops,
+    is_device_fault, is_pair_key, matmul_cpu, matmul_pair_with, matmul_with, no_kernel, pair_key,
+    product_key, unavailable,
 };
 use crate::kernels::philox::{Philox, stream};
 use crate::kernels::{Reduction, StepTable};
@@ -75,143 +76,62 @@ pub fn matmul_bench(
     reps: u32,
     runs: u32,
 ) -> Result<MatmulRow> {
-    let (m, n, k) = product.shape;
-    let (mu, nu, ku) = (m as usize, n as usize, k as usize);
-    let name = product.name.as_str();
+    dispatch_bench(gpu, kernel, std::slice::from_ref(product), reps, runs)
+}
+
+/// [`matmul_bench`] of one dispatch computing `parts`: one product, or a pair (a layer's weight gradient and
+/// input gradient, which read the same A; see [`pairs`]), each part checked against its own CPU reference. A
+/// pair's row is named by its dispatch label, with the first part's shape and both parts' arithmetic.
+pub fn dispatch_bench(
+    gpu: &Gpu,
+    kernel: Kernel,
+    parts: &[Product],
+    reps: u32,
+    runs: u32,
+) -> Result<MatmulRow> {
+    let first = &parts[0];
+    let (m, _, k) = first.shape;
     let mut rng = Philox::new(42, stream::TEST_INPUT);
     let mut random = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.range(-1.0, 1.0)).collect() };
-    let (a, b) = (random(mu * ku), random(ku * nu));
-    // The epilogue's operand: a bias of n, or a ReLU mask of m × n (half of it zero).
-    let aux = match product.epilogue {
-        EpilogueKind::Bias | EpilogueKind::BiasRelu | EpilogueKind::BiasBce => random(nu),
-        EpilogueKind::ReluMask | EpilogueKind::KlGrad => random(mu * nu),
-        EpilogueKind::None | EpilogueKind::BiasGrad => vec![0.0],
+    // One A for all parts: a pair's two products read the same ∂Y, as (k, m) and (m, k).
+    let a = random(m as usize * k as usize);
+    let a_buf = gpu.storage_init(&format!("{}.a", first.name), &a)?;
+    let operands = parts
+        .iter()
+        .map(|p| Operands::new(gpu, p, &mut random))
+        .collect::<Result<Vec<_>>>()?;
+    let label = match parts {
+        [only] => only.name.clone(),
+        [w, i] => pair_label(w, i),
+        _ => unreachable!("a dispatch computes one product or a pair"),
     };
-    let a_buf = gpu.storage_init(&format!("{name}.a"), &a)?;
-    let b_buf = gpu.storage_init(&format!("{name}.b"), &b)?;
-    let aux_buf = gpu.storage_init(&format!("{name}.aux"), &aux)?;
-    // C, then the bias gradient's m elements after it; under KlGrad, C is (m, 2n) and the product is added to its
-    // first n columns, which start at zero so that they hold the product itself.
-    let kl_grad = product.epilogue == EpilogueKind::KlGrad;
-    let c_buf = gpu.storage::<f32>(&format!("{name}.c"), 2 * mu * nu + mu)?;
-    gpu.fill(&c_buf, if kl_grad { 0.0 } else { f32::NAN });
-    let aux_op = Operand::from(&aux_buf);
-    // The BCE epilogue's images and gradient (its logits are C, checked as a bias add's).
-    let bce_len = if product.epilogue == EpilogueKind::BiasBce {
-        mu * nu
-    } else {
-        1
-    };
-    let x_buf = gpu.storage_init(&format!("{name}.x"), &vec![0.5f32; bce_len])?;
-    let grad_buf = gpu.storage::<f32>(&format!("{name}.dlogits"), bce_len)?;
-    let epilogue = match product.epilogue {
-        EpilogueKind::None => Epilogue::None,
-        EpilogueKind::Bias => Epilogue::Bias(aux_op),
-        EpilogueKind::BiasRelu => Epilogue::BiasRelu(aux_op),
-        EpilogueKind::ReluMask => Epilogue::ReluMask(aux_op),
-        EpilogueKind::BiasGrad => Epilogue::BiasGrad { offset: mu * nu },
-        EpilogueKind::KlGrad => Epilogue::KlGrad(aux_op),
-        EpilogueKind::BiasBce => Epilogue::BiasBce {
-            bias: aux_op,
-            x: (&x_buf).into(),
-            grad: (&grad_buf).into(),
-        },
-    };
-    let layout = product.layout;
-    let d = matmul_with(
-        gpu,
-        kernel,
-        name,
-        layout,
-        (m, n, k),
-        (&a_buf).into(),
-        (&b_buf).into(),
-        (&c_buf).into(),
-        epilogue,
-    )?;
-    gpu.submit_pass(name, |pass| d.record(pass, 0))?;
-    // C, and the bias gradient's m row sums where the epilogue writes them.
-    let bias_grad = product.epilogue == EpilogueKind::BiasGrad;
-    let mut got: Vec<f32> = gpu.read(&c_buf, 0, mu * nu + if bias_grad { mu } else { 0 })?;
-    if kl_grad {
-        // The product is in the first n of each row of 2n.
-        let wide: Vec<f32> = gpu.read(&c_buf, 0, 2 * mu * nu)?;
-        got = wide
-            .chunks(2 * nu)
-            .flat_map(|row| row[..nu].to_vec())
-            .collect();
-    }
-
-    // Check a sample of rows (all of them for small shapes): the CPU reference is O(mnk) in f64, so about 64
-    // rows, or 8 for the largest products.
-    let sample = if nu * ku > 1 << 24 { 8 } else { 64 };
-    let rows: Vec<usize> = (0..mu).step_by((mu / sample).max(1)).collect();
-    let pick_rows = |v: &[f32], cols: usize, transposed: bool| -> Vec<f32> {
-        // The rows of a (rows_of, cols) matrix used by `rows`, in the layout's storage order.
-        if transposed {
-            (0..cols)
-                .flat_map(|kk| rows.iter().map(move |&i| v[kk * mu + i]))
-                .collect()
-        } else {
-            rows.iter()
-                .flat_map(|&i| v[i * cols..(i + 1) * cols].iter().copied())
-                .collect()
+    let d = match operands.as_slice() {
+        [only] => {
+            let p = only.part(&a_buf);
+            matmul_with(
+                gpu, kernel, &label, p.layout, p.dims, p.a, p.b, p.c, p.epilogue,
+            )?
         }
+        [w, i] => matmul_pair_with(gpu, kernel, &label, w.part(&a_buf), i.part(&a_buf))?,
+        _ => unreachable!("a dispatch computes one product or a pair"),
     };
-    let a_rows = pick_rows(&a, ku, layout == Layout::TN);
-    let mask_rows = match product.epilogue {
-        EpilogueKind::ReluMask => pick_rows(&aux, nu, false),
-        _ => Vec::new(),
-    };
-    let cpu_epilogue = match product.epilogue {
-        EpilogueKind::Bias | EpilogueKind::BiasBce => Epilogue::Bias(aux.as_slice()),
-        EpilogueKind::BiasRelu => Epilogue::BiasRelu(aux.as_slice()),
-        EpilogueKind::ReluMask => Epilogue::ReluMask(mask_rows.as_slice()),
-        _ => Epilogue::None,
-    };
-    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
-    let sub = (rows.len(), nu, ku);
-    let want = matmul_cpu(layout, sub, &a_rows, &b, cpu_epilogue);
-    let bound = matmul_cpu(layout, sub, &abs(&a_rows), &abs(&b), Epilogue::None);
-    let gamma = error_bound(ku);
-    let bias_abs = |j: usize| match product.epilogue {
-        EpilogueKind::Bias | EpilogueKind::BiasRelu | EpilogueKind::BiasBce => aux[j].abs() as f64,
-        _ => 0.0,
-    };
+    gpu.submit_pass(&label, |pass| d.record(pass, 0))?;
     let mut error_ratio = 0f64;
-    for (r, &i) in rows.iter().enumerate() {
-        for j in 0..nu {
-            let g = got[i * nu + j] as f64;
-            let tol = gamma * (bound[r * nu + j] as f64 + bias_abs(j));
-            let e = (g - want[r * nu + j] as f64).abs() / tol.max(1e-30);
-            error_ratio = error_ratio.max(if g.is_nan() { f64::INFINITY } else { e });
+    for o in &operands {
+        let ratio = o.error_ratio(gpu, &a)?;
+        if ratio > 1.0 {
+            return Err(Error::Mismatch {
+                what: format!("{} with {}", o.product.name, kernel.name()),
+                ratio,
+            });
         }
-    }
-    if bias_grad {
-        // The row sums Σ_k A(i, k), every row (O(mk), cheap): a k-term sum, bound γ_k·Σ|A|.
-        let a_at = |i: usize, kk: usize| match layout {
-            Layout::TN => a[kk * mu + i],
-            _ => a[i * ku + kk],
-        } as f64;
-        for i in 0..mu {
-            let want: f64 = (0..ku).map(|kk| a_at(i, kk)).sum();
-            let tol = gamma * (0..ku).map(|kk| a_at(i, kk).abs()).sum::<f64>();
-            let g = got[mu * nu + i] as f64;
-            let e = (g - want).abs() / tol.max(1e-30);
-            error_ratio = error_ratio.max(if g.is_nan() { f64::INFINITY } else { e });
-        }
-    }
-    if error_ratio > 1.0 {
-        return Err(Error::Mismatch {
-            what: format!("{name} with {}", kernel.name()),
-            ratio: error_ratio,
-        });
+        error_ratio = error_ratio.max(ratio);
     }
 
     // Timed submissions: GPU timestamps around the pass where the device has them.
     let mut times = Vec::new();
     for _ in 0..runs.max(1) {
-        let t = gpu.timed_pass(name, |pass| {
+        let t = gpu.timed_pass(&label, |pass| {
             for _ in 0..reps.max(1) {
                 d.record(pass, 0);
             }
@@ -219,13 +139,186 @@ pub fn matmul_bench(
         times.push(t.as_secs_f64() / reps.max(1) as f64);
     }
     let median = median(&mut times);
+    let work: f64 = parts
+        .iter()
+        .map(|p| flops(p.shape.0, p.shape.1, p.shape.2))
+        .sum();
     Ok(MatmulRow {
-        product: product.clone(),
+        product: Product {
+            name: label,
+            ..first.clone()
+        },
         kernel,
         error_ratio,
         median_us: median * 1e6,
-        gflops: flops(m, n, k) / median / 1e9,
+        gflops: work / median / 1e9,
     })
+}
+
+/// One product's operands for [`dispatch_bench`], on the device and on the host (for the check): B and the
+/// epilogue's operand random, C poisoned.
+struct Operands {
+    product: Product,
+    b: Vec<f32>,
+    aux: Vec<f32>,
+    b_buf: wgpu::Buffer,
+    aux_buf: wgpu::Buffer,
+    c_buf: wgpu::Buffer,
+    x_buf: wgpu::Buffer,
+    grad_buf: wgpu::Buffer,
+}
+
+impl Operands {
+    fn new(
+        gpu: &Gpu,
+        product: &Product,
+        random: &mut impl FnMut(usize) -> Vec<f32>,
+    ) -> Result<Operands> {
+        let (m, n, k) = product.shape;
+        let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+        let name = product.name.as_str();
+        let b = random(ku * nu);
+        // The epilogue's operand: a bias of n, or a ReLU mask of m × n (half of it zero).
+        let aux = match product.epilogue {
+            EpilogueKind::Bias | EpilogueKind::BiasRelu | EpilogueKind::BiasBce => random(nu),
+            EpilogueKind::ReluMask | EpilogueKind::KlGrad => random(mu * nu),
+            EpilogueKind::None | EpilogueKind::BiasGrad => vec![0.0],
+        };
+        // C, then the bias gradient's m elements after it; under KlGrad, C is (m, 2n) and the product is added to
+        // its first n columns, which start at zero so that they hold the product itself.
+        let c_buf = gpu.storage::<f32>(&format!("{name}.c"), 2 * mu * nu + mu)?;
+        let kl_grad = product.epilogue == EpilogueKind::KlGrad;
+        gpu.fill(&c_buf, if kl_grad { 0.0 } else { f32::NAN });
+        // The BCE epilogue's images and gradient (its logits are C, checked as a bias add's).
+        let bce_len = if product.epilogue == EpilogueKind::BiasBce {
+            mu * nu
+        } else {
+            1
+        };
+        Ok(Operands {
+            product: product.clone(),
+            b_buf: gpu.storage_init(&format!("{name}.b"), &b)?,
+            aux_buf: gpu.storage_init(&format!("{name}.aux"), &aux)?,
+            c_buf,
+            x_buf: gpu.storage_init(&format!("{name}.x"), &vec![0.5f32; bce_len])?,
+            grad_buf: gpu.storage::<f32>(&format!("{name}.dlogits"), bce_len)?,
+            b,
+            aux,
+        })
+    }
+
+    /// The product as a dispatch's part, reading A from `a`.
+    fn part<'a>(&'a self, a: &'a wgpu::Buffer) -> Part<'a> {
+        let (m, n, _) = self.product.shape;
+        let aux = Operand::from(&self.aux_buf);
+        let epilogue = match self.product.epilogue {
+            EpilogueKind::None => Epilogue::None,
+            EpilogueKind::Bias => Epilogue::Bias(aux),
+            EpilogueKind::BiasRelu => Epilogue::BiasRelu(aux),
+            EpilogueKind::ReluMask => Epilogue::ReluMask(aux),
+            EpilogueKind::BiasGrad => Epilogue::BiasGrad {
+                offset: m as usize * n as usize,
+            },
+            EpilogueKind::KlGrad => Epilogue::KlGrad(aux),
+            EpilogueKind::BiasBce => Epilogue::BiasBce {
+                bias: aux,
+                x: (&self.x_buf).into(),
+                grad: (&self.grad_buf).into(),
+            },
+        };
+        Part {
+            layout: self.product.layout,
+            dims: self.product.shape,
+            a: a.into(),
+            b: (&self.b_buf).into(),
+            c: (&self.c_buf).into(),
+            epilogue,
+        }
+    }
+
+    /// The largest |gpu − cpu| of C (on a sample of rows for large shapes) divided by its error bound
+    /// γ_k·Σ|a||b|, after the dispatch ran on A = `a`.
+    fn error_ratio(&self, gpu: &Gpu, a: &[f32]) -> Result<f64> {
+        let product = &self.product;
+        let (m, n, k) = product.shape;
+        let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+        let (b, aux, layout) = (&self.b, &self.aux, product.layout);
+        // C, and the bias gradient's m row sums where the epilogue writes them.
+        let bias_grad = product.epilogue == EpilogueKind::BiasGrad;
+        let mut got: Vec<f32> =
+            gpu.read(&self.c_buf, 0, mu * nu + if bias_grad { mu } else { 0 })?;
+        if product.epilogue == EpilogueKind::KlGrad {
+            // The product is in the first n of each row of 2n.
+            let wide: Vec<f32> = gpu.read(&self.c_buf, 0, 2 * mu * nu)?;
+            got = wide
+                .chunks(2 * nu)
+                .flat_map(|row| row[..nu].to_vec())
+                .collect();
+        }
+
+        // Check a sample of rows (all of them for small shapes): the CPU reference is O(mnk) in f64, so about 64
+        // rows, or 8 for the largest products.
+        let sample = if nu * ku > 1 << 24 { 8 } else { 64 };
+        let rows: Vec<usize> = (0..mu).step_by((mu / sample).max(1)).collect();
+        let pick_rows = |v: &[f32], cols: usize, transposed: bool| -> Vec<f32> {
+            // The rows of a (rows_of, cols) matrix used by `rows`, in the layout's storage order.
+            if transposed {
+                (0..cols)
+                    .flat_map(|kk| rows.iter().map(move |&i| v[kk * mu + i]))
+                    .collect()
+            } else {
+                rows.iter()
+                    .flat_map(|&i| v[i * cols..(i + 1) * cols].iter().copied())
+                    .collect()
+            }
+        };
+        let a_rows = pick_rows(a, ku, layout == Layout::TN);
+        let mask_rows = match product.epilogue {
+            EpilogueKind::ReluMask => pick_rows(aux, nu, false),
+            _ => Vec::new(),
+        };
+        let cpu_epilogue = match product.epilogue {
+            EpilogueKind::Bias | EpilogueKind::BiasBce => Epilogue::Bias(aux.as_slice()),
+            EpilogueKind::BiasRelu => Epilogue::BiasRelu(aux.as_slice()),
+            EpilogueKind::ReluMask => Epilogue::ReluMask(mask_rows.as_slice()),
+            _ => Epilogue::None,
+        };
+        let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+        let sub = (rows.len(), nu, ku);
+        let want = matmul_cpu(layout, sub, &a_rows, b, cpu_epilogue);
+        let bound = matmul_cpu(layout, sub, &abs(&a_rows), &abs(b), Epilogue::None);
+        let gamma = error_bound(ku);
+        let bias_abs = |j: usize| match product.epilogue {
+            EpilogueKind::Bias | EpilogueKind::BiasRelu | EpilogueKind::BiasBce => {
+                aux[j].abs() as f64
+            }
+            _ => 0.0,
+        };
+        let mut error_ratio = 0f64;
+        for (r, &i) in rows.iter().enumerate() {
+            for j in 0..nu {
+                let g = got[i * nu + j] as f64;
+                let tol = gamma * (bound[r * nu + j] as f64 + bias_abs(j));
+                let e = (g - want[r * nu + j] as f64).abs() / tol.max(1e-30);
+                error_ratio = error_ratio.max(if g.is_nan() { f64::INFINITY } else { e });
+            }
+        }
+        if bias_grad {
+            // The row sums Σ_k A(i, k), every row (O(mk), cheap): a k-term sum, bound γ_k·Σ|A|.
+            let a_at = |i: usize, kk: usize| match layout {
+                Layout::TN => a[kk * mu + i],
+                _ => a[i * ku + kk],
+            } as f64;
+            for i in 0..mu {
+                let want: f64 = (0..ku).map(|kk| a_at(i, kk)).sum();
+                let tol = gamma * (0..ku).map(|kk| a_at(i, kk).abs()).sum::<f64>();
+                let g = got[mu * nu + i] as f64;
+                let e = (g - want).abs() / tol.max(1e-30);
+                error_ratio = error_ratio.max(if g.is_nan() { f64::INFINITY } else { e });
+            }
+        }
+        Ok(error_ratio)
+    }
 }
 
 pub fn median(v: &mut [f64]) -> f64 {
@@ -264,15 +357,67 @@ pub struct TuneRow {
     pub chosen: bool,
 }
 
-/// Every candidate's row for every product, and the choices (product key → kernel name).
+/// Every candidate's row for every product, each pair's verdict, and the choices (product or pair key → kernel
+/// name, or [`UNPAIRED`] for a pair).
 #[derive(Clone, Debug, Default)]
 pub struct Tuned {
     pub rows: Vec<TuneRow>,
+    pub pairs: Vec<PairTune>,
     pub choices: BTreeMap<String, String>,
 }
 
-/// [`matmul_bench`], with a failure the candidate's own made a row (see [`unavailable`]). A lost or hung device
-/// is no candidate's verdict: every later one would fail too, so it ends tuning.
+/// A layer's weight gradient and input gradient, tuned as one dispatch: every kernel both can use, against the
+/// two run apart, each with its own choice.
+#[derive(Clone, Debug)]
+pub struct PairTune {
+    /// The pair's dispatch label, e.g. `fc4.weight_grad+input_grad`.
+    pub label: String,
+    /// Each kernel both products can use, timed computing both in one dispatch (or why it cannot).
+    pub rows: Vec<(Kernel, std::result::Result<MatmulRow, String>)>,
+    /// The two products' own choices and the sum of their times: the pair run as two dispatches.
+    pub apart: (Kernel, Kernel, f64),
+    /// The chosen kernel, or [`UNPAIRED`].
+    pub choice: String,
+}
+
+/// The choice that runs a pair's two products as two dispatches, each with its own kernel.
+pub const UNPAIRED: &str = "unpaired";
+
+/// The label of the dispatch that computes `weight_grad` and `input_grad` (`fc4.weight_grad+input_grad`).
+pub fn pair_label(weight_grad: &Product, input_grad: &Product) -> String {
+    let short = input_grad
+        .name
+        .rsplit('.')
+        .next()
+        .unwrap_or(&input_grad.name);
+    format!("{}+{short}", weight_grad.name)
+}
+
+/// The pairs among `products`: each layer's weight gradient (`L.weight_grad`) with its input gradient
+/// (`L.input_grad`) of the same batch, the two products the step can compute in one dispatch.
+pub fn pairs(products: &[Product]) -> Vec<(Product, Product)> {
+    products
+        .iter()
+        .filter_map(|w| {
+            let layer = w.name.strip_suffix(".weight_grad")?;
+            let i = products.iter().find(|i| {
+                i.name.strip_suffix(".input_grad") == Some(layer)
+                    && i.layout == Layout::NN
+                    && w.layout == Layout::TN
+                    && i.shape.0 == w.shape.2
+            })?;
+            Some((w.clone(), i.clone()))
+        })
+        .collect()
+}
+
+/// The key of a pair's choice in the kernel choices.
+pub fn pair_key_of(weight_grad: &Product, input_grad: &Product) -> String {
+    pair_key(&weight_grad.key(), &input_grad.key())
+}
+
+/// [`dispatch_bench`], with a failure the candidate's own made a row (see [`unavailable`]). A lost or hung
+/// device is no candidate's verdict: every later one would fail too, so it ends tuning.
 pub fn bench_candidate(
     gpu: &Gpu,
     kernel: Kernel,
@@ -280,7 +425,18 @@ pub fn bench_candidate(
     reps: u32,
     runs: u32,
 ) -> Result<std::result::Result<MatmulRow, String>> {
-    match matmul_bench(gpu, kernel, product, reps, runs) {
+    bench_parts(gpu, kernel, std::slice::from_ref(product), reps, runs)
+}
+
+/// [`bench_candidate`] of one dispatch computing `parts` (a product, or a pair: see [`dispatch_bench`]).
+pub fn bench_parts(
+    gpu: &Gpu,
+    kernel: Kernel,
+    parts: &[Product],
+    reps: u32,
+    runs: u32,
+) -> Result<std::result::Result<MatmulRow, String>> {
+    match dispatch_bench(gpu, kernel, parts, reps, runs) {
         Ok(row) => Ok(Ok(row)),
         Err(e) if is_device_fault(&e) => Err(e),
         Err(e) => Ok(Err(unavailable(&e))),
@@ -297,41 +453,51 @@ pub fn tune_product(
     candidates: &[Kernel],
     runs: u32,
 ) -> Result<Vec<TuneRow>> {
+    let timed = time_candidates(gpu, std::slice::from_ref(product), candidates, runs)?;
+    let fastest = fastest(&timed);
+    Ok(timed
+        .into_iter()
+        .map(|(kernel, outcome)| TuneRow {
+            product: product.clone(),
+            kernel,
+            outcome,
+            chosen: Some(kernel) == fastest.map(|(k, _)| k),
+        })
+        .collect())
+}
+
+/// Each candidate computing `parts` in one dispatch, timed in [`tune_product`]'s two rounds.
+fn time_candidates(
+    gpu: &Gpu,
+    parts: &[Product],
+    candidates: &[Kernel],
+    runs: u32,
+) -> Result<Vec<(Kernel, std::result::Result<MatmulRow, String>)>> {
     let quick = candidates
         .iter()
-        .map(|&k| Ok((k, bench_candidate(gpu, k, product, 1, 1)?)))
+        .map(|&k| Ok((k, bench_parts(gpu, k, parts, 1, 1)?)))
         .collect::<Result<Vec<_>>>()?;
-    let best = quick
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().ok().map(|r| r.median_us))
-        .fold(f64::INFINITY, f64::min);
-    let mut rows = quick
+    let best = fastest(&quick).map_or(f64::INFINITY, |(_, us)| us);
+    quick
         .into_iter()
         .map(|(kernel, outcome)| {
             let outcome = match outcome {
                 Ok(r) if r.median_us <= 2.0 * best => {
                     let reps = (2000.0 / r.median_us.max(1.0)).clamp(1.0, 64.0) as u32;
-                    bench_candidate(gpu, kernel, product, reps, runs)?
+                    bench_parts(gpu, kernel, parts, reps, runs)?
                 }
                 other => other,
             };
-            Ok(TuneRow {
-                product: product.clone(),
-                kernel,
-                outcome,
-                chosen: false,
-            })
+            Ok((kernel, outcome))
         })
-        .collect::<Result<Vec<_>>>()?;
-    let fastest = rows
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.outcome.as_ref().ok().map(|o| (i, o.median_us)))
-        .min_by(|a, b| a.1.total_cmp(&b.1));
-    if let Some((i, _)) = fastest {
-        rows[i].chosen = true;
-    }
-    Ok(rows)
+        .collect()
+}
+
+/// The fastest timed kernel of `rows`, with its median µs.
+fn fastest(rows: &[(Kernel, std::result::Result<MatmulRow, String>)]) -> Option<(Kernel, f64)> {
+    rows.iter()
+        .filter_map(|(k, r)| r.as_ref().ok().map(|r| (*k, r.median_us)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 impl Tuned {
@@ -360,13 +526,32 @@ impl Tuned {
         }
         Err(no_kernel(gpu, &product, &reasons))
     }
+
+    /// The chosen row of the product with `key` (its kernel and median µs), where it was tuned here.
+    fn chosen(&self, key: &str) -> Option<(Kernel, f64)> {
+        self.rows
+            .iter()
+            .filter(|r| r.chosen && r.product.key() == key)
+            .find_map(|r| r.outcome.as_ref().ok().map(|o| (r.kernel, o.median_us)))
+    }
+
+    /// The kernels available to the product with `key` (timed, or checked and slower).
+    fn available(&self, key: &str) -> Vec<Kernel> {
+        self.rows
+            .iter()
+            .filter(|r| r.product.key() == key && r.outcome.is_ok())
+            .map(|r| r.kernel)
+            .collect()
+    }
 }
 
-/// Tunes every distinct product of `products` over every candidate. Products that differ from an earlier one only
-/// in the batch dimension (a run's last, partial batch after its full ones) take the earlier one's choice
-/// without being measured: they run once an epoch, and tuning them would double the time tuning takes. A product
-/// whose every candidate is unavailable gets no choice ([`Tuned::complete`] says so); fails only if the device
-/// is lost or hung.
+/// Tunes every distinct product of `products` over every candidate, then each pair among them ([`pairs`]) as one
+/// dispatch over every kernel both can use; a pair is chosen where its fastest kernel takes no longer than its two
+/// products apart, each with its own choice (else [`UNPAIRED`]): fewer dispatches, but never a slower step.
+/// Products (and pairs) that differ from an earlier one only in the batch dimension (a run's last, partial batch
+/// after its full ones) take the earlier one's choice without being measured: they run once an epoch, and tuning
+/// them would double the time tuning takes. A product whose every candidate is unavailable gets no choice
+/// ([`Tuned::complete`] says so), nor does its pair; fails only if the device is lost or hung.
 pub fn tune(gpu: &Gpu, products: &[Product], runs: u32) -> Result<Tuned> {
     let mut tuned = Tuned::default();
     let mut by_batch: BTreeMap<String, String> = BTreeMap::new();
@@ -384,6 +569,39 @@ pub fn tune(gpu: &Gpu, products: &[Product], runs: u32) -> Result<Tuned> {
             by_batch.insert(p.batch_key(), r.kernel.name());
         }
         tuned.rows.extend(rows);
+    }
+    for (w, i) in pairs(products) {
+        let key = pair_key_of(&w, &i);
+        let batch_key = format!("{} + {}", w.batch_key(), i.batch_key());
+        if tuned.choices.contains_key(&key) {
+            continue;
+        }
+        if let Some(choice) = by_batch.get(&batch_key) {
+            tuned.choices.insert(key, choice.clone());
+            continue;
+        }
+        let (Some(cw), Some(ci)) = (tuned.chosen(&w.key()), tuned.chosen(&i.key())) else {
+            continue;
+        };
+        let both: Vec<Kernel> = tuned
+            .available(&w.key())
+            .into_iter()
+            .filter(|k| tuned.available(&i.key()).contains(k))
+            .collect();
+        let rows = time_candidates(gpu, &[w.clone(), i.clone()], &both, runs)?;
+        let apart = (cw.0, ci.0, cw.1 + ci.1);
+        let choice = match fastest(&rows) {
+            Some((k, us)) if us <= apart.2 => k.name(),
+            _ => UNPAIRED.to_string(),
+        };
+        tuned.choices.insert(key, choice.clone());
+        by_batch.insert(batch_key, choice.clone());
+        tuned.pairs.push(PairTune {
+            label: pair_label(&w, &i),
+            rows,
+            apart,
+            choice,
+        });
     }
     Ok(tuned)
 }
@@ -531,10 +749,14 @@ pub fn read_cache(
     Ok(Some(choices))
 }
 
-/// Whether `kernel` is a valid choice for `key`: a matmul candidate, or a reduction for the reduction key.
+/// Whether `kernel` is a valid choice for `key`: a matmul candidate, or a reduction for the reduction key, or
+/// [`UNPAIRED`] for a pair.
 pub fn known_choice(key: &str, kernel: &str) -> bool {
     if key == Reduction::KEY {
         return kernel == Reduction::Workgroup.name() || kernel == Reduction::Subgroup.name();
+    }
+    if is_pair_key(key) && kernel == UNPAIRED {
+        return true;
     }
     Kernel::parse(kernel).is_some()
 }
@@ -602,9 +824,15 @@ pub fn choose(
             )),
         }
     }
+    // A pair is tuned against its two products' own times: where it has no choice, they are measured again.
+    let unpaired: Vec<String> = pairs(products)
+        .iter()
+        .filter(|(w, i)| !known.contains_key(&pair_key_of(w, i)))
+        .flat_map(|(w, i)| [w.key(), i.key()])
+        .collect();
     let missing: Vec<Product> = products
         .iter()
-        .filter(|p| !known.contains_key(&p.key()))
+        .filter(|p| !known.contains_key(&p.key()) || unpaired.contains(&p.key()))
         .cloned()
         .collect();
     let reduction_known = known.contains_key(Reduction::KEY);

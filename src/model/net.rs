@@ -20,9 +20,11 @@ use crate::kernels::adam::BceValue;
 use crate::kernels::contract::{LossTerm, MAX_PARTIALS, TERMS};
 use crate::kernels::gather::{Binarize, ByteMatrix, gather};
 use crate::kernels::loss::{PartialsAt, bce_logits, loss_groups};
-use crate::kernels::matmul::{Epilogue, Layout as Mm, Operand, Part, matmul, matmul_pair};
+use crate::kernels::matmul::{
+    Epilogue, Layout as Mm, Operand, Part, matmul, matmul_pair, unpaired,
+};
 use crate::kernels::reduce::{PartialsLayout, reduce};
-use crate::kernels::reparam::{ReparamOut, reparam};
+use crate::kernels::reparam::{Decode, ReparamOut, reparam, reparam_decode};
 use crate::model::{Layout, Linear, ModelConfig};
 
 /// Parameters, gradients and Adam's moments, each one flat buffer in [`Layout`] order.
@@ -217,7 +219,8 @@ fn one(gpu: &Gpu, label: &str, p: Part) -> Result<Dispatch> {
 }
 
 /// A layer's whole backward pass in one dispatch: its weight gradient (from ∂Y and its input X) and its input
-/// gradient (∂Y·W with `epi`), independent products of the same ∂Y.
+/// gradient (∂Y·W with `epi`), independent products of the same ∂Y. Two dispatches where tuning found the pair
+/// slower than its products apart (see [`crate::kernels::tune::tune`]).
 #[allow(clippy::too_many_arguments)]
 fn layer_backward<'a>(
     gpu: &Gpu,
@@ -227,11 +230,17 @@ fn layer_backward<'a>(
     dy: &'a wgpu::Buffer,
     (x, dx): (&'a wgpu::Buffer, &'a wgpu::Buffer),
     epi: Epilogue<Operand<'a>>,
-) -> Result<Dispatch> {
-    let label = format!("{}.weight_grad+input_grad", l.name);
+) -> Result<Vec<Dispatch>> {
     let first = weight_grad(net, l, rows, dy, x);
     let second = input_grad(net, l, rows, dy, dx, epi);
-    matmul_pair(gpu, &label, first, second)
+    if unpaired(gpu, &first, &second) {
+        return Ok(vec![
+            one(gpu, &format!("{}.weight_grad", l.name), first)?,
+            one(gpu, &format!("{}.input_grad", l.name), second)?,
+        ]);
+    }
+    let label = format!("{}.weight_grad+input_grad", l.name);
+    Ok(vec![matmul_pair(gpu, &label, first, second)?])
 }
 
 /// Where a pass's data and noise come from.
@@ -256,11 +265,7 @@ pub fn forward(
     step: &StepTable,
 ) -> Result<Plan> {
     let Layout {
-        fc1,
-        heads,
-        fc3,
-        fc4,
-        ..
+        fc1, heads, fc4, ..
     } = net.layout;
     let (x, latent) = (&ws.x, net.config.latent);
     let noise = (src.seed, src.stream);
@@ -277,8 +282,7 @@ pub fn forward(
         )?,
         linear_forward(gpu, net, fc1, rows, x, &ws.h1, true)?,
         linear_forward(gpu, net, heads, rows, &ws.h1, &ws.heads, false)?,
-        reparam_forward(gpu, net, ws, (rows, latent), noise, step, grad)?,
-        linear_forward(gpu, net, fc3, rows, &ws.z, &ws.h3, true)?,
+        reparam_and_fc3(gpu, net, ws, (rows, latent), noise, step, grad)?,
         if grad {
             // Training: the logits and, in the same epilogue, the BCE's gradient (its value is summed in
             // the step's last dispatch, `adam_with_bce`).
@@ -305,6 +309,53 @@ pub fn bce_value<'a>(net: &Net, ws: &'a Workspace, rows: u32) -> BceValue<'a> {
     }
 }
 
+/// [`reparam_forward`] and fc3's forward pass h3 = max(z·W3ᵀ + b3, 0) in one dispatch.
+fn reparam_and_fc3(
+    gpu: &Gpu,
+    net: &Net,
+    ws: &Workspace,
+    shape: (u32, u32),
+    noise: (u64, u32),
+    step: &StepTable,
+    grad: bool,
+) -> Result<Dispatch> {
+    let fc3 = net.layout.fc3;
+    let decode = Decode {
+        params: &net.params,
+        weight: fc3.weight,
+        bias: fc3.bias(),
+        hidden: fc3.out,
+        h: &ws.h3,
+    };
+    let label = if grad {
+        "reparam.kl.backward+fc3.forward"
+    } else {
+        "reparam.kl+fc3.forward"
+    };
+    let kl = partials(ws, net.config, LossTerm::Kl);
+    reparam_decode(
+        gpu,
+        label,
+        &ws.heads,
+        reparam_out(ws),
+        kl,
+        grad,
+        shape,
+        noise,
+        step,
+        decode,
+    )
+}
+
+fn reparam_out(ws: &Workspace) -> ReparamOut<'_> {
+    ReparamOut {
+        z: &ws.z,
+        eps: &ws.eps,
+        dheads: &ws.dheads,
+        coef: &ws.coef,
+    }
+}
+
 /// z = μ + ε·σ for `shape` = (rows, latent) with the noise of `noise` = (seed, stream), the KL's partials, and
 /// with `grad` the KL's part of ∂heads.
 pub fn reparam_forward(
@@ -316,12 +367,7 @@ pub fn reparam_forward(
     step: &StepTable,
     grad: bool,
 ) -> Result<Dispatch> {
-    let out = ReparamOut {
-        z: &ws.z,
-        eps: &ws.eps,
-        dheads: &ws.dheads,
-        coef: &ws.coef,
-    };
+    let out = reparam_out(ws);
     let kl = partials(ws, net.config, LossTerm::Kl);
     let label = if grad {
         "reparam.kl.backward"
@@ -331,15 +377,6 @@ pub fn reparam_forward(
     reparam(gpu, label, &ws.heads, out, kl, grad, shape, noise, step)
 }
 
-/// Elements a loss term sums over in a batch of `rows`.
-fn loss_elements(config: ModelConfig, term: LossTerm, rows: u32) -> u64 {
-    rows as u64
-        * match term {
-            LossTerm::Bce => config.pixels,
-            LossTerm::Kl => config.latent,
-        } as u64
-}
-
 /// Where a loss term's partials go in the workspace: as many as the largest batch needs, in the step's slot.
 fn partials(ws: &Workspace, config: ModelConfig, term: LossTerm) -> PartialsAt<'_> {
     PartialsAt {
@@ -347,7 +384,11 @@ fn partials(ws: &Workspace, config: ModelConfig, term: LossTerm) -> PartialsAt<'
         offset: term.partials_offset(),
         slot_stride: SLOT,
         slots: ws.slots,
-        groups: loss_groups(loss_elements(config, term, ws.rows)),
+        groups: match term {
+            LossTerm::Bce => loss_groups(ws.rows as u64 * config.pixels as u64),
+            // Up to one workgroup per row: `reparam_decode` gives each workgroup whole rows.
+            LossTerm::Kl => ws.rows.clamp(1, MAX_PARTIALS),
+        },
     }
 }
 
@@ -389,28 +430,35 @@ pub fn backward(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32) -> Result<Plan>
     } = net.layout;
     let kl_grad = Epilogue::KlGrad((&ws.coef).into());
     let fc1_grad = weight_grad(net, fc1, rows, &ws.dh1, &ws.x);
-    Ok(Plan::from(vec![
-        layer_backward(
-            gpu,
-            net,
-            fc4,
-            rows,
-            &ws.dlogits,
-            (&ws.h3, &ws.dh3),
-            mask(&ws.h3),
-        )?,
-        layer_backward(gpu, net, fc3, rows, &ws.dh3, (&ws.z, &ws.dheads), kl_grad)?,
-        layer_backward(
-            gpu,
-            net,
-            heads,
-            rows,
-            &ws.dheads,
-            (&ws.h1, &ws.dh1),
-            mask(&ws.h1),
-        )?,
-        one(gpu, "fc1.weight_grad", fc1_grad)?,
-    ]))
+    let mut dispatches = layer_backward(
+        gpu,
+        net,
+        fc4,
+        rows,
+        &ws.dlogits,
+        (&ws.h3, &ws.dh3),
+        mask(&ws.h3),
+    )?;
+    dispatches.extend(layer_backward(
+        gpu,
+        net,
+        fc3,
+        rows,
+        &ws.dh3,
+        (&ws.z, &ws.dheads),
+        kl_grad,
+    )?);
+    dispatches.extend(layer_backward(
+        gpu,
+        net,
+        heads,
+        rows,
+        &ws.dheads,
+        (&ws.h1, &ws.dh1),
+        mask(&ws.h1),
+    )?);
+    dispatches.push(one(gpu, "fc1.weight_grad", fc1_grad)?);
+    Ok(Plan::from(dispatches))
 }
 
 /// The loss partials that [`losses`] or [`backward`] left in the workspace's slots to one total per term and

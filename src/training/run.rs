@@ -642,9 +642,23 @@ pub fn distinct(products: impl IntoIterator<Item = (Product, String)>) -> Vec<Pr
         .collect()
 }
 
-/// The kernel of each product, by key.
-fn kernels_used(products: impl IntoIterator<Item = (Product, String)>) -> BTreeMap<String, String> {
-    products.into_iter().map(|(p, k)| (p.key(), k)).collect()
+/// The kernel of each product, by key, and each pair's choice where the device has one (a pair run as two
+/// dispatches, or with a kernel of its own).
+fn kernels_used(
+    gpu: &Gpu,
+    products: impl IntoIterator<Item = (Product, String)>,
+) -> BTreeMap<String, String> {
+    let products: Vec<(Product, String)> = products.into_iter().collect();
+    let mut kernels: BTreeMap<String, String> =
+        products.iter().map(|(p, k)| (p.key(), k.clone())).collect();
+    let list: Vec<Product> = products.into_iter().map(|(p, _)| p).collect();
+    for (w, i) in tune::pairs(&list) {
+        let key = tune::pair_key_of(&w, &i);
+        if let Some(choice) = gpu.choice(&key) {
+            kernels.insert(key, choice);
+        }
+    }
+    kernels
 }
 
 /// Sets the device's kernel choices for the run's products: the checkpoint's when resuming (exact resume holds
@@ -698,7 +712,10 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
     let chosen = choose_kernels(&gpu, opts, ck, &trainer, &evaluator)?;
     trainer.rebuild_plans()?;
     evaluator.rebuild_plans()?;
-    let mut kernels = kernels_used(trainer.products().into_iter().chain(evaluator.products()));
+    let mut kernels = kernels_used(
+        &gpu,
+        trainer.products().into_iter().chain(evaluator.products()),
+    );
     let reduction = crate::kernels::Reduction::for_gpu(&gpu);
     kernels.insert(
         crate::kernels::Reduction::KEY.into(),

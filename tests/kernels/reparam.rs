@@ -1,11 +1,17 @@
 use vae_wgpu::gpu::Dispatch;
 use vae_wgpu::kernels::StepParams;
 use vae_wgpu::kernels::StepTable;
+use vae_wgpu::kernels::WG;
+use vae_wgpu::kernels::accuracy::sum_error;
 use vae_wgpu::kernels::accuracy::{U, exp_rel};
 use vae_wgpu::kernels::contract::MAX_PARTIALS;
+use vae_wgpu::kernels::loss::kl_term_error;
 use vae_wgpu::kernels::loss::{PartialsAt, loss_groups};
+use vae_wgpu::kernels::matmul::{Epilogue, Layout, error_bound, matmul_cpu};
 use vae_wgpu::kernels::philox::{self, stream};
-use vae_wgpu::kernels::reparam::{ReparamOut, normal_error, philox_words, reparam, reparam_cpu};
+use vae_wgpu::kernels::reparam::{
+    Decode, ReparamOut, normal_error, philox_words, reparam, reparam_cpu, reparam_decode,
+};
 
 use crate::{assert_close_by, gpu, read, rng, run, step_table, uniform_vec};
 
@@ -240,4 +246,178 @@ fn reparam_known_values() {
         (other - 0.597_774_139_868_474).abs() > 0.01,
         "EVAL_NOISE drew TRAIN_NOISE's ε {other}"
     );
+}
+
+/// `reparam_decode` against the chain of references it replaces: z and ε as [`check`] checks them (from
+/// `reparam_cpu`), h3 as `matmul_cpu` computes fc3's forward pass (NT, bias and ReLU) from the GPU's own z, the
+/// KL's partials as `kl_loss_cpu`'s total. `groups` workgroups take the rows in turn (1, some, one per row).
+/// W3 and b3 sit at odd offsets in a larger buffer, and every output has poisoned spare room after it.
+fn check_decode(rows: u32, latent: u32, hidden: u32, groups: u32, grad: bool) {
+    let gpu = gpu();
+    let (r_, l_, h_) = (rows as usize, latent as usize, hidden as usize);
+    let mut r = rng(0x5eed ^ (rows as u64) << 8 ^ hidden as u64);
+    let mut heads = uniform_vec(&mut r, r_ * 2 * l_, -2.0, 2.0);
+    for row in 0..r_ {
+        for j in 0..l_ {
+            heads[row * 2 * l_ + l_ + j] = r.range(-6.0, 3.0);
+        }
+    }
+    // params: 7 junk values, W3 (hidden, latent), 3 junk, b3 (hidden), 5 junk.
+    let (w_off, b_off) = (7, 7 + h_ * l_ + 3);
+    let mut params = uniform_vec(&mut r, b_off + h_ + 5, -1.0, 1.0);
+    let (w3, b3) = (
+        params[w_off..w_off + h_ * l_].to_vec(),
+        params[b_off..b_off + h_].to_vec(),
+    );
+    params[w_off - 1] = f32::NAN;
+    params[b_off + h_] = f32::NAN;
+    let hb = gpu.storage_init("heads", &heads).unwrap();
+    let pb = gpu.storage_init("params", &params).unwrap();
+    let spare = 5;
+    let (z, eps, h3) = (
+        crate::poisoned(r_ * l_ + spare),
+        crate::poisoned(r_ * l_ + spare),
+        crate::poisoned(r_ * h_ + spare),
+    );
+    let grad_len = if grad { r_ * l_ } else { 1 };
+    let (dheads, coef) = (crate::poisoned(2 * grad_len), crate::poisoned(grad_len));
+    let partials = crate::poisoned(MAX_PARTIALS as usize);
+    let kl = PartialsAt {
+        buffer: &partials,
+        offset: 0,
+        slot_stride: 0,
+        slots: 1,
+        groups,
+    };
+    let (seed, rng_step, stream) = (9, 77, stream::TRAIN_NOISE);
+    let table = step_table(&[StepParams {
+        rng_step,
+        kl_weight: 0.5,
+        ..Default::default()
+    }]);
+    let out = ReparamOut {
+        z: &z,
+        eps: &eps,
+        dheads: &dheads,
+        coef: &coef,
+    };
+    let decode = Decode {
+        params: &pb,
+        weight: w_off,
+        bias: b_off,
+        hidden,
+        h: &h3,
+    };
+    let d = reparam_decode(
+        gpu,
+        "reparam_decode",
+        &hb,
+        out,
+        kl,
+        grad,
+        (rows, latent),
+        (seed, stream),
+        &table,
+        decode,
+    )
+    .unwrap();
+    run(&[&d], 0);
+    let what = format!("reparam_decode {rows}×{latent}→{hidden}, {groups} workgroups, grad {grad}");
+    for (name, buf, len) in [
+        ("z", &z, r_ * l_),
+        ("ε", &eps, r_ * l_),
+        ("h3", &h3, r_ * h_),
+    ] {
+        assert!(
+            read(buf, len, spare).iter().all(|v| v.is_nan()),
+            "{what}: wrote past {name}"
+        );
+    }
+    // z and ε: the unfused kernel's specification and tolerances.
+    let (want_z, want_eps) = reparam_cpu(&heads, (r_, l_), seed, rng_step, stream);
+    let (got_z, got_eps) = (read(&z, 0, r_ * l_), read(&eps, 0, r_ * l_));
+    let key = philox::key(seed);
+    let tol = |i: usize| eps_tol(key, [i as u32, rng_step, stream, 0], want_eps[i]);
+    assert_close_by(&format!("{what} ε"), &got_eps, &want_eps, tol);
+    assert_close_by(&format!("{what} z"), &got_z, &want_z, |i| {
+        let log_var = heads[(i / l_) * 2 * l_ + l_ + i % l_] as f64;
+        z_tol(tol(i), want_eps[i] as f64, log_var, want_z[i] as f64)
+    });
+    // h3 = max(z·W3ᵀ + b3, 0) from the GPU's z: a latent-term dot product and the bias, bound
+    // error_bound(latent)·(Σ|z||w| + |b|) as for every matmul.
+    let want_h = matmul_cpu(
+        Layout::NT,
+        (r_, h_, l_),
+        &got_z,
+        &w3,
+        Epilogue::BiasRelu(b3.as_slice()),
+    );
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+    let bound = matmul_cpu(
+        Layout::NT,
+        (r_, h_, l_),
+        &abs(&got_z),
+        &abs(&w3),
+        Epilogue::None,
+    );
+    let gamma = error_bound(l_);
+    assert_close_by(
+        &format!("{what} h3"),
+        &read(&h3, 0, r_ * h_),
+        &want_h,
+        |i| gamma * (bound[i] as f64 + b3[i % h_].abs() as f64),
+    );
+    // The KL: the partials' total against the f64 sum of the terms, each within its own error, the sum within
+    // a serial sum of each invocation's rows and a workgroup's tree.
+    let got_partials = read(&partials, 0, groups as usize);
+    assert!(
+        read(
+            &partials,
+            groups as usize,
+            MAX_PARTIALS as usize - groups as usize
+        )
+        .iter()
+        .all(|v| v.is_nan()),
+        "{what}: wrote past its {groups} partials"
+    );
+    let total: f64 = got_partials.iter().map(|&v| v as f64).sum();
+    let (mut want_kl, mut term_err, mut sum_abs) = (0f64, 0f64, 0f64);
+    for row in 0..r_ {
+        for j in 0..l_ {
+            let (mu, lv) = (heads[row * 2 * l_ + j], heads[row * 2 * l_ + l_ + j]);
+            let t = 0.5 * ((mu as f64).powi(2) + (lv as f64).exp() - 1.0 - lv as f64);
+            want_kl += t;
+            sum_abs += t.abs();
+            term_err += kl_term_error(mu, lv);
+        }
+    }
+    let additions = r_.div_ceil(groups as usize) * l_.div_ceil(WG as usize) + WG.ilog2() as usize;
+    let kl_tol = term_err + sum_error(additions, sum_abs + term_err);
+    assert!(
+        (total - want_kl).abs() <= kl_tol,
+        "{what}: KL {total} against {want_kl} (tolerance {kl_tol})"
+    );
+    if grad {
+        // The KL's own part of ∂heads, as the unfused kernel writes it (its tests check the values).
+        let dh = read(&dheads, 0, 2 * r_ * l_);
+        assert!(
+            dh.iter().all(|v| v.is_finite()),
+            "{what}: ∂heads not written"
+        );
+        assert!(
+            read(&coef, 0, r_ * l_).iter().all(|v| v.is_finite()),
+            "{what}: ½·ε·σ not written"
+        );
+    }
+}
+
+#[test]
+fn reparam_decode_matches_reparam_then_fc3_forward() {
+    // Batch 1; rows that do not divide among the workgroups; latent and hidden past a workgroup's 256
+    // invocations; the real 128 × 20 → 400, with one workgroup per row (as training) and with one in all.
+    check_decode(1, 2, 5, 1, false);
+    check_decode(13, 3, 37, 4, true);
+    check_decode(7, 300, 300, 3, true);
+    check_decode(128, 20, 400, 128, true);
+    check_decode(128, 20, 400, 1, false);
 }
