@@ -242,7 +242,8 @@ pub fn error_bound(k: usize) -> f64 {
 /// The 128-tile kernel that reads its operands as `vec4`s, where the layout's contiguous dimensions and the
 /// operands' offsets are multiples of 4: `matmul_nt4` (both operands along k), `matmul_nn4` (A along k, B along n),
 /// `matmul_tn4` (A along m, B along n). On lavapipe a vec4 load costs about what a scalar gather does, so these
-/// move four times the data per load (2× the scalar 128 tile at the model's shapes, BENCHMARKS.md).
+/// move four times the data per load (2× the scalar 128 tile at the model's shapes, BENCHMARKS.md). The split-K
+/// kernels likewise for NT (`matmul_split_nt4`, both operands along k: the forward passes).
 fn vec4_kernel(
     kernel: Kernel,
     layout: Layout,
@@ -251,10 +252,16 @@ fn vec4_kernel(
     b_off: usize,
     epilogue: &Epilogue<Operand>,
 ) -> Option<&'static str> {
-    if kernel != Kernel::Reg128 || !a_off.is_multiple_of(4) || !b_off.is_multiple_of(4) {
+    if !a_off.is_multiple_of(4) || !b_off.is_multiple_of(4) {
         return None;
     }
     let bias_grad = matches!(epilogue, Epilogue::BiasGrad { .. });
+    if let Kernel::Split { .. } = kernel {
+        return (layout == Layout::NT && k % 4 == 0 && !bias_grad).then_some("matmul_split_nt4");
+    }
+    if kernel != Kernel::Reg128 {
+        return None;
+    }
     match layout {
         Layout::NT if k % 4 == 0 && !bias_grad => Some("matmul_nt4"),
         Layout::NN if k % 4 == 0 && n % 4 == 0 && !bias_grad => Some("matmul_nn4"),

@@ -158,10 +158,10 @@ fn check_kernel(
     }
 }
 
-/// The operand alignments worth testing for `kernel`: both for the 128 tile, whose vec4 variants take aligned
-/// operands; scalar offsets only for the others, which read scalars either way.
+/// The operand alignments worth testing for `kernel`: both for the 128 tile and the split-K kernels, whose vec4
+/// variants take aligned operands; scalar offsets only for the others, which read scalars either way.
 fn aligned_for(kernel: Kernel) -> &'static [bool] {
-    if kernel == Kernel::Reg128 {
+    if matches!(kernel, Kernel::Reg128 | Kernel::Split { .. }) {
         &[false, true]
     } else {
         &[false]
