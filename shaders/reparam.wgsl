@@ -21,8 +21,8 @@
 //   reparam_forward  each invocation strides over the n = rows·latent elements by WG·groups.
 //   reparam_decode   also the decoder's first layer, h3 = max(z·W3ᵀ + b3, 0) (fc3.forward, W3 (hidden, latent) at
 //                    weights[p.w_off], b3 at weights[p.b_off], h3 (rows, hidden)): workgroup g takes the rows
-//                    r = g, g + groups, …, draws each row's z, then computes the row's h3 from it, so fc3's
-//                    forward needs no dispatch of its own (z still goes to memory, for fc3's weight gradient).
+//                    r = g, g + groups, …, draws their z, then (after one barrier) computes their h3 from it, so
+//                    fc3's forward needs no dispatch of its own (z still goes to memory, for fc3's weight gradient).
 
 override GRAD: bool = true;
 
@@ -89,21 +89,26 @@ fn reparam_decode(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let latent = p.latent;
+    let g = groups.x;
+    // This workgroup's rows r = wg.x + t·g, t < mine.
+    let mine = (p.rows + g - 1u - min(wg.x, p.rows)) / g;
     var sum = 0.0;
-    for (var r = wg.x; r < p.rows; r += groups.x) {
-        for (var j = lane.index; j < latent; j += WG) {
-            sum += draw(r * latent + j);
+    for (var e = lane.index; e < mine * latent; e += WG) {
+        let t = e / latent;
+        sum += draw((wg.x + t * g) * latent + e - t * latent);
+    }
+    // The rows' z, written above by this workgroup's invocations, visible to all of them.
+    storageBarrier();
+    for (var q = lane.index; q < mine * p.hidden; q += WG) {
+        let t = q / p.hidden;
+        let o = q - t * p.hidden;
+        let r = wg.x + t * g;
+        let w = p.w_off + o * latent;
+        var acc = 0.0;
+        for (var l = 0u; l < latent; l++) {
+            acc = fma(z[r * latent + l], weights[w + l], acc);
         }
-        // The row's z, written above by this workgroup's invocations, visible to all of them.
-        storageBarrier();
-        for (var o = lane.index; o < p.hidden; o += WG) {
-            let w = p.w_off + o * latent;
-            var acc = 0.0;
-            for (var l = 0u; l < latent; l++) {
-                acc = fma(z[r * latent + l], weights[w + l], acc);
-            }
-            h3[r * p.hidden + o] = max(acc + weights[p.b_off + o], 0.0);
-        }
+        h3[r * p.hidden + o] = max(acc + weights[p.b_off + o], 0.0);
     }
     store_partial(lane, wg.x, sum);
 }

@@ -8,6 +8,7 @@ use vae_wgpu::kernels::adam::{AdamConfig, adam_cpu};
 use vae_wgpu::kernels::gather::gather_cpu;
 use vae_wgpu::kernels::matmul::{EVERY_PRODUCT, Kernel};
 use vae_wgpu::kernels::philox::{Philox, stream};
+use vae_wgpu::kernels::reparam::{DECODE_KEY, decode_fused};
 use vae_wgpu::kernels::tune::{self, Product};
 use vae_wgpu::model::ModelConfig;
 use vae_wgpu::model::net::Net;
@@ -112,6 +113,25 @@ fn gpu_step_matches_cpu_reference_with_every_pair_apart() {
     gpu.clear_choices();
 }
 
+/// The step with the reparameterization and fc3's forward pass the other way from this adapter's default (fused
+/// on a CPU adapter, apart on a GPU: see `decode_fused`), so both ways are tested on every adapter.
+#[test]
+fn gpu_step_matches_cpu_reference_with_the_other_decode() {
+    let _choices = CHOICES.lock().unwrap_or_else(|p| p.into_inner());
+    let gpu = common::gpu();
+    gpu.clear_choices();
+    let other = if decode_fused(gpu) { "apart" } else { "fused" };
+    gpu.set_choices([(DECODE_KEY.to_string(), other.to_string())]);
+    assert_eq!(decode_fused(gpu), other == "fused");
+    steps_match_the_reference(
+        &format!("default kernels, reparam+fc3 {other}"),
+        128,
+        178,
+        1,
+    );
+    gpu.clear_choices();
+}
+
 /// `epochs` epochs of `n_train` examples in batches of `batch` on the real model, each step recorded as training
 /// records it (its plan, then the submission's loss reduction) and checked against the CPU reference (see the
 /// comments inside for each tolerance).
@@ -135,7 +155,13 @@ fn steps_match_the_reference(kernel: &str, batch: u32, n_train: u32, epochs: u32
     let mut trainer = Trainer::new(gpu, &net, config, &train).unwrap();
     let used: Vec<String> = trainer.products().into_iter().map(|(_, k)| k).collect();
     let full_and_partial = if n_train.is_multiple_of(batch) { 1 } else { 2 };
-    assert_eq!(used.len(), 10 * full_and_partial, "{kernel}: {used:?}");
+    // fc3's forward pass is a product of its own unless the reparameterization computes it.
+    let products = if decode_fused(gpu) { 10 } else { 11 };
+    assert_eq!(
+        used.len(),
+        products * full_and_partial,
+        "{kernel}: {used:?}"
+    );
     if kernel.starts_with("default") {
         assert!(used.iter().all(|k| !k.is_empty()), "{kernel}: {used:?}");
     } else {

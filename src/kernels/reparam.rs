@@ -41,6 +41,22 @@ pub fn reparam(
     record(gpu, label, heads, out, kl, grad, shape, noise, step, None)
 }
 
+/// The key of the choice between [`reparam_decode`] ("fused") and the reparameterization and fc3's forward pass
+/// as two dispatches ("apart") in the device's kernel choices.
+pub const DECODE_KEY: &str = "reparam+fc3";
+
+/// Whether the step computes fc3's forward pass in the reparameterization's dispatch: the device's choice where
+/// it has one (a checkpoint's, or set by hand), else on GPUs, where it saves a dependent launch (on the H200,
+/// 11.1 µs fused against 6.9 + 6.2 apart), and not on CPU adapters, where the fused kernel's per-output loop
+/// costs more than the launch it saves (on lavapipe, 16 ms against 2.2 ms apart; BENCHMARKS.md).
+pub fn decode_fused(gpu: &Gpu) -> bool {
+    match gpu.choice(DECODE_KEY).as_deref() {
+        Some("fused") => true,
+        Some("apart") => false,
+        _ => gpu.info.device_type != wgpu::DeviceType::Cpu,
+    }
+}
+
 /// The decoder's first layer as [`reparam_decode`] computes it: h (rows, hidden) = max(z·Wᵀ + b, 0) with W
 /// (hidden, latent) at element `weight` of `params` and b (hidden) at `bias`.
 #[derive(Clone, Copy, Debug)]

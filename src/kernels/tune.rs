@@ -750,13 +750,16 @@ pub fn read_cache(
 }
 
 /// Whether `kernel` is a valid choice for `key`: a matmul candidate, or a reduction for the reduction key, or
-/// [`UNPAIRED`] for a pair.
+/// [`UNPAIRED`] for a pair, or `fused` or `apart` for [`crate::kernels::reparam::DECODE_KEY`].
 pub fn known_choice(key: &str, kernel: &str) -> bool {
     if key == Reduction::KEY {
         return kernel == Reduction::Workgroup.name() || kernel == Reduction::Subgroup.name();
     }
     if is_pair_key(key) && kernel == UNPAIRED {
         return true;
+    }
+    if key == crate::kernels::reparam::DECODE_KEY {
+        return kernel == "fused" || kernel == "apart";
     }
     Kernel::parse(kernel).is_some()
 }

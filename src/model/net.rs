@@ -24,7 +24,7 @@ use crate::kernels::matmul::{
     Epilogue, Layout as Mm, Operand, Part, matmul, matmul_pair, unpaired,
 };
 use crate::kernels::reduce::{PartialsLayout, reduce};
-use crate::kernels::reparam::{Decode, ReparamOut, reparam, reparam_decode};
+use crate::kernels::reparam::{Decode, ReparamOut, decode_fused, reparam, reparam_decode};
 use crate::model::{Layout, Linear, ModelConfig};
 
 /// Parameters, gradients and Adam's moments, each one flat buffer in [`Layout`] order.
@@ -269,7 +269,7 @@ pub fn forward(
     } = net.layout;
     let (x, latent) = (&ws.x, net.config.latent);
     let noise = (src.seed, src.stream);
-    Ok(Plan::from(vec![
+    let mut dispatches = vec![
         gather(
             gpu,
             "gather",
@@ -282,30 +282,60 @@ pub fn forward(
         )?,
         linear_forward(gpu, net, fc1, rows, x, &ws.h1, true)?,
         linear_forward(gpu, net, heads, rows, &ws.h1, &ws.heads, false)?,
-        reparam_and_fc3(gpu, net, ws, (rows, latent), noise, step, grad)?,
-        if grad {
-            // Training: the logits and, in the same epilogue, the BCE's gradient (its value is summed in
-            // the step's last dispatch, `adam_with_bce`).
-            let epi = Epilogue::BiasBce {
-                bias: bias(net, fc4),
-                x: x.into(),
-                grad: (&ws.dlogits).into(),
-            };
-            linear_forward_with(gpu, net, fc4, rows, (&ws.h3, &ws.logits), epi)?
-        } else {
-            linear_forward(gpu, net, fc4, rows, &ws.h3, &ws.logits, false)?
-        },
-    ]))
+    ];
+    if decode_fused(gpu) {
+        dispatches.push(reparam_and_fc3(
+            gpu,
+            net,
+            ws,
+            (rows, latent),
+            noise,
+            step,
+            grad,
+        )?);
+    } else {
+        dispatches.push(reparam_forward(
+            gpu,
+            net,
+            ws,
+            (rows, latent),
+            noise,
+            step,
+            grad,
+        )?);
+        dispatches.push(linear_forward(
+            gpu,
+            net,
+            net.layout.fc3,
+            rows,
+            &ws.z,
+            &ws.h3,
+            true,
+        )?);
+    }
+    dispatches.push(if grad {
+        // Training: the logits and, in the same epilogue, the BCE's gradient (its value is summed in
+        // the step's last dispatch, `adam_with_bce`).
+        let epi = Epilogue::BiasBce {
+            bias: bias(net, fc4),
+            x: x.into(),
+            grad: (&ws.dlogits).into(),
+        };
+        linear_forward_with(gpu, net, fc4, rows, (&ws.h3, &ws.logits), epi)?
+    } else {
+        linear_forward(gpu, net, fc4, rows, &ws.h3, &ws.logits, false)?
+    });
+    Ok(Plan::from(dispatches))
 }
 
 /// Where the training step's BCE value comes from: the logits and images of the forward pass, its partials
 /// in the step's slot (summed by `adam_with_bce`, the step's last dispatch).
-pub fn bce_value<'a>(net: &Net, ws: &'a Workspace, rows: u32) -> BceValue<'a> {
+pub fn bce_value<'a>(gpu: &Gpu, net: &Net, ws: &'a Workspace, rows: u32) -> BceValue<'a> {
     BceValue {
         logits: &ws.logits,
         x: &ws.x,
         shape: (rows, net.config.pixels),
-        partials: partials(ws, net.config, LossTerm::Bce),
+        partials: partials(gpu, ws, net.config, LossTerm::Bce),
     }
 }
 
@@ -332,7 +362,7 @@ fn reparam_and_fc3(
     } else {
         "reparam.kl+fc3.forward"
     };
-    let kl = partials(ws, net.config, LossTerm::Kl);
+    let kl = partials(gpu, ws, net.config, LossTerm::Kl);
     reparam_decode(
         gpu,
         label,
@@ -368,7 +398,7 @@ pub fn reparam_forward(
     grad: bool,
 ) -> Result<Dispatch> {
     let out = reparam_out(ws);
-    let kl = partials(ws, net.config, LossTerm::Kl);
+    let kl = partials(gpu, ws, net.config, LossTerm::Kl);
     let label = if grad {
         "reparam.kl.backward"
     } else {
@@ -378,7 +408,13 @@ pub fn reparam_forward(
 }
 
 /// Where a loss term's partials go in the workspace: as many as the largest batch needs, in the step's slot.
-fn partials(ws: &Workspace, config: ModelConfig, term: LossTerm) -> PartialsAt<'_> {
+fn partials<'a>(
+    gpu: &Gpu,
+    ws: &'a Workspace,
+    config: ModelConfig,
+    term: LossTerm,
+) -> PartialsAt<'a> {
+    let kl_elements = ws.rows as u64 * config.latent as u64;
     PartialsAt {
         buffer: &ws.partials,
         offset: term.partials_offset(),
@@ -386,8 +422,9 @@ fn partials(ws: &Workspace, config: ModelConfig, term: LossTerm) -> PartialsAt<'
         slots: ws.slots,
         groups: match term {
             LossTerm::Bce => loss_groups(ws.rows as u64 * config.pixels as u64),
-            // Up to one workgroup per row: `reparam_decode` gives each workgroup whole rows.
-            LossTerm::Kl => ws.rows.clamp(1, MAX_PARTIALS),
+            // Up to one workgroup per row where `reparam_decode` gives each workgroup whole rows.
+            LossTerm::Kl if decode_fused(gpu) => ws.rows.clamp(1, MAX_PARTIALS),
+            LossTerm::Kl => loss_groups(kl_elements),
         },
     }
 }
@@ -395,7 +432,7 @@ fn partials(ws: &Workspace, config: ModelConfig, term: LossTerm) -> PartialsAt<'
 /// BCE-with-logits of the reconstruction, without its gradient (evaluation; training takes both in fc4's
 /// epilogue and the step's last dispatch).
 fn bce(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32, step: &StepTable) -> Result<Dispatch> {
-    let at = partials(ws, net.config, LossTerm::Bce);
+    let at = partials(gpu, ws, net.config, LossTerm::Bce);
     let shape = (rows, net.config.pixels);
     let (logits, x, dlogits) = (&ws.logits, &ws.x, &ws.dlogits);
     bce_logits(
@@ -471,7 +508,7 @@ pub fn reduce_losses(
     step: &StepTable,
     log: &wgpu::Buffer,
 ) -> Result<Plan> {
-    let counts = LossTerm::ALL.map(|t| partials(ws, net.config, t).groups);
+    let counts = LossTerm::ALL.map(|t| partials(gpu, ws, net.config, t).groups);
     let at = PartialsLayout {
         slots: ws.slots,
         slot_stride: SLOT,

@@ -658,6 +658,11 @@ fn kernels_used(
             kernels.insert(key, choice);
         }
     }
+    let fused = crate::kernels::reparam::decode_fused(gpu);
+    kernels.insert(
+        crate::kernels::reparam::DECODE_KEY.into(),
+        if fused { "fused" } else { "apart" }.into(),
+    );
     kernels
 }
 

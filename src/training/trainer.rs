@@ -89,7 +89,7 @@ fn step_plan(
 ) -> Result<Plan> {
     let state = (&net.params, &net.grads, &net.m, &net.v);
     let n = net.layout.len as u32;
-    let bce = net::bce_value(net, ws, rows);
+    let bce = net::bce_value(gpu, net, ws, rows);
     Ok(net::forward(gpu, net, ws, src, (rows, true), steps)?
         .then(net::backward(gpu, net, ws, rows)?)
         .then(Plan::from(vec![adam_with_bce(
