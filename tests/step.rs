@@ -8,8 +8,9 @@ use vae_wgpu::kernels::adam::{AdamConfig, adam_cpu};
 use vae_wgpu::kernels::gather::gather_cpu;
 use vae_wgpu::kernels::matmul::{EVERY_PRODUCT, Kernel};
 use vae_wgpu::kernels::philox::{Philox, stream};
-use vae_wgpu::kernels::reparam::{DECODE_KEY, decode_fused};
+use vae_wgpu::kernels::reparam::decode_fused;
 use vae_wgpu::kernels::tune::{self, Product};
+use vae_wgpu::kernels::{FUSIONS, fused};
 use vae_wgpu::model::ModelConfig;
 use vae_wgpu::model::net::Net;
 use vae_wgpu::model::reference::loss_and_grad;
@@ -113,22 +114,41 @@ fn gpu_step_matches_cpu_reference_with_every_pair_apart() {
     gpu.clear_choices();
 }
 
-/// The step with the reparameterization and fc3's forward pass the other way from this adapter's default (fused
-/// on a CPU adapter, apart on a GPU: see `decode_fused`), so both ways are tested on every adapter.
+/// The step with every fusion the other way from this adapter's default (made on a CPU adapter, not on a GPU:
+/// see `vae_wgpu::kernels::fused`), so both ways are tested on every adapter: one dispatch more or less each.
 #[test]
-fn gpu_step_matches_cpu_reference_with_the_other_decode() {
+fn gpu_step_matches_cpu_reference_with_the_other_fusions() {
     let _choices = CHOICES.lock().unwrap_or_else(|p| p.into_inner());
     let gpu = common::gpu();
     gpu.clear_choices();
-    let other = if decode_fused(gpu) { "apart" } else { "fused" };
-    gpu.set_choices([(DECODE_KEY.to_string(), other.to_string())]);
-    assert_eq!(decode_fused(gpu), other == "fused");
-    steps_match_the_reference(
-        &format!("default kernels, reparam+fc3 {other}"),
-        128,
-        178,
-        1,
+    let model = ModelConfig::new(784, 400, 20).unwrap();
+    let net = Net::new(gpu, model, &model.init(11)).unwrap();
+    let config = TrainConfig {
+        model,
+        batch: 128,
+        adam: AdamConfig::default(),
+        seed: 11,
+        beta: 1.0,
+        kl_warmup: 0.0,
+        binarize: false,
+        log_interval: 1,
+    };
+    let train = random_split(178, 784, 1);
+    let mut trainer = Trainer::new(gpu, &net, config, &train).unwrap();
+    let before = trainer.step_plan(128).iter().count() as i64;
+    let mut change = 0i64;
+    for key in FUSIONS {
+        let other = if fused(gpu, key) { "apart" } else { "fused" };
+        change += if other == "apart" { 1 } else { -1 };
+        gpu.set_choices([(key.to_string(), other.to_string())]);
+        assert_eq!(fused(gpu, key), other == "fused");
+    }
+    trainer.rebuild_plans().unwrap();
+    assert_eq!(
+        trainer.step_plan(128).iter().count() as i64,
+        before + change
     );
+    steps_match_the_reference("default kernels, every fusion the other way", 128, 178, 1);
     gpu.clear_choices();
 }
 

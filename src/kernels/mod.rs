@@ -167,6 +167,21 @@ family!(
 // Test-only: a kernel that keeps the GPU busy, standing in for a hang (the `hang-after-step` fault).
 family!(HANG, "hang", ["hang.wgsl"]);
 
+/// The fusions the training step makes or not by device, each a choice "fused" or "apart" under its key in the
+/// device's kernel choices: [`reparam::DECODE_KEY`] and [`adam::ADAM_BCE_KEY`].
+pub const FUSIONS: [&str; 2] = [reparam::DECODE_KEY, adam::ADAM_BCE_KEY];
+
+/// Whether the fusion `key` (one of [`FUSIONS`]) is made: the device's choice where it has one (a checkpoint's,
+/// for exact resume, or one set by hand), else on GPUs, where a launch saved is a dependent launch's latency, and
+/// not on CPU adapters, where launches cost little and the fused kernels were measured slower (BENCHMARKS.md).
+pub fn fused(gpu: &crate::gpu::Gpu, key: &str) -> bool {
+    match gpu.choice(key).as_deref() {
+        Some("fused") => true,
+        Some("apart") => false,
+        _ => gpu.info.device_type != wgpu::DeviceType::Cpu,
+    }
+}
+
 /// Every shader module the crate builds.
 pub const FAMILIES: &[&ShaderSource] = &[
     &GATHER,

@@ -42,19 +42,14 @@ pub fn reparam(
 }
 
 /// The key of the choice between [`reparam_decode`] ("fused") and the reparameterization and fc3's forward pass
-/// as two dispatches ("apart") in the device's kernel choices.
+/// as two dispatches ("apart") in the device's kernel choices (see [`super::fused`]).
 pub const DECODE_KEY: &str = "reparam+fc3";
 
-/// Whether the step computes fc3's forward pass in the reparameterization's dispatch: the device's choice where
-/// it has one (a checkpoint's, or set by hand), else on GPUs, where it saves a dependent launch (on the H200,
-/// 11.1 µs fused against 6.9 + 6.2 apart), and not on CPU adapters, where the fused kernel's per-output loop
-/// costs more than the launch it saves (on lavapipe, 16 ms against 2.2 ms apart; BENCHMARKS.md).
+/// Whether the step computes fc3's forward pass in the reparameterization's dispatch ([`super::fused`]): on the
+/// H200 11.1 µs fused against 6.9 + 6.2 apart; on lavapipe 16 ms against 2.2 ms, the fused kernel's per-output
+/// loop gathering W3 along rows where the 128-tile matmul reuses every load (BENCHMARKS.md).
 pub fn decode_fused(gpu: &Gpu) -> bool {
-    match gpu.choice(DECODE_KEY).as_deref() {
-        Some("fused") => true,
-        Some("apart") => false,
-        _ => gpu.info.device_type != wgpu::DeviceType::Cpu,
-    }
+    super::fused(gpu, DECODE_KEY)
 }
 
 /// The decoder's first layer as [`reparam_decode`] computes it: h (rows, hidden) = max(z·Wᵀ + b, 0) with W

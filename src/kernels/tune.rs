@@ -750,7 +750,7 @@ pub fn read_cache(
 }
 
 /// Whether `kernel` is a valid choice for `key`: a matmul candidate, or a reduction for the reduction key, or
-/// [`UNPAIRED`] for a pair, or `fused` or `apart` for [`crate::kernels::reparam::DECODE_KEY`].
+/// [`UNPAIRED`] for a pair, or `fused` or `apart` for one of [`crate::kernels::FUSIONS`].
 pub fn known_choice(key: &str, kernel: &str) -> bool {
     if key == Reduction::KEY {
         return kernel == Reduction::Workgroup.name() || kernel == Reduction::Subgroup.name();
@@ -758,7 +758,7 @@ pub fn known_choice(key: &str, kernel: &str) -> bool {
     if is_pair_key(key) && kernel == UNPAIRED {
         return true;
     }
-    if key == crate::kernels::reparam::DECODE_KEY {
+    if crate::kernels::FUSIONS.contains(&key) {
         return kernel == "fused" || kernel == "apart";
     }
     Kernel::parse(kernel).is_some()

@@ -658,11 +658,10 @@ fn kernels_used(
             kernels.insert(key, choice);
         }
     }
-    let fused = crate::kernels::reparam::decode_fused(gpu);
-    kernels.insert(
-        crate::kernels::reparam::DECODE_KEY.into(),
-        if fused { "fused" } else { "apart" }.into(),
-    );
+    for key in crate::kernels::FUSIONS {
+        let fused = crate::kernels::fused(gpu, key);
+        kernels.insert(key.into(), if fused { "fused" } else { "apart" }.into());
+    }
     kernels
 }
 

@@ -6,7 +6,7 @@ use super::plans::{LossSum, Plans, batches, first_non_finite, products};
 use crate::data::mnist::Split;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Plan};
-use crate::kernels::adam::{AdamConfig, adam_with_bce};
+use crate::kernels::adam::{AdamConfig, adam, adam_bce_fused, adam_with_bce};
 use crate::kernels::contract::TERMS;
 use crate::kernels::gather::{Binarize, ByteMatrix};
 use crate::kernels::philox::{Philox, stream};
@@ -89,12 +89,21 @@ fn step_plan(
 ) -> Result<Plan> {
     let state = (&net.params, &net.grads, &net.m, &net.v);
     let n = net.layout.len as u32;
-    let bce = net::bce_value(gpu, net, ws, rows);
+    let last = if adam_bce_fused(gpu) {
+        let bce = net::bce_value(gpu, net, ws, rows);
+        Plan::from(vec![adam_with_bce(
+            gpu, "adam+bce", config, state, n, bce, steps,
+        )?])
+    } else {
+        // The BCE's value in a loss kernel of its own (the same partials to the bit), then Adam alone.
+        let (p, g, m, v) = state;
+        net::losses(gpu, net, ws, rows, steps)?.then(Plan::from(vec![adam(
+            gpu, "adam", config, p, g, m, v, n, steps,
+        )?]))
+    };
     Ok(net::forward(gpu, net, ws, src, (rows, true), steps)?
         .then(net::backward(gpu, net, ws, rows)?)
-        .then(Plan::from(vec![adam_with_bce(
-            gpu, "adam+bce", config, state, n, bce, steps,
-        )?])))
+        .then(last))
 }
 
 impl<'a> Trainer<'a> {
