@@ -13,8 +13,9 @@
 // adam_with_bce, the training step's last dispatch, also takes the step's reconstruction loss: fc4.forward's
 // epilogue (EPI_BIAS_BCE, matmul_common.wgsl) left the logits and already wrote the loss's gradient, so only its
 // value is left, and it rides in this dispatch instead of a launch of its own. The first p.bce_groups workgroups
-// each sum their share of bce_term(logits, x) with bce_logits' own strided loop and tree (loss.wgsl), so the value
-// is the same to the bit, and write it to bce_partials[step.partial_slot · p.slot_stride + p.partial_off + w].
+// each sum their share of bce_term(logits, x) (x from target_x[p.x_off], the step's x slot) with bce_logits' own
+// strided loop and tree (loss.wgsl), so the value is the same to the bit, and write it to
+// bce_partials[step.partial_slot · p.slot_stride + p.partial_off + w].
 // Its grid has at least p.bce_groups workgroups.
 
 @group(0) @binding(0) var<uniform> p: AdamParams;
@@ -54,7 +55,7 @@ fn adam_with_bce(
         let n = p.bce_rows * p.bce_cols;
         var sum = 0.0;
         for (var i = w * WG + lane.index; i < n; i += p.bce_groups * WG) {
-            sum += bce_term(logits[i], target_x[i]);
+            sum += bce_term(logits[i], target_x[p.x_off + i]);
         }
         let total = workgroup_sum(lane, sum);
         if lane.index == 0u {

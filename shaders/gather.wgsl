@@ -1,14 +1,21 @@
-// gather: one batch of rows of a u8 dataset resident on the GPU, picked through an index list, scaled to [0, 1].
+// gather: batches of rows of a u8 dataset resident on the GPU, picked through an index list, scaled to [0, 1].
 //
 //   data:  (data_rows, cols) bytes, row-major, packed four to a u32 (little-endian)
-//   index: the epoch's order of dataset rows (u32); batch row r is dataset row index[step.batch_offset + r]
-//   x:     (rows, cols) f32 row-major; x = byte / 255, as torchvision's ToTensor
+//   index: the epoch's order of dataset rows (u32, index_len of them)
+//   x:     p.steps batches of (rows, cols) f32 row-major, batch g at x[g · p.stride]; x = byte / 255, as
+//          torchvision's ToTensor
+//
+// Batch g is that of the step g steps after the one whose step-table row the dispatch is recorded with: its row r
+// is dataset row index[step.batch_offset + g · rows + r]. So one dispatch gathers the batches of several training
+// steps ahead of them (the trainer's x slots), and a step itself records no gather. A row at or past index_len (the
+// epoch ended inside the last batches) is not written.
 //
 // With the pipeline constant BINARIZE (dynamic binarization, the standard setup of the log-likelihood literature),
-// x = 1 where a Philox uniform u < byte / 255, else 0: element i draws from counter (i, step.rng_step, p.stream, 0)
-// under key (p.key_lo, p.key_hi), so every step sees a fresh binarization that the CPU can repeat.
+// x = 1 where a Philox uniform u < byte / 255, else 0: element i of batch g draws from counter
+// (i, step.rng_step + g, p.stream, 0) under key (p.key_lo, p.key_hi), so every step sees a fresh binarization that
+// the CPU can repeat, whichever dispatch gathered it.
 //
-// Dispatch: one invocation per element of x, WG (256) per workgroup, workgroups on a 2-D grid (`grid` in
+// Dispatch: one invocation per element of the batches, WG (256) per workgroup, workgroups on a 2-D grid (`grid` in
 // src/kernels/mod.rs). An index past the dataset writes NaN, so a host bug cannot pass for data.
 
 override BINARIZE: bool = false;
@@ -52,24 +59,33 @@ fn byte_to_unit(v: u32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = gid.x + gid.y * groups.x * WG;
-    if i >= p.rows * p.cols {
+    let all = gid.x + gid.y * groups.x * WG;
+    let batch = p.rows * p.cols;
+    if all >= p.steps * batch {
         return;
     }
+    let g = all / batch;
+    let i = all - g * batch;
     let r = i / p.cols;
     let c = i - r * p.cols;
-    let row = index[step.batch_offset + r];
+    let at = step.batch_offset + g * p.rows + r;
+    if at >= p.index_len {
+        return;
+    }
+    let out = g * p.stride + i;
+    let row = index[at];
     if row >= p.data_rows {
-        x[i] = bitcast<f32>(0x7fc00000u);
+        x[out] = bitcast<f32>(0x7fc00000u);
         return;
     }
     let byte = row * p.cols + c;
     let value = (data[byte >> 2u] >> ((byte & 3u) * 8u)) & 0xffu;
     let scaled = byte_to_unit(value);
     if BINARIZE {
-        let u = philox_uniform(philox4x32_10(vec4<u32>(i, step.rng_step, p.stream, 0u), vec2<u32>(p.key_lo, p.key_hi)).x);
-        x[i] = select(0.0, 1.0, u < scaled);
+        let counter = vec4<u32>(i, step.rng_step + g, p.stream, 0u);
+        let u = philox_uniform(philox4x32_10(counter, vec2<u32>(p.key_lo, p.key_hi)).x);
+        x[out] = select(0.0, 1.0, u < scaled);
     } else {
-        x[i] = scaled;
+        x[out] = scaled;
     }
 }

@@ -2,7 +2,7 @@
 // (The KL term is computed with the reparameterization, reparam.wgsl, whose backward is fused with it.)
 //
 // bce_logits — Bernoulli reconstruction loss on the decoder's logits l against the image x in [0, 1]:
-//   logits, x, dlogits: (rows, cols) f32
+//   logits, x, dlogits: (rows, cols) f32; x starts at target_x[p.x_off] (a training step's x slot)
 //   loss  = Σ max(l, 0) − l·x + log(1 + exp(−|l|))      (stable for any l: bce_term in logistic.wgsl)
 //   dlogits = σ(l) − x                                   (the gradient of the summed loss)
 //
@@ -33,7 +33,7 @@ fn bce_logits(
     var sum = 0.0;
     for (var i = wg.x * WG + lid; i < n; i += groups.x * WG) {
         let l = logits[i];
-        let x = target_x[i];
+        let x = target_x[p.x_off + i];
         sum += bce_term(l, x);
         if GRAD {
             dlogits[i] = sigmoid(l) - x;

@@ -60,12 +60,19 @@ fn a_renderdoc_capture_holds_the_profiled_steps_with_every_dispatch_named() {
         .find_map(|l| l.strip_prefix("dispatches per training step: "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no dispatch count:\n{out}"));
-    // What a submission adds once (the loss reduction): one step is one submission.
-    let once: usize = out
+    // What is recorded less often than once a step (the gather of the next steps' batches, the loss reduction):
+    // a one-step profile records each once, its one step being the first of the gathered ones and a submission.
+    let less_often: Vec<usize> = out
         .lines()
-        .find_map(|l| l.strip_prefix("plus "))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no per-submission dispatch count:\n{out}"));
+        .filter_map(|l| l.strip_prefix("plus "))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(
+        less_often.len(),
+        2,
+        "no gather and reduction counts:\n{out}"
+    );
+    let once: usize = less_often.iter().sum();
     let table = out.split_once("GB/s\n").map(|(_, t)| t).unwrap_or_default();
     let labels: Vec<&str> = table
         .lines()
@@ -101,7 +108,7 @@ fn a_renderdoc_capture_holds_the_profiled_steps_with_every_dispatch_named() {
         );
     }
     // Exactly the profiled steps: one step timed kernel by kernel, then one recorded as training records it, each
-    // a submission of its own with its loss reduction.
+    // a submission of its own with its gather and its loss reduction.
     let recorded = xml.matches("name=\"vkCmdDispatch\"").count();
     assert_eq!(
         recorded,

@@ -197,10 +197,10 @@ fn steps_match_the_reference(kernel: &str, batch: u32, n_train: u32, epochs: u32
             t += 1;
             let p0 = read(&trainer.net.params, n);
             let (m0, v0) = (read(&trainer.net.m, n), read(&trainer.net.v, n));
-            let plans = [
-                (trainer.step_plan(rows), i as u32),
-                (trainer.reduce_plan(), i as u32),
-            ];
+            // The gather of the next batches where this step's is the first of them (x slot 0), the step's plan
+            // for its x slot, and the loss reduction.
+            let plans = trainer.recorded(i as u32, rows);
+            let plans = plans.chain([(trainer.reduce_plan(), i as u32)]);
             gpu.submit_plans("test.step", plans).unwrap();
             // As `train_epoch` counts: the next epoch's rows start from here.
             trainer.step += 1;

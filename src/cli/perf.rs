@@ -436,6 +436,8 @@ pub fn profile(
         println!("trace written to {}", trace.display());
     }
     println!("dispatches per training step: {}", p.dispatches);
+    let (once, steps) = p.per_gather;
+    println!("plus {once} per {steps} steps (the gather of their input batches, ahead of them)");
     let (once, steps) = p.per_submission;
     println!(
         "plus {once} per submission of up to {steps} steps (the loss reduction, at the log point)"

@@ -3,9 +3,10 @@
 use super::contract::AdamParams;
 use super::loss::PartialsAt;
 use super::{ADAM, Reduction, StepParams, StepTable, WG, check_room, grid};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::gpu::{Access, Dispatch, KernelSpec};
+use crate::kernels::matmul::Operand;
 
 /// Adam's hyperparameters (PyTorch's defaults with `Default`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -70,11 +71,11 @@ pub fn adam_bce_fused(gpu: &Gpu) -> bool {
 }
 
 /// The step's reconstruction loss as [`adam_with_bce`] sums it: the logits and images (rows, cols) that
-/// fc4.forward left, and where its partials go.
+/// fc4.forward left (the images at their operand's offset: the step's x slot), and where its partials go.
 #[derive(Clone, Copy, Debug)]
 pub struct BceValue<'a> {
     pub logits: &'a wgpu::Buffer,
-    pub x: &'a wgpu::Buffer,
+    pub x: Operand<'a>,
     pub shape: (u32, u32),
     pub partials: PartialsAt<'a>,
 }
@@ -120,8 +121,9 @@ fn adam_dispatch(
     if let Some(b) = bce {
         let (rows, cols) = b.shape;
         let elems = rows as u64 * cols as u64;
-        for (what, buf) in [("logits", b.logits), ("x", b.x)] {
-            check_room("adam", label, what, buf, 0, elems)?;
+        for (what, at) in [("logits", b.logits.into()), ("x", b.x)] {
+            let at: Operand = at;
+            check_room("adam", label, what, at.buffer, at.offset as u64, elems)?;
         }
         let groups = b.partials.check(label)?;
         params.bce_rows = rows;
@@ -129,7 +131,9 @@ fn adam_dispatch(
         params.bce_groups = groups;
         params.partial_off = b.partials.offset;
         params.slot_stride = b.partials.slot_stride;
-        buffers.extend([b.logits, b.x, b.partials.buffer]);
+        params.x_off = u32::try_from(b.x.offset)
+            .map_err(|_| Error::shape("adam", format!("{label}: x at element {}", b.x.offset)))?;
+        buffers.extend([b.logits, b.x.buffer, b.partials.buffer]);
         invocations = invocations.max(groups as u64 * WG as u64);
         flops += 10.0 * elems as f64;
         bytes += 8.0 * elems as f64;

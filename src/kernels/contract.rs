@@ -252,9 +252,9 @@ gpu_struct! {
 }
 
 gpu_struct! {
-    /// gather: a batch of rows of a byte dataset.
+    /// gather: batches of rows of a byte dataset.
     pub struct GatherParams {
-        /// Rows of the batch.
+        /// Rows of a batch.
         pub rows: u32,
         /// Bytes per row.
         pub cols: u32,
@@ -265,8 +265,14 @@ gpu_struct! {
         /// Philox key (the seed's low and high words).
         pub key_lo: u32,
         pub key_hi: u32,
+        /// Batches (steps) gathered, each `stride` elements after the one before.
+        pub steps: u32,
+        pub stride: u32,
+        /// Rows of the index list: a batch row at or past it is not written.
+        pub index_len: u32,
         pub _pad0: u32,
         pub _pad1: u32,
+        pub _pad2: u32,
     }
 }
 
@@ -335,6 +341,11 @@ gpu_struct! {
         pub partial_off: u32,
         /// Elements between two slots of the partials buffer (the step table's `partial_slot` picks one).
         pub slot_stride: u32,
+        /// bce_logits: where the images start in their buffer (the step's x slot).
+        pub x_off: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+        pub _pad2: u32,
     }
 }
 
@@ -367,7 +378,8 @@ gpu_struct! {
         /// adam_with_bce: where the partials start in a slot, and the elements between two slots.
         pub partial_off: u32,
         pub slot_stride: u32,
-        pub _pad0: u32,
+        /// adam_with_bce: where the images start in their buffer (the step's x slot).
+        pub x_off: u32,
         pub _pad1: u32,
         pub _pad2: u32,
     }

@@ -54,6 +54,14 @@ impl ByteMatrix {
     }
 }
 
+/// Where [`gather_batches`] writes: `steps` batches of `rows` rows, batch g at element `g · stride` of x.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batches {
+    pub rows: u32,
+    pub steps: u32,
+    pub stride: u32,
+}
+
 /// Records `x[r, c] = data[index[batch_offset + r], c] / 255` for `rows` rows, where `batch_offset` comes from
 /// the step table row the dispatch is recorded with; binarized when `binarize` is given.
 #[allow(clippy::too_many_arguments)]
@@ -67,8 +75,42 @@ pub fn gather(
     step: &StepTable,
     binarize: Option<Binarize>,
 ) -> Result<Dispatch> {
-    let n = rows as u64 * data.cols as u64;
-    check_room("gather", label, "output", x, 0, n)?;
+    let one = Batches {
+        rows,
+        steps: 1,
+        stride: rows * data.cols,
+    };
+    gather_batches(gpu, label, data, index, x, one, step, binarize)
+}
+
+/// Records the batches of `at.steps` consecutive steps, starting with the step whose row of the step table the
+/// dispatch is recorded with: batch g (that of the step g steps later, `batch_offset + g · rows` in the index list,
+/// binarized with `rng_step + g`) into `x` at `g · at.stride`. Rows past the end of the index list are not
+/// written (the epoch ends inside the batches).
+#[allow(clippy::too_many_arguments)]
+pub fn gather_batches(
+    gpu: &Gpu,
+    label: &str,
+    data: &ByteMatrix,
+    index: &wgpu::Buffer,
+    x: &wgpu::Buffer,
+    at: Batches,
+    step: &StepTable,
+    binarize: Option<Binarize>,
+) -> Result<Dispatch> {
+    let batch = at.rows as u64 * data.cols as u64;
+    if at.steps == 0 || batch == 0 || (at.steps > 1 && (at.stride as u64) < batch) {
+        return Err(Error::shape(
+            "gather",
+            format!(
+                "{label}: {} batches of {} rows {} elements apart",
+                at.steps, at.rows, at.stride
+            ),
+        ));
+    }
+    let last = (at.steps as u64 - 1) * at.stride as u64;
+    check_room("gather", label, "output", x, last, batch)?;
+    let n = at.steps as u64 * batch;
     let spec = KernelSpec {
         module: &GATHER,
         entry: "gather",
@@ -77,12 +119,15 @@ pub fn gather(
         uses_rows: true,
     };
     let params = GatherParams {
-        rows,
+        rows: at.rows,
         cols: data.cols,
         data_rows: data.rows,
         stream: binarize.map_or(0, |b| b.stream),
         key_lo: binarize.map_or(0, |b| philox::key(b.seed)[0]),
         key_hi: binarize.map_or(0, |b| philox::key(b.seed)[1]),
+        steps: at.steps,
+        stride: at.stride,
+        index_len: (index.size() / 4).min(u32::MAX as u64) as u32,
         ..Default::default()
     };
     gpu.dispatch(

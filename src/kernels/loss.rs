@@ -8,6 +8,7 @@ use super::{LOSS, Reduction, StepTable, WG, check_room};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::gpu::{Access, Dispatch, KernelSpec};
+use crate::kernels::matmul::Operand;
 
 /// Workgroups (so partials) a loss kernel uses for `n` elements.
 pub fn loss_groups(n: u64) -> u32 {
@@ -47,15 +48,15 @@ impl PartialsAt<'_> {
     }
 }
 
-/// Checks each (name, buffer, elements) and the partials' room, then builds the dispatch of a loss entry point
-/// whose bindings are `inputs` in order followed by the partials.
+/// Checks each (name, operand, elements) and the partials' room, then builds the dispatch of a loss entry point
+/// whose bindings are `inputs` in order followed by the partials; the one named "x" may start at an offset.
 #[allow(clippy::too_many_arguments)]
 fn loss_dispatch(
     gpu: &Gpu,
     label: &str,
     entry: &'static str,
     storage: &'static [Access],
-    inputs: &[(&str, &wgpu::Buffer, u64)],
+    inputs: &[(&str, Operand, u64)],
     partials: PartialsAt,
     (rows, cols): (u32, u32),
     grad: bool,
@@ -68,9 +69,13 @@ fn loss_dispatch(
             format!("{label}: empty ({rows}×{cols})"),
         ));
     }
-    for (what, buf, elems) in inputs {
-        check_room("loss", label, what, buf, 0, *elems)?;
+    for (what, at, elems) in inputs {
+        check_room("loss", label, what, at.buffer, at.offset as u64, *elems)?;
     }
+    let x_off = inputs
+        .iter()
+        .find(|(what, ..)| *what == "x")
+        .map_or(0, |(_, at, _)| at.offset);
     let groups = partials.check(label)?;
     let spec = KernelSpec {
         module: Reduction::for_gpu(gpu).module(&LOSS),
@@ -84,8 +89,11 @@ fn loss_dispatch(
         cols,
         partial_off: partials.offset,
         slot_stride: partials.slot_stride,
+        x_off: u32::try_from(x_off)
+            .map_err(|_| Error::shape("loss", format!("{label}: x at element {x_off}")))?,
+        ..Default::default()
     };
-    let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|(_, b, _)| *b).collect();
+    let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|(_, at, _)| at.buffer).collect();
     buffers.push(partials.buffer);
     gpu.dispatch(
         label,
@@ -103,15 +111,16 @@ fn loss_dispatch(
     })
 }
 
-/// Records BCE-with-logits of `logits` against `x` (both (rows, cols)); with `grad`, also writes
+/// Records BCE-with-logits of `logits` against `x` (both (rows, cols), x from its operand's offset); with `grad`,
+/// also writes
 /// ∂L/∂logits = σ(l) − x to `dlogits` (which must be bound either way). The step table's row picks the partials'
 /// slot.
 #[allow(clippy::too_many_arguments)]
-pub fn bce_logits(
+pub fn bce_logits<'a>(
     gpu: &Gpu,
     label: &str,
     logits: &wgpu::Buffer,
-    x: &wgpu::Buffer,
+    x: impl Into<Operand<'a>>,
     dlogits: &wgpu::Buffer,
     partials: PartialsAt,
     (rows, cols): (u32, u32),
@@ -129,7 +138,11 @@ pub fn bce_logits(
             Access::ReadWrite,
             Access::ReadWrite,
         ],
-        &[("logits", logits, n), ("x", x, n), ("dlogits", dlogits, n)],
+        &[
+            ("logits", logits.into(), n),
+            ("x", x.into(), n),
+            ("dlogits", dlogits.into(), n),
+        ],
         partials,
         (rows, cols),
         grad,

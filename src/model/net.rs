@@ -2,15 +2,17 @@
 //! the dispatch plans of its passes, each a short list in the order the model computes:
 //!
 //! - [`forward`]: gather, fc1, heads, reparameterization with the KL term (its value, and in training its own part
-//!   of ∂heads), fc3, fc4 (logits; in training also ∂logits, the BCE's gradient);
+//!   of ∂heads), fc3, fc4 (logits; in training also ∂logits, the BCE's gradient); [`forward_from`] is the same
+//!   from a batch already in one of the workspace's x slots (training gathers the batches of many steps ahead,
+//!   in one dispatch of its own);
 //! - [`losses`]: BCE of a forward pass, no gradients (evaluation);
 //! - [`backward`]: each layer's weight and input gradients in one dispatch, from fc4 down (fc3's input gradient
 //!   finishes ∂heads: the reparameterization's backward), then fc1's weight gradient; every gradient lands in the
 //!   flat gradient buffer;
 //! - [`reduce_losses`]: the loss partials of the steps of a submission to their rows of the loss log.
 //!
-//! A training step is `forward`, `backward`, then Adam with the BCE's value ([`bce_value`]), and a submission of
-//! steps ends with `reduce_losses`; an evaluation batch is `forward`, `losses`, `reduce_losses`. Everything here
+//! A training step is `forward_from`, `backward`, then Adam with the BCE's value ([`bce_value`]), and a
+//! submission of steps ends with `reduce_losses`; an evaluation batch is `forward`, `losses`, `reduce_losses`. Everything here
 //! records; nothing waits.
 
 use crate::error::Result;
@@ -58,7 +60,10 @@ pub struct Workspace {
     pub rows: u32,
     /// Steps whose loss partials the workspace holds at once: the steps of one submission.
     pub slots: u32,
+    /// The input batches: `x_slots` of them, `x_stride` elements apart (see [`Workspace::x_at`]).
     pub x: wgpu::Buffer,
+    pub x_slots: u32,
+    pub x_stride: u32,
     pub h1: wgpu::Buffer,
     pub heads: wgpu::Buffer,
     pub z: wgpu::Buffer,
@@ -78,8 +83,15 @@ pub struct Workspace {
 /// Elements of one step's slot in a workspace's partials.
 pub const SLOT: u32 = TERMS as u32 * MAX_PARTIALS;
 
+/// Elements between two input batches of `rows` × `pixels` in a workspace: rounded up to 64 (256 bytes), so
+/// every batch starts where a vec4 load and a storage binding may start.
+pub fn x_stride(rows: u32, pixels: u32) -> u32 {
+    (rows.max(1) * pixels).next_multiple_of(64)
+}
+
 impl Workspace {
-    /// A workspace for batches of up to `rows` examples, keeping the loss partials of `slots` steps.
+    /// A workspace for batches of up to `rows` examples, keeping the loss partials of `slots` steps and one
+    /// input batch.
     pub fn new(
         gpu: &Gpu,
         name: &str,
@@ -87,7 +99,21 @@ impl Workspace {
         rows: u32,
         slots: u32,
     ) -> Result<Workspace> {
-        let slots = slots.max(1);
+        Workspace::with_inputs(gpu, name, config, rows, slots, 1)
+    }
+
+    /// [`Workspace::new`] with room for the input batches of `x_slots` steps, gathered ahead of them in one
+    /// dispatch (training).
+    pub fn with_inputs(
+        gpu: &Gpu,
+        name: &str,
+        config: ModelConfig,
+        rows: u32,
+        slots: u32,
+        x_slots: u32,
+    ) -> Result<Workspace> {
+        let (slots, x_slots) = (slots.max(1), x_slots.max(1));
+        let x_stride = x_stride(rows, config.pixels);
         let (r, p, h, l) = (
             rows as usize,
             config.pixels as usize,
@@ -98,7 +124,9 @@ impl Workspace {
         Ok(Workspace {
             rows,
             slots,
-            x: buf("x", r * p)?,
+            x: buf("x", x_slots as usize * x_stride as usize)?,
+            x_slots,
+            x_stride,
             h1: buf("h1", r * h)?,
             heads: buf("heads", r * 2 * l)?,
             z: buf("z", r * l)?,
@@ -112,6 +140,17 @@ impl Workspace {
             dh1: buf("dh1", r * h)?,
             partials: buf("partials", slots as usize * SLOT as usize)?,
         })
+    }
+}
+
+impl Workspace {
+    /// The input batch in x slot `slot` (training gathers several steps' batches ahead; slot 0 otherwise).
+    pub fn x_at(&self, slot: u32) -> Operand<'_> {
+        assert!(slot < self.x_slots, "x slot {slot} of {}", self.x_slots);
+        Operand {
+            buffer: &self.x,
+            offset: slot as usize * self.x_stride as usize,
+        }
     }
 }
 
@@ -135,7 +174,7 @@ fn linear_forward(
     net: &Net,
     l: Linear,
     rows: u32,
-    x: &wgpu::Buffer,
+    x: Operand,
     y: &wgpu::Buffer,
     relu: bool,
 ) -> Result<Dispatch> {
@@ -153,7 +192,7 @@ fn linear_forward_with(
     net: &Net,
     l: Linear,
     rows: u32,
-    (x, y): (&wgpu::Buffer, &wgpu::Buffer),
+    (x, y): (Operand, &wgpu::Buffer),
     epi: Epilogue<Operand>,
 ) -> Result<Dispatch> {
     matmul(
@@ -161,7 +200,7 @@ fn linear_forward_with(
         &format!("{}.forward", l.name),
         Mm::NT,
         (rows, l.out, l.inp),
-        x.into(),
+        x,
         weight(net, l),
         y.into(),
         epi,
@@ -174,13 +213,13 @@ fn weight_grad<'a>(
     l: Linear,
     rows: u32,
     dy: &'a wgpu::Buffer,
-    x: &'a wgpu::Buffer,
+    x: Operand<'a>,
 ) -> Part<'a> {
     Part {
         layout: Mm::TN,
         dims: (l.out, l.inp, rows),
         a: dy.into(),
-        b: x.into(),
+        b: x,
         c: Operand {
             buffer: &net.grads,
             offset: l.weight,
@@ -231,7 +270,7 @@ fn layer_backward<'a>(
     (x, dx): (&'a wgpu::Buffer, &'a wgpu::Buffer),
     epi: Epilogue<Operand<'a>>,
 ) -> Result<Vec<Dispatch>> {
-    let first = weight_grad(net, l, rows, dy, x);
+    let first = weight_grad(net, l, rows, dy, x.into());
     let second = input_grad(net, l, rows, dy, dx, epi);
     if unpaired(gpu, &first, &second) {
         return Ok(vec![
@@ -264,24 +303,46 @@ pub fn forward(
     (rows, grad): (u32, bool),
     step: &StepTable,
 ) -> Result<Plan> {
+    let gather = gather(
+        gpu,
+        "gather",
+        src.data,
+        src.index,
+        &ws.x,
+        rows,
+        step,
+        src.binarize,
+    )?;
+    Ok(Plan::from(vec![gather]).then(forward_from(
+        gpu,
+        net,
+        ws,
+        src,
+        ws.x_at(0),
+        (rows, grad),
+        step,
+    )?))
+}
+
+/// [`forward`] from a batch already in the workspace at `x` (training: a dispatch gathered it ahead, with the
+/// batches of the next steps); `src` gives the noise.
+pub fn forward_from(
+    gpu: &Gpu,
+    net: &Net,
+    ws: &Workspace,
+    src: &Source,
+    x: Operand,
+    (rows, grad): (u32, bool),
+    step: &StepTable,
+) -> Result<Plan> {
     let Layout {
         fc1, heads, fc4, ..
     } = net.layout;
-    let (x, latent) = (&ws.x, net.config.latent);
+    let latent = net.config.latent;
     let noise = (src.seed, src.stream);
     let mut dispatches = vec![
-        gather(
-            gpu,
-            "gather",
-            src.data,
-            src.index,
-            x,
-            rows,
-            step,
-            src.binarize,
-        )?,
         linear_forward(gpu, net, fc1, rows, x, &ws.h1, true)?,
-        linear_forward(gpu, net, heads, rows, &ws.h1, &ws.heads, false)?,
+        linear_forward(gpu, net, heads, rows, (&ws.h1).into(), &ws.heads, false)?,
     ];
     if decode_fused(gpu) {
         dispatches.push(reparam_and_fc3(
@@ -308,32 +369,39 @@ pub fn forward(
             net,
             net.layout.fc3,
             rows,
-            &ws.z,
+            (&ws.z).into(),
             &ws.h3,
             true,
         )?);
     }
+    let h3 = (&ws.h3).into();
     dispatches.push(if grad {
         // Training: the logits and, in the same epilogue, the BCE's gradient (its value is summed in
         // the step's last dispatch, `adam_with_bce`).
         let epi = Epilogue::BiasBce {
             bias: bias(net, fc4),
-            x: x.into(),
+            x,
             grad: (&ws.dlogits).into(),
         };
-        linear_forward_with(gpu, net, fc4, rows, (&ws.h3, &ws.logits), epi)?
+        linear_forward_with(gpu, net, fc4, rows, (h3, &ws.logits), epi)?
     } else {
-        linear_forward(gpu, net, fc4, rows, &ws.h3, &ws.logits, false)?
+        linear_forward(gpu, net, fc4, rows, h3, &ws.logits, false)?
     });
     Ok(Plan::from(dispatches))
 }
 
-/// Where the training step's BCE value comes from: the logits and images of the forward pass, its partials
-/// in the step's slot (summed by `adam_with_bce`, the step's last dispatch).
-pub fn bce_value<'a>(gpu: &Gpu, net: &Net, ws: &'a Workspace, rows: u32) -> BceValue<'a> {
+/// Where the training step's BCE value comes from: the logits and images (`x`) of the forward pass, its
+/// partials in the step's slot (summed by `adam_with_bce`, the step's last dispatch).
+pub fn bce_value<'a>(
+    gpu: &Gpu,
+    net: &Net,
+    ws: &'a Workspace,
+    x: Operand<'a>,
+    rows: u32,
+) -> BceValue<'a> {
     BceValue {
         logits: &ws.logits,
-        x: &ws.x,
+        x,
         shape: (rows, net.config.pixels),
         partials: partials(gpu, ws, net.config, LossTerm::Bce),
     }
@@ -429,13 +497,21 @@ fn partials<'a>(
     }
 }
 
-/// BCE-with-logits of the reconstruction, without its gradient (evaluation; training takes both in fc4's
-/// epilogue and the step's last dispatch).
-fn bce(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32, step: &StepTable) -> Result<Dispatch> {
+/// The reconstruction term of a forward pass from the images `x`, without gradients (the forward pass has the
+/// KL): BCE-with-logits for evaluation, and for the training step where BCE and Adam run apart (training
+/// otherwise takes the gradient in fc4's epilogue and the value in the step's last dispatch).
+pub fn losses(
+    gpu: &Gpu,
+    net: &Net,
+    ws: &Workspace,
+    x: Operand,
+    rows: u32,
+    step: &StepTable,
+) -> Result<Plan> {
     let at = partials(gpu, ws, net.config, LossTerm::Bce);
     let shape = (rows, net.config.pixels);
-    let (logits, x, dlogits) = (&ws.logits, &ws.x, &ws.dlogits);
-    bce_logits(
+    let (logits, dlogits) = (&ws.logits, &ws.dlogits);
+    let bce = bce_logits(
         gpu,
         "bce.forward",
         logits,
@@ -445,19 +521,15 @@ fn bce(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32, step: &StepTable) -> Res
         shape,
         false,
         step,
-    )
-}
-
-/// The reconstruction term of a forward pass, without gradients (evaluation; the forward pass has the KL).
-pub fn losses(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32, step: &StepTable) -> Result<Plan> {
-    Ok(Plan::from(vec![bce(gpu, net, ws, rows, step)?]))
+    )?;
+    Ok(Plan::from(vec![bce]))
 }
 
 /// The backward pass after a training [`forward`] (which left ∂logits): every parameter's gradient into
 /// `net.grads`, each layer's weight and input gradients in one dispatch. fc3's input gradient ∂z goes straight
 /// into ∂heads, on top of the KL's own part that the forward pass left there: the reparameterization's backward,
-/// with no dispatch of its own.
-pub fn backward(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32) -> Result<Plan> {
+/// with no dispatch of its own. `x` is the forward pass's input batch (fc1's weight gradient reads it).
+pub fn backward(gpu: &Gpu, net: &Net, ws: &Workspace, x: Operand, rows: u32) -> Result<Plan> {
     let Layout {
         fc1,
         heads,
@@ -466,7 +538,7 @@ pub fn backward(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32) -> Result<Plan>
         ..
     } = net.layout;
     let kl_grad = Epilogue::KlGrad((&ws.coef).into());
-    let fc1_grad = weight_grad(net, fc1, rows, &ws.dh1, &ws.x);
+    let fc1_grad = weight_grad(net, fc1, rows, &ws.dh1, x);
     let mut dispatches = layer_backward(
         gpu,
         net,
@@ -523,7 +595,7 @@ pub fn reduce_losses(
 pub fn decode(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32) -> Result<Plan> {
     let Layout { fc3, fc4, .. } = net.layout;
     Ok(Plan::from(vec![
-        linear_forward(gpu, net, fc3, rows, &ws.z, &ws.h3, true)?,
-        linear_forward(gpu, net, fc4, rows, &ws.h3, &ws.logits, false)?,
+        linear_forward(gpu, net, fc3, rows, (&ws.z).into(), &ws.h3, true)?,
+        linear_forward(gpu, net, fc4, rows, (&ws.h3).into(), &ws.logits, false)?,
     ]))
 }

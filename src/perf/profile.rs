@@ -42,6 +42,8 @@ pub struct Profile {
     pub dispatches: usize,
     /// Dispatches recorded once per submission (the loss reduction), and the steps a submission holds.
     pub per_submission: (usize, u32),
+    /// Dispatches recorded once per so many steps (the gather of their input batches), and how many steps.
+    pub per_gather: (usize, u32),
     pub steps: u32,
     /// Where the graphics-debugger capture went, in words (`--capture` only).
     pub captured: Option<String>,
@@ -68,12 +70,13 @@ pub fn profile(
     // Step s of the profile is step s of the epoch (wrapping): its row of the step table and its plan.
     let row = |s: u32| s % sizes.len() as u32;
     let plan = |s: u32| trainer.step_plan(sizes[row(s) as usize]);
-    // As training records them: each step's plan and, after the last step of a submission (its partials' slot
-    // is the last, or the profile ends there), the reduction of the submission's loss partials.
+    // As training records them: each step's plan (after the gather of the next batches where its batch is the
+    // first of them) and, after the last step of a submission (its partials' slot is the last, or the profile
+    // ends there), the reduction of the submission's loss partials.
     let slots = trainer.steps_per_submission();
     let reduce = trainer.reduce_plan();
     let recorded = |s: u32| {
-        let mut v = vec![(plan(s), row(s))];
+        let mut v: Vec<_> = trainer.recorded(row(s), sizes[row(s) as usize]).collect();
         let last_of_submission = (row(s) + 1) % slots == 0 || row(s) + 1 == sizes.len() as u32;
         if last_of_submission || s + 1 == steps {
             v.push((reduce, row(s)));
@@ -81,7 +84,10 @@ pub fn profile(
         v
     };
     // Warm-up: pipelines are built, caches filled.
-    gpu.submit_plans("profile.warmup", [(plan(0), 0), (reduce, 0)])?;
+    gpu.submit_plans(
+        "profile.warmup",
+        recorded(0).into_iter().chain([(reduce, 0)]),
+    )?;
     gpu.wait()?;
     let capture = capture.then(|| Capture::start(gpu));
     let (kernels, gpu_step_us) = if gpu.has_timestamps() {
@@ -89,7 +95,12 @@ pub fn profile(
         if let Some(path) = trace {
             write_trace(path, &frames)?;
         }
-        let (rows, per_step) = kernel_rows(&frames, &plan(0).clone().then(reduce.clone()), steps);
+        let all = trainer
+            .gather_plan()
+            .clone()
+            .then(plan(0).clone())
+            .then(reduce.clone());
+        let (rows, per_step) = kernel_rows(&frames, &all, steps);
         (rows, Some(per_step))
     } else {
         (Vec::new(), None)
@@ -110,6 +121,7 @@ pub fn profile(
         gpu_step_us,
         dispatches,
         per_submission: (reduce.len(), slots),
+        per_gather: (trainer.gather_plan().len(), trainer.gathered_ahead()),
         steps,
         captured,
     })

@@ -123,7 +123,7 @@ impl<'a> Evaluator<'a> {
         let (ws, steps, log) = (&self.ws, &self.steps, &self.log);
         self.plans = Plans::build(&batches(self.n, self.batch), |rows| {
             Ok(net::forward(gpu, net, ws, &src, (rows, false), steps)?
-                .then(net::losses(gpu, net, ws, rows, steps)?)
+                .then(net::losses(gpu, net, ws, ws.x_at(0), rows, steps)?)
                 .then(net::reduce_losses(gpu, net, ws, steps, log)?))
         })?;
         // Reconstructions: the first test images through the model, with the first batch's noise.

@@ -1,6 +1,6 @@
-//! The trainer: the training set resident on the GPU as bytes, a shuffled index list per epoch, whole steps
-//! (forward, backward, Adam) recorded many to a submission, and loss totals kept on the GPU until a log point
-//! reads them.
+//! The trainer: the training set resident on the GPU as bytes, a shuffled index list per epoch, the input batches
+//! of several steps gathered ahead in one dispatch, whole steps (forward, backward, Adam) recorded many to a
+//! submission, and loss totals kept on the GPU until a log point reads them.
 
 use super::plans::{LossSum, Plans, batches, first_non_finite, products};
 use crate::data::mnist::Split;
@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Plan};
 use crate::kernels::adam::{AdamConfig, adam, adam_bce_fused, adam_with_bce};
 use crate::kernels::contract::TERMS;
-use crate::kernels::gather::{Binarize, ByteMatrix};
+use crate::kernels::gather::{Batches, Binarize, ByteMatrix, gather_batches};
 use crate::kernels::philox::{Philox, stream};
 use crate::kernels::tune::Product;
 use crate::kernels::{StepParams, StepTable};
@@ -41,7 +41,14 @@ pub struct Trainer<'a> {
     index: wgpu::Buffer,
     steps: StepTable,
     log: wgpu::Buffer,
-    plans: Plans,
+    /// The step plans of each x slot: the plans of slot s read their batch from the workspace's x slot s.
+    plans: Vec<Plans>,
+    /// The input batches of the next `ahead` steps into their x slots: recorded before the step of slot 0.
+    gather: Plan,
+    /// Steps whose batches one gather fills: the workspace's x slots, or the steps of an epoch if fewer.
+    ahead: u32,
+    /// The step from which x slots are counted (the first step of the epoch this run takes).
+    x_start: u32,
     /// The loss partials of a submission's steps to their rows of the loss log: recorded once per submission,
     /// after its last step.
     reduce: Plan,
@@ -75,35 +82,54 @@ pub enum EpochEnd {
     Interrupted,
 }
 
-/// One training step of `rows` examples: forward (with the KL and the BCE's gradient), backward, Adam with the
-/// BCE's value; both loss terms leave their partials in the step's slot, which become loss totals at the end of
-/// the submission (`reduce_losses`).
+/// Input batches gathered ahead in one dispatch, at most: the launch is paid once per this many steps, and the
+/// workspace holds this many batches (12.8 MB at batch 128 on MNIST).
+pub const X_SLOTS: u32 = 32;
+
+/// One training step of `rows` examples whose batch is in x slot `slot`: forward (with the KL and the BCE's
+/// gradient), backward, Adam with the BCE's value; both loss terms leave their partials in the step's slot,
+/// which become loss totals at the end of the submission (`reduce_losses`).
+#[allow(clippy::too_many_arguments)]
 fn step_plan(
     gpu: &Gpu,
     net: &Net,
     ws: &Workspace,
     src: &Source,
-    rows: u32,
+    (rows, slot): (u32, u32),
     steps: &StepTable,
     config: &AdamConfig,
 ) -> Result<Plan> {
     let state = (&net.params, &net.grads, &net.m, &net.v);
     let n = net.layout.len as u32;
+    let x = ws.x_at(slot);
     let last = if adam_bce_fused(gpu) {
-        let bce = net::bce_value(gpu, net, ws, rows);
+        let bce = net::bce_value(gpu, net, ws, x, rows);
         Plan::from(vec![adam_with_bce(
             gpu, "adam+bce", config, state, n, bce, steps,
         )?])
     } else {
         // The BCE's value in a loss kernel of its own (the same partials to the bit), then Adam alone.
         let (p, g, m, v) = state;
-        net::losses(gpu, net, ws, rows, steps)?.then(Plan::from(vec![adam(
+        net::losses(gpu, net, ws, x, rows, steps)?.then(Plan::from(vec![adam(
             gpu, "adam", config, p, g, m, v, n, steps,
         )?]))
     };
-    Ok(net::forward(gpu, net, ws, src, (rows, true), steps)?
-        .then(net::backward(gpu, net, ws, rows)?)
-        .then(last))
+    Ok(
+        net::forward_from(gpu, net, ws, src, x, (rows, true), steps)?
+            .then(net::backward(gpu, net, ws, x, rows)?)
+            .then(last),
+    )
+}
+
+/// How many input batches the workspace holds: [`X_SLOTS`], fewer where the device cannot bind that many as one
+/// buffer. Not fewer for a short epoch (which uses fewer of them): the workspace then grows with the batch size
+/// alone, so that a batch size that fits is followed only by smaller ones that fit (the out-of-memory advice
+/// searches on that).
+fn x_slots(gpu: &Gpu, batch: u32, pixels: u32) -> u32 {
+    let limits = gpu.device.limits();
+    let bytes = net::x_stride(batch, pixels) as u64 * 4;
+    let room = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+    (X_SLOTS as u64).min(room / bytes).max(1) as u32
 }
 
 impl<'a> Trainer<'a> {
@@ -128,7 +154,9 @@ impl<'a> Trainer<'a> {
         let log = gpu.storage::<f32>("train.loss_log", sizes.len() * TERMS)?;
         // One slot of loss partials per step of a submission.
         let slots = config.log_interval.max(1).min(sizes.len() as u32);
-        let ws = Workspace::new(gpu, "train", net.config, config.batch, slots)?;
+        let x_slots = x_slots(gpu, config.batch, net.config.pixels);
+        let ws = Workspace::with_inputs(gpu, "train", net.config, config.batch, slots, x_slots)?;
+        let ahead = x_slots.min(sizes.len() as u32);
         let mut trainer = Trainer {
             gpu,
             net,
@@ -137,7 +165,10 @@ impl<'a> Trainer<'a> {
             index,
             steps,
             log,
-            plans: Plans::empty(),
+            plans: Vec::new(),
+            gather: Plan::default(),
+            ahead,
+            x_start: 0,
             reduce: Plan::default(),
             ws,
             step: 0,
@@ -154,7 +185,7 @@ impl<'a> Trainer<'a> {
     pub fn rebuild_plans(&mut self) -> Result<()> {
         let (gpu, net, config) = (self.gpu, self.net, &self.config);
         // The old plans go first, so their parameter buffers are not held twice over.
-        (self.plans, self.reduce) = (Plans::empty(), Plan::default());
+        (self.plans, self.gather, self.reduce) = (Vec::new(), Plan::default(), Plan::default());
         gpu.release_dropped()?;
         let src = Source {
             data: &self.data,
@@ -167,15 +198,30 @@ impl<'a> Trainer<'a> {
             }),
         };
         let (ws, steps, log) = (&self.ws, &self.steps, &self.log);
-        let plan = |rows| step_plan(gpu, net, ws, &src, rows, steps, &config.adam);
-        self.plans = Plans::build(&batches(self.n, config.batch), plan)?;
+        let sizes = batches(self.n, config.batch);
+        self.plans = (0..self.ahead)
+            .map(|slot| {
+                let plan = |rows| step_plan(gpu, net, ws, &src, (rows, slot), steps, &config.adam);
+                Plans::build(&sizes, plan)
+            })
+            .collect::<Result<_>>()?;
+        let at = Batches {
+            rows: config.batch,
+            steps: self.ahead,
+            stride: ws.x_stride,
+        };
+        let (data, index, binarize) = (src.data, src.index, src.binarize);
+        self.gather = Plan::from(vec![gather_batches(
+            gpu, "gather", data, index, &ws.x, at, steps, binarize,
+        )?]);
         self.reduce = net::reduce_losses(gpu, net, ws, steps, log)?;
         Ok(())
     }
 
-    /// The matmuls of every step plan, as (product, kernel) in plan order, duplicates included.
+    /// The matmuls of every step plan (those of x slot 0: the other slots' differ only in where x starts), as
+    /// (product, kernel) in plan order, duplicates included.
     pub fn products(&self) -> Vec<(Product, String)> {
-        self.plans.all().flat_map(products).collect()
+        self.plans[0].all().flat_map(products).collect()
     }
 
     /// The KL weight of step `i` (0-based) of `epoch` (1-based): β, ramped linearly over the warm-up epochs.
@@ -236,6 +282,7 @@ impl<'a> Trainer<'a> {
         let base = self.step - self.epoch_step;
         // Submissions start at `epoch_step` and hold `slots` steps each; each step's partials take its place.
         let (start, slots) = (self.epoch_step, self.ws.slots);
+        self.x_start = start;
         let rows: Vec<StepParams> = (0..sizes.len() as u32)
             .map(|i| {
                 let t = base + i + 1;
@@ -255,9 +302,31 @@ impl<'a> Trainer<'a> {
         Ok(sizes)
     }
 
-    /// The plan of one training step of `rows` examples.
+    /// The plan of one training step of `rows` examples whose batch is in x slot 0.
     pub fn step_plan(&self, rows: u32) -> &Plan {
-        self.plans.for_rows(rows)
+        self.plans[0].for_rows(rows)
+    }
+
+    /// The dispatch that gathers the input batches of [`Trainer::gathered_ahead`] steps at once, recorded with
+    /// the row of the first of them.
+    pub fn gather_plan(&self) -> &Plan {
+        &self.gather
+    }
+
+    /// Steps whose input batches one gather fills.
+    pub fn gathered_ahead(&self) -> u32 {
+        self.ahead
+    }
+
+    /// What step `i` of the epoch (`rows` examples) records, each plan with its step-table row: the gather of
+    /// the next batches where the step's batch is the first of them, then the step's plan for its x slot. Steps
+    /// are numbered from the epoch's start; x slots count from the step `begin_epoch` started at.
+    pub fn recorded(&self, i: u32, rows: u32) -> impl Iterator<Item = (&Plan, u32)> {
+        let slot = i.wrapping_sub(self.x_start) % self.ahead;
+        let gather = (slot == 0).then_some((&self.gather, i));
+        gather
+            .into_iter()
+            .chain([(self.plans[slot as usize].for_rows(rows), i)])
     }
 
     /// The plan that turns the loss partials of a submission's steps into their rows of the loss log: recorded
@@ -310,7 +379,7 @@ impl<'a> Trainer<'a> {
             }
             let chunk = &sizes[first..(first + interval).min(sizes.len())];
             let steps = chunk.iter().enumerate();
-            let plans = steps.map(|(i, &r)| (self.plans.for_rows(r), (first + i) as u32));
+            let plans = steps.flat_map(|(i, &r)| self.recorded((first + i) as u32, r));
             let last = (first + chunk.len() - 1) as u32;
             let plans = plans.chain([(&self.reduce, last)]);
             self.gpu.submit_plans("train.steps", plans)?;

@@ -3,6 +3,7 @@ use vae_wgpu::kernels::adam::{AdamConfig, BceValue, adam, adam_cpu, adam_with_bc
 use vae_wgpu::kernels::loss::{
     PartialsAt, bce_logits, bce_logits_cpu, bce_term_error, loss_groups, partials_sum_error,
 };
+use vae_wgpu::kernels::matmul::Operand;
 
 use crate::{
     assert_close, both_reductions, gpu, poisoned, read, rng, run, step_table, uniform_vec,
@@ -170,7 +171,15 @@ fn check_with_bce(n: usize, (rows, cols): (u32, u32)) {
         let (p1, g1, m1, v1) = state("fused");
         let (p2, g2, m2, v2) = state("plain");
         let lb = gpu.storage_init("logits", &logits).unwrap();
-        let xb = gpu.storage_init("x", &x).unwrap();
+        // The images after NaNs, as in a training step's x slot other than the first: both kernels must read
+        // them at their offset (each at its own here).
+        let after_nans = |skip: usize| {
+            let v: Vec<f32> = std::iter::repeat_n(f32::NAN, skip)
+                .chain(x.iter().copied())
+                .collect();
+            gpu.storage_init("x", &v).unwrap()
+        };
+        let (xb, xk) = (after_nans(64), after_nans(5));
         let groups = loss_groups(e as u64);
         let (fused_partials, kernel_partials) = (poisoned(600), poisoned(300));
         let mut row = StepParams {
@@ -188,7 +197,10 @@ fn check_with_bce(n: usize, (rows, cols): (u32, u32)) {
         };
         let bce = BceValue {
             logits: &lb,
-            x: &xb,
+            x: Operand {
+                buffer: &xb,
+                offset: 64,
+            },
             shape: (rows, cols),
             partials: at(&fused_partials, 300),
         };
@@ -200,7 +212,10 @@ fn check_with_bce(n: usize, (rows, cols): (u32, u32)) {
             gpu,
             "bce",
             &lb,
-            &xb,
+            Operand {
+                buffer: &xk,
+                offset: 5,
+            },
             &dl,
             at(&kernel_partials, 0),
             (rows, cols),

@@ -1,5 +1,7 @@
 use vae_wgpu::kernels::StepParams;
-use vae_wgpu::kernels::gather::{Binarize, ByteMatrix, gather, gather_binarized_cpu, gather_cpu};
+use vae_wgpu::kernels::gather::{
+    Batches, Binarize, ByteMatrix, gather, gather_batches, gather_binarized_cpu, gather_cpu,
+};
 
 use crate::{gpu, poisoned, read, rng, run, step_table};
 
@@ -180,4 +182,87 @@ fn gather_more_than_65535_workgroups() {
         read(&x, n, 7).iter().all(|v| v.is_nan()),
         "wrote past the batch"
     );
+}
+
+/// The batches of several steps in one dispatch, as the trainer gathers ahead: batch g is that of the step g
+/// steps after the recorded row (index list from `batch_offset + g · rows`, binarized with `rng_step + g`), at
+/// `g · stride`; the index list ends inside the last batch, whose rows past it stay unwritten, as do the gaps
+/// between batches.
+fn check_batches(binarize: Option<Binarize>) {
+    let gpu = gpu();
+    let (data_rows, cols, rows, steps) = (200u32, 29u32, 13u32, 4u32);
+    let (index_len, batch_offset, rng_step) = (150u32, 110u32, 7u32);
+    let stride = (rows * cols).next_multiple_of(64);
+    let mut r = rng(4);
+    let bytes: Vec<u8> = (0..data_rows * cols).map(|_| r.below(256) as u8).collect();
+    let index: Vec<u32> = r.permutation(data_rows)[..index_len as usize].to_vec();
+    let data = ByteMatrix::upload(gpu, "data", &bytes, cols).unwrap();
+    let index_buf = gpu.storage_init("index", &index).unwrap();
+    let len = (steps * stride) as usize;
+    let x = poisoned(len + 7);
+    let step = step_table(&[
+        StepParams::default(),
+        StepParams {
+            batch_offset,
+            rng_step,
+            ..Default::default()
+        },
+    ]);
+    let at = Batches {
+        rows,
+        steps,
+        stride,
+    };
+    let d = gather_batches(
+        gpu,
+        "gather.ahead",
+        &data,
+        &index_buf,
+        &x,
+        at,
+        &step,
+        binarize,
+    );
+    run(&[&d.unwrap()], 1);
+    let got = read(&x, 0, len + 7);
+    for g in 0..steps {
+        let first = batch_offset + g * rows;
+        // Rows of this batch before the index list ends (the last batch has one).
+        let have = rows.min(index_len.saturating_sub(first));
+        let args = (
+            &bytes[..],
+            cols as usize,
+            &index[..],
+            first as usize,
+            have as usize,
+        );
+        let want = match binarize {
+            None => gather_cpu(args.0, args.1, args.2, args.3, args.4),
+            Some(b) => {
+                gather_binarized_cpu(args.0, args.1, args.2, args.3, args.4, b, rng_step + g)
+            }
+        };
+        let start = (g * stride) as usize;
+        // Exact, as in `check` and `gather_binarized_matches_cpu`.
+        assert_eq!(
+            &got[start..start + want.len()],
+            &want[..],
+            "batch {g} ({binarize:?})"
+        );
+        let unwritten = &got[start + want.len()..start + stride as usize];
+        assert!(
+            unwritten.iter().all(|v| v.is_nan()),
+            "batch {g}: wrote past its {have} rows"
+        );
+    }
+    assert!(
+        got[len..].iter().all(|v| v.is_nan()),
+        "wrote past the batches"
+    );
+}
+
+#[test]
+fn gather_batches_of_several_steps() {
+    check_batches(None);
+    check_batches(Some(Binarize { seed: 3, stream: 8 }));
 }
