@@ -99,21 +99,23 @@ impl Workspace {
         rows: u32,
         slots: u32,
     ) -> Result<Workspace> {
-        Workspace::with_inputs(gpu, name, config, rows, slots, 1)
+        Workspace::with_inputs(gpu, name, config, rows, slots, 0)
     }
 
-    /// [`Workspace::new`] with room for the input batches of `x_slots` steps, gathered ahead of them in one
-    /// dispatch (training).
+    /// [`Workspace::new`] with `x_len` elements for input batches, as many as fit (at least one): the batches of
+    /// several steps, gathered ahead of them in one dispatch (training).
     pub fn with_inputs(
         gpu: &Gpu,
         name: &str,
         config: ModelConfig,
         rows: u32,
         slots: u32,
-        x_slots: u32,
+        x_len: u64,
     ) -> Result<Workspace> {
-        let (slots, x_slots) = (slots.max(1), x_slots.max(1));
+        let slots = slots.max(1);
         let x_stride = x_stride(rows, config.pixels);
+        let x_len = x_len.max(x_stride as u64);
+        let x_slots = (x_len / x_stride as u64).min(u32::MAX as u64) as u32;
         let (r, p, h, l) = (
             rows as usize,
             config.pixels as usize,
@@ -124,7 +126,7 @@ impl Workspace {
         Ok(Workspace {
             rows,
             slots,
-            x: buf("x", x_slots as usize * x_stride as usize)?,
+            x: buf("x", x_len as usize)?,
             x_slots,
             x_stride,
             h1: buf("h1", r * h)?,

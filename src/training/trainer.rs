@@ -82,9 +82,12 @@ pub enum EpochEnd {
     Interrupted,
 }
 
-/// Input batches gathered ahead in one dispatch, at most: the launch is paid once per this many steps, and the
-/// workspace holds this many batches (12.8 MB at batch 128 on MNIST).
+/// Input batches gathered ahead in one dispatch, at most: the launch is paid once per this many steps.
 pub const X_SLOTS: u32 = 32;
+
+/// Bytes the input batches gathered ahead may take, unless one batch takes more (then they take that): 32 at
+/// batch 128 on MNIST (12.8 MB), 10 at batch 1024, 1 at batch 60,000 (as without gathering ahead).
+pub const X_BYTES: u64 = 32 << 20;
 
 /// One training step of `rows` examples whose batch is in x slot `slot`: forward (with the KL and the BCE's
 /// gradient), backward, Adam with the BCE's value; both loss terms leave their partials in the step's slot,
@@ -121,15 +124,21 @@ fn step_plan(
     )
 }
 
-/// How many input batches the workspace holds: [`X_SLOTS`], fewer where the device cannot bind that many as one
-/// buffer. Not fewer for a short epoch (which uses fewer of them): the workspace then grows with the batch size
-/// alone, so that a batch size that fits is followed only by smaller ones that fit (the out-of-memory advice
-/// searches on that).
-fn x_slots(gpu: &Gpu, batch: u32, pixels: u32) -> u32 {
+/// Elements of the workspace's input batches: [`X_SLOTS`] batches within [`X_BYTES`] and the device's binding
+/// limit, and at least one batch. Not fewer for a short epoch (which uses fewer of them), and not a whole number
+/// of batches: so the workspace grows with the batch size and never shrinks, and a batch size that fits is
+/// followed only by smaller ones that fit (the out-of-memory advice searches on that).
+fn x_len(gpu: &Gpu, batch: u32, pixels: u32) -> u64 {
     let limits = gpu.device.limits();
-    let bytes = net::x_stride(batch, pixels) as u64 * 4;
-    let room = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-    (X_SLOTS as u64).min(room / bytes).max(1) as u32
+    let bytes = X_BYTES
+        .min(limits.max_storage_buffer_binding_size)
+        .min(limits.max_buffer_size);
+    x_len_within(net::x_stride(batch, pixels) as u64, bytes / 4)
+}
+
+/// [`x_len`] for batches `one` elements apart within `room` elements.
+fn x_len_within(one: u64, room: u64) -> u64 {
+    one.max((X_SLOTS as u64 * one).min(room))
 }
 
 impl<'a> Trainer<'a> {
@@ -154,9 +163,9 @@ impl<'a> Trainer<'a> {
         let log = gpu.storage::<f32>("train.loss_log", sizes.len() * TERMS)?;
         // One slot of loss partials per step of a submission.
         let slots = config.log_interval.max(1).min(sizes.len() as u32);
-        let x_slots = x_slots(gpu, config.batch, net.config.pixels);
-        let ws = Workspace::with_inputs(gpu, "train", net.config, config.batch, slots, x_slots)?;
-        let ahead = x_slots.min(sizes.len() as u32);
+        let x_len = x_len(gpu, config.batch, net.config.pixels);
+        let ws = Workspace::with_inputs(gpu, "train", net.config, config.batch, slots, x_len)?;
+        let ahead = ws.x_slots.min(sizes.len() as u32);
         let mut trainer = Trainer {
             gpu,
             net,
@@ -405,5 +414,34 @@ impl<'a> Trainer<'a> {
         let sum = std::mem::take(&mut self.partial);
         self.epoch_step = 0;
         Ok(EpochEnd::Done(sum))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{X_BYTES, X_SLOTS, x_len_within};
+    use crate::model::net::x_stride;
+
+    /// The input batches' room never shrinks as the batch grows (the out-of-memory advice relies on it), always
+    /// holds one batch, holds [`X_SLOTS`] at batch 128 on MNIST and stays within [`X_BYTES`] unless one batch is
+    /// larger.
+    #[test]
+    fn input_room_grows_with_the_batch_size() {
+        let room = X_BYTES / 4;
+        let mut last = 0;
+        for batch in 1..=70_000u32 {
+            let one = x_stride(batch, 784) as u64;
+            let len = x_len_within(one, room);
+            assert!(
+                len >= last && len >= one,
+                "batch {batch}: {len} after {last}"
+            );
+            assert!(len <= room.max(one), "batch {batch}: {len}");
+            last = len;
+        }
+        let one = x_stride(128, 784) as u64;
+        assert_eq!(x_len_within(one, room) / one, X_SLOTS as u64);
+        let one = x_stride(1024, 784) as u64;
+        assert_eq!(x_len_within(one, room) / one, 10);
     }
 }
