@@ -112,9 +112,8 @@ fn loss_dispatch(
 }
 
 /// Records BCE-with-logits of `logits` against `x` (both (rows, cols), x from its operand's offset); with `grad`,
-/// also writes
-/// ∂L/∂logits = σ(l) − x to `dlogits` (which must be bound either way). The step table's row picks the partials'
-/// slot.
+/// also writes ∂L/∂logits = σ(l) − x to `dlogits` (which must be bound either way). The step table's row picks
+/// the partials' slot.
 #[allow(clippy::too_many_arguments)]
 pub fn bce_logits<'a>(
     gpu: &Gpu,

@@ -92,7 +92,6 @@ pub const X_BYTES: u64 = 32 << 20;
 /// One training step of `rows` examples whose batch is in x slot `slot`: forward (with the KL and the BCE's
 /// gradient), backward, Adam with the BCE's value; both loss terms leave their partials in the step's slot,
 /// which become loss totals at the end of the submission (`reduce_losses`).
-#[allow(clippy::too_many_arguments)]
 fn step_plan(
     gpu: &Gpu,
     net: &Net,

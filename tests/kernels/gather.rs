@@ -266,3 +266,47 @@ fn gather_batches_of_several_steps() {
     check_batches(None);
     check_batches(Some(Binarize { seed: 3, stream: 8 }));
 }
+
+/// Batches that overlap, no batches, or an output too small for the last one: an error naming the problem, no
+/// dispatch.
+#[test]
+fn gather_batches_rejects_bad_layouts() {
+    let gpu = gpu();
+    let data = ByteMatrix::upload(gpu, "data", &[0u8; 40], 10).unwrap();
+    let index = gpu.storage_init("index", &[0u32, 1, 2, 3]).unwrap();
+    let x = poisoned(64);
+    let step = step_table(&[StepParams::default()]);
+    let bad = [
+        (
+            Batches {
+                rows: 2,
+                steps: 0,
+                stride: 20,
+            },
+            "0 batches",
+        ),
+        (
+            Batches {
+                rows: 2,
+                steps: 2,
+                stride: 19,
+            },
+            "19 elements apart",
+        ),
+        (
+            Batches {
+                rows: 2,
+                steps: 4,
+                stride: 20,
+            },
+            "needs elements 60..80",
+        ),
+    ];
+    for (at, want) in bad {
+        let e = gather_batches(gpu, "gather.bad", &data, &index, &x, at, &step, None)
+            .err()
+            .unwrap_or_else(|| panic!("{at:?} was accepted"))
+            .to_string();
+        assert!(e.contains(want), "{at:?}: {e}");
+    }
+}
