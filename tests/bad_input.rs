@@ -41,7 +41,24 @@ fn dataset(name: &str) -> PathBuf {
 /// `out` (the output directory it was given, if any) not created.
 #[track_caller]
 fn refused(args: &[&str], out: Option<&Path>, needles: &[&str]) {
-    let o = Command::new(VAE).args(args).output().expect("run vae");
+    check_refusal(Command::new(VAE).args(args), args, out, needles);
+}
+
+/// [`refused`] with no adapter visible: the refusal must come before the program opens the GPU (and, for
+/// training, tunes its kernels, minutes on a software driver), or the message would be about the adapter.
+#[track_caller]
+fn refused_before_the_gpu(args: &[&str], out: Option<&Path>, needles: &[&str]) {
+    let mut cmd = Command::new(VAE);
+    cmd.args(args)
+        .env("WGPU_BACKEND", "vulkan")
+        .env("VK_DRIVER_FILES", "/nonexistent/no_icd.json")
+        .env_remove("WGPU_ADAPTER_NAME");
+    check_refusal(&mut cmd, args, out, needles);
+}
+
+#[track_caller]
+fn check_refusal(cmd: &mut Command, args: &[&str], out: Option<&Path>, needles: &[&str]) {
+    let o = cmd.output().expect("run vae");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{args:?} was accepted:\n{stderr}");
     assert_eq!(
@@ -210,8 +227,8 @@ fn unusable_output_directory_and_bad_checkpoints() {
     let ds = d.to_str().unwrap();
     // An --out under a regular file cannot be created.
     let file = d.join("train-labels-idx1-ubyte");
-    let under = file.join("run");
-    refused(
+    let under = file.join("run").join("deeper");
+    refused_before_the_gpu(
         &[
             "train",
             "--data",
@@ -222,7 +239,25 @@ fn unusable_output_directory_and_bad_checkpoints() {
             "1",
         ],
         None,
-        &["creating the output directory", "--out"],
+        &[
+            "creating the output directory",
+            "is not a directory",
+            "--out",
+        ],
+    );
+    // An --out that holds another run.
+    let taken = scratch("taken");
+    std::fs::create_dir_all(&taken).unwrap();
+    std::fs::write(taken.join("checkpoint.safetensors"), b"a run's").unwrap();
+    refused_before_the_gpu(
+        &["train", "--data", ds, "--out", taken.to_str().unwrap()],
+        None,
+        &["already holds a run", "--resume", "another --out"],
+    );
+    assert_eq!(
+        std::fs::read_dir(&taken).unwrap().count(),
+        1,
+        "the refused run wrote into the other run's directory"
     );
     // Checkpoints: truncated, not safetensors, from another configuration.
     let ck = scratch("ck");

@@ -295,20 +295,74 @@ fn process_alive(pid: u32) -> bool {
     !proc_root.is_dir() || proc_root.join(pid.to_string()).exists()
 }
 
+fn io_error(what: String, e: std::io::Error, hint: &str) -> Error {
+    Error::Io {
+        what,
+        message: format!("{e}; {hint}"),
+    }
+}
+
+fn creating_out(out: &Path, e: std::io::Error) -> Error {
+    io_error(
+        format!("creating the output directory {}", out.display()),
+        e,
+        "choose another with --out",
+    )
+}
+
+fn holds_a_run(out: &Path) -> Error {
+    Error::Invalid(format!(
+        "{} already holds a run (checkpoint.safetensors): pass --resume {} to continue it, or choose another --out",
+        out.display(),
+        out.join("checkpoint.safetensors").display()
+    ))
+}
+
+/// The live process that holds `out`'s lock, if one does.
+fn lock_owner(out: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(out.join(".vae.lock"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    process_alive(pid).then_some(pid)
+}
+
+fn locked(out: &Path, pid: u32) -> Error {
+    Error::Invalid(format!(
+        "another run (process {pid}) is writing to {}: wait for it, or choose another --out. If no such run exists, delete {}",
+        out.display(),
+        out.join(".vae.lock").display()
+    ))
+}
+
+/// The refusals of `out` that [`prepare_out`] would make, made before the run opens the GPU and chooses its
+/// kernels (which can take minutes on a software driver), without creating anything: a path under a file, a
+/// directory that already holds another run, or one that a live run is writing to. [`prepare_out`] checks
+/// again, with the lock held.
+fn check_out(out: &Path, resuming_here: bool) -> Result<()> {
+    if let Some(existing) = out.ancestors().find(|a| a.exists())
+        && !existing.is_dir()
+    {
+        let e = std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", existing.display()),
+        );
+        return Err(creating_out(out, e));
+    }
+    if !resuming_here && out.join("checkpoint.safetensors").exists() {
+        return Err(holds_a_run(out));
+    }
+    match lock_owner(out) {
+        Some(pid) if pid != std::process::id() => Err(locked(out, pid)),
+        _ => Ok(()),
+    }
+}
+
 /// Creates `out`, checks it is writable, takes its lock and clears temporary files dead runs left behind.
 /// `resuming_here`: the run continues the checkpoint already in `out`.
 fn prepare_out(out: &Path, resuming_here: bool) -> Result<OutLock> {
-    let io = |what: String, e: std::io::Error, hint: &str| Error::Io {
-        what,
-        message: format!("{e}; {hint}"),
-    };
-    std::fs::create_dir_all(out).map_err(|e| {
-        io(
-            format!("creating the output directory {}", out.display()),
-            e,
-            "choose another with --out",
-        )
-    })?;
+    std::fs::create_dir_all(out).map_err(|e| creating_out(out, e))?;
     let path = out.join(".vae.lock");
     for _ in 0..2 {
         match std::fs::OpenOptions::new()
@@ -319,7 +373,7 @@ fn prepare_out(out: &Path, resuming_here: bool) -> Result<OutLock> {
             Ok(mut f) => {
                 use std::io::Write;
                 writeln!(f, "{}", std::process::id()).map_err(|e| {
-                    io(
+                    io_error(
                         format!("writing {}", path.display()),
                         e,
                         "choose another --out",
@@ -327,35 +381,20 @@ fn prepare_out(out: &Path, resuming_here: bool) -> Result<OutLock> {
                 })?;
                 let lock = OutLock { path };
                 if !resuming_here && out.join("checkpoint.safetensors").exists() {
-                    return Err(Error::Invalid(format!(
-                        "{} already holds a run (checkpoint.safetensors): pass --resume {} to continue it, or choose another --out",
-                        out.display(),
-                        out.join("checkpoint.safetensors").display()
-                    )));
+                    return Err(holds_a_run(out));
                 }
                 clear_stale_temporaries(out);
                 return Ok(lock);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let owner: Option<u32> = std::fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok());
-                match owner {
-                    Some(pid) if process_alive(pid) => {
-                        return Err(Error::Invalid(format!(
-                            "another run (process {pid}) is writing to {}: wait for it, or choose another --out. If no such run exists, delete {}",
-                            out.display(),
-                            path.display()
-                        )));
-                    }
-                    // The run that held it is gone: take it over.
-                    _ => {
-                        std::fs::remove_file(&path).ok();
-                    }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match lock_owner(out) {
+                Some(pid) => return Err(locked(out, pid)),
+                // The run that held it is gone: take it over.
+                None => {
+                    std::fs::remove_file(&path).ok();
                 }
-            }
+            },
             Err(e) => {
-                return Err(io(
+                return Err(io_error(
                     format!("creating {}", path.display()),
                     e,
                     "the output directory must be writable; choose another with --out",
@@ -701,9 +740,14 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
     let first = first_epoch(opts, ck)?;
     let (train, test) = load_data(opts, &settings)?;
     let model = model_for(&train, &settings, resumed.as_ref().map(|(c, p)| (c, *p)))?;
+    let out = opts.out.clone().unwrap_or_else(default_out_dir);
+    let resuming_here = opts
+        .resume
+        .as_ref()
+        .is_some_and(|r| r.parent().and_then(|p| p.canonicalize().ok()) == out.canonicalize().ok());
+    check_out(&out, resuming_here)?;
     let gpu = Gpu::new(opts.gpu.clone())?;
     check_sizes(&gpu, model, settings.batch_size)?;
-    let out = opts.out.clone().unwrap_or_else(default_out_dir);
     let params = ck.map_or_else(|| model.init(settings.seed), |c| c.params.clone());
     let net = Net::new(&gpu, model, &params).map_err(|e| {
         e.advising(format!(
@@ -739,10 +783,6 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
                 .map(String::from),
         );
     }
-    let resuming_here = opts
-        .resume
-        .as_ref()
-        .is_some_and(|r| r.parent().and_then(|p| p.canonicalize().ok()) == out.canonicalize().ok());
     let _lock = prepare_out(&out, resuming_here)?;
     if opts.verbose {
         let resuming = match ck {
