@@ -65,7 +65,8 @@ pub fn adam(
 pub const ADAM_BCE_KEY: &str = "adam+bce";
 
 /// Whether the step's last dispatch also sums the BCE's value ([`super::fused`]): on the H200 8.2 µs fused
-/// against 7.8 (adam) + 6.1 (bce) apart; on lavapipe 40 ms against 15.7 + 11.6 apart (BENCHMARKS.md).
+/// against 7.8 (adam) + 6.1 (bce) apart; on lavapipe 36.6 ms against 16.3 + 5.9 apart, the BCE's workgroup tree
+/// being a barrier that llvmpipe makes every workgroup pay for, Adam's too (BENCHMARKS.md).
 pub fn adam_bce_fused(gpu: &Gpu) -> bool {
     super::fused(gpu, ADAM_BCE_KEY)
 }

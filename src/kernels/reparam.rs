@@ -46,7 +46,7 @@ pub fn reparam(
 pub const DECODE_KEY: &str = "reparam+fc3";
 
 /// Whether the step computes fc3's forward pass in the reparameterization's dispatch ([`super::fused`]): on the
-/// H200 11.1 µs fused against 6.9 + 6.2 apart; on lavapipe 16 ms against 2.2 ms, the fused kernel's per-output
+/// H200 11.1 µs fused against 6.9 + 6.2 apart; on lavapipe 13.9 ms against 2.3 ms, the fused kernel's per-output
 /// loop gathering W3 along rows where the 128-tile matmul reuses every load (BENCHMARKS.md).
 pub fn decode_fused(gpu: &Gpu) -> bool {
     super::fused(gpu, DECODE_KEY)
