@@ -469,6 +469,26 @@ fn an_interrupted_and_resumed_run_equals_a_straight_one() {
         !o.status.success() && stderr.contains("already trained 2 epochs"),
         "{stderr}"
     );
+    // Resumed in place, from inside the run's directory by the checkpoint's bare name: the run continues there
+    // (it is not refused as "already holds a run") and ends the same.
+    let o = Command::new(VAE)
+        .current_dir(&first)
+        .args([
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            ".",
+            "--no-tune",
+        ])
+        .args(["--resume", "checkpoint.safetensors", "--epochs", "3"])
+        .output()
+        .expect("run vae");
+    ok(&o);
+    let losses =
+        |d: &Path| -> Vec<Vec<f64>> { metrics(d).iter().map(|r| r[..7].to_vec()).collect() };
+    assert_eq!(losses(&first), losses(&resumed), "resumed in place");
+
     for d in [straight, first, resumed] {
         std::fs::remove_dir_all(d).ok();
     }

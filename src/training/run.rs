@@ -354,8 +354,21 @@ fn check_out(out: &Path, resuming_here: bool) -> Result<()> {
         return Err(holds_a_run(out));
     }
     match lock_owner(out) {
-        Some(pid) if pid != std::process::id() => Err(locked(out, pid)),
-        _ => Ok(()),
+        Some(pid) => Err(locked(out, pid)),
+        None => Ok(()),
+    }
+}
+
+/// Whether the checkpoint at `resume` lies in the directory `out`, both existing: a bare file name
+/// (`--resume checkpoint.safetensors --out .`) lies in the working directory.
+fn resumes_in(resume: &Path, out: &Path) -> bool {
+    let dir = resume
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match (dir.canonicalize(), out.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }
 
@@ -741,10 +754,7 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
     let (train, test) = load_data(opts, &settings)?;
     let model = model_for(&train, &settings, resumed.as_ref().map(|(c, p)| (c, *p)))?;
     let out = opts.out.clone().unwrap_or_else(default_out_dir);
-    let resuming_here = opts
-        .resume
-        .as_ref()
-        .is_some_and(|r| r.parent().and_then(|p| p.canonicalize().ok()) == out.canonicalize().ok());
+    let resuming_here = opts.resume.as_ref().is_some_and(|r| resumes_in(r, &out));
     check_out(&out, resuming_here)?;
     let gpu = Gpu::new(opts.gpu.clone())?;
     check_sizes(&gpu, model, settings.batch_size)?;
