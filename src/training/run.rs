@@ -756,7 +756,13 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
     let out = opts.out.clone().unwrap_or_else(default_out_dir);
     let resuming_here = opts.resume.as_ref().is_some_and(|r| resumes_in(r, &out));
     check_out(&out, resuming_here)?;
-    let gpu = Gpu::new(opts.gpu.clone())?;
+    // Timestamps where the adapter has them: tuning on a cache miss then times kernels on the GPU's clock, as
+    // `vae tune` does (they share the cache), not as submit and wait, whose overhead on a GPU is a large part
+    // of a small kernel's time. A training step itself reads no timestamps.
+    let gpu = Gpu::new(GpuOptions {
+        timestamps: true,
+        ..opts.gpu.clone()
+    })?;
     check_sizes(&gpu, model, settings.batch_size)?;
     let params = ck.map_or_else(|| model.init(settings.seed), |c| c.params.clone());
     let net = Net::new(&gpu, model, &params).map_err(|e| {
