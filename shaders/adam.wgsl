@@ -8,7 +8,9 @@
 //
 // with step_size = lr / (1 − β1ᵗ) and inv_sqrt_bc2 = 1 / √(1 − β2ᵗ) taken from the step table row the dispatch
 // is recorded with, so steps recorded back to back each use their own t with no host write in between.
-// Dispatch: one invocation per parameter, WG (256) per workgroup, on a 2-D grid (`grid` in src/kernels/mod.rs).
+// Dispatch: ceil(n / PER) invocations, WG (256) per workgroup, on a 2-D grid (`grid` in src/kernels/mod.rs);
+// each invocation updates PER parameters (pipeline constant), its own index and those a whole grid of
+// invocations past it, so neighbouring invocations always touch neighbouring elements.
 //
 // adam_with_bce, the training step's last dispatch, also takes the step's reconstruction loss: fc4.forward's
 // epilogue (EPI_BIAS_BCE, matmul_common.wgsl) left the logits and already wrote the loss's gradient, so only its
@@ -16,7 +18,9 @@
 // each sum their share of bce_term(logits, x) (x from target_x[p.x_off], the step's x slot) with bce_logits' own
 // strided loop and tree (loss.wgsl), so the value is the same to the bit, and write it to
 // bce_partials[step.partial_slot · p.slot_stride + p.partial_off + w].
-// Its grid has at least p.bce_groups workgroups.
+// Its grid has at least p.bce_groups workgroups; every workgroup also takes its share of Adam.
+
+override PER: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> p: AdamParams;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
@@ -39,9 +43,17 @@ fn adam_element(i: u32) {
     param[i] -= step.adam_step_size * m1 / (sqrt(v1) * step.adam_inv_sqrt_bc2 + p.eps);
 }
 
+// Adam on the PER elements of invocation `first` of a grid of `groups` workgroups.
+fn adam_elements(first: u32, groups: vec3<u32>) {
+    let total = groups.x * groups.y * WG;
+    for (var j = 0u; j < PER; j++) {
+        adam_element(first + j * total);
+    }
+}
+
 @compute @workgroup_size(WG)
 fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    adam_element(gid.x + gid.y * groups.x * WG);
+    adam_elements(gid.x + gid.y * groups.x * WG, groups);
 }
 
 @compute @workgroup_size(WG)
@@ -62,5 +74,5 @@ fn adam_with_bce(
             bce_partials[step.partial_slot * p.slot_stride + p.partial_off + w] = total;
         }
     }
-    adam_element(w * WG + lane.index);
+    adam_elements(w * WG + lane.index, groups);
 }

@@ -172,15 +172,22 @@ family!(HANG, "hang", ["hang.wgsl"]);
 pub const FUSIONS: [&str; 2] = [reparam::DECODE_KEY, adam::ADAM_BCE_KEY];
 
 /// Whether the fusion `key` (one of [`FUSIONS`]) is made: the device's choice where it has one (a checkpoint's,
-/// for exact resume, or one set by hand), else on GPUs, where a launch saved is a dependent launch's latency, and
-/// not on CPU adapters, where launches cost little and the fused kernels were measured slower (BENCHMARKS.md).
+/// for exact resume, or one set by hand), else on GPUs, where a launch saved is a dependent launch's latency. On
+/// CPU adapters, where launches cost little, both fused kernels measured slower (BENCHMARKS.md), but the step
+/// must keep within [`MAX_STEP_DISPATCHES`]: there `adam+bce`, the cheaper of the two (about 2% of lavapipe's
+/// step), is made and `reparam+fc3` is not.
 pub fn fused(gpu: &crate::gpu::Gpu, key: &str) -> bool {
     match gpu.choice(key).as_deref() {
         Some("fused") => true,
         Some("apart") => false,
-        _ => gpu.info.device_type != wgpu::DeviceType::Cpu,
+        _ => key == adam::ADAM_BCE_KEY || gpu.info.device_type != wgpu::DeviceType::Cpu,
     }
 }
+
+/// The most dispatches a training step records (the gather ahead and the loss reduction, recorded once per many
+/// steps, not counted): every fusion is made or not, and tuning runs a layer's gradient pair as two dispatches,
+/// within this bound.
+pub const MAX_STEP_DISPATCHES: usize = 10;
 
 /// Every shader module the crate builds.
 pub const FAMILIES: &[&ShaderSource] = &[

@@ -109,9 +109,10 @@ fn adam_real_parameter_count() {
 }
 
 #[test]
-fn adam_more_than_65535_workgroups() {
-    // Past 65,535 workgroups of 256 the dispatch needs a second grid dimension (`grid`): a wrong flat index there
-    // would skip or repeat the tail.
+fn adam_more_than_65535_workgroups_of_parameters() {
+    // Each invocation updates ADAM_PER parameters, a whole grid of invocations apart: a wrong stride would skip or
+    // repeat some. (The grid needs a second dimension only past 65,535 · 256 · ADAM_PER parameters, more memory
+    // than a test should take; gather_more_than_65535_workgroups covers `grid`'s 2-D indexing.)
     check(65_535 * 256 + 3);
 }
 
