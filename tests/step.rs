@@ -10,7 +10,7 @@ use vae_wgpu::kernels::matmul::{EVERY_PRODUCT, Kernel};
 use vae_wgpu::kernels::philox::{Philox, stream};
 use vae_wgpu::kernels::reparam::decode_fused;
 use vae_wgpu::kernels::tune::{self, Product};
-use vae_wgpu::kernels::{FUSIONS, fused};
+use vae_wgpu::kernels::{FUSIONS, MAX_STEP_DISPATCHES, fused};
 use vae_wgpu::model::ModelConfig;
 use vae_wgpu::model::net::Net;
 use vae_wgpu::model::reference::loss_and_grad;
@@ -72,7 +72,7 @@ fn gpu_step_matches_cpu_reference_at_batch_128_1_and_partial() {
 }
 
 /// The step with each layer's weight and input gradients apart, as tuning chooses where a pair is slower than
-/// its two products (see `tune::tune`): three more dispatches, the same mathematics.
+/// its two products and the step has room (see `tune::tune`): three more dispatches, the same mathematics.
 #[test]
 fn gpu_step_matches_cpu_reference_with_every_pair_apart() {
     let _choices = CHOICES.lock().unwrap_or_else(|p| p.into_inner());
@@ -93,6 +93,9 @@ fn gpu_step_matches_cpu_reference_with_every_pair_apart() {
     let train = random_split(178, 784, 1);
     let mut trainer = Trainer::new(gpu, &net, config, &train).unwrap();
     let paired = trainer.step_plan(128).iter().count();
+    // The untuned step keeps within the bound, and tuning may run apart only the pairs it has room for.
+    assert!(paired <= MAX_STEP_DISPATCHES, "{paired} dispatches");
+    assert_eq!(trainer.pair_room(), MAX_STEP_DISPATCHES - paired);
     let products: Vec<Product> = trainer.products().into_iter().map(|(p, _)| p).collect();
     let pairs = tune::pairs(&products);
     // Three layers, at the full and the partial batch.
@@ -104,6 +107,7 @@ fn gpu_step_matches_cpu_reference_with_every_pair_apart() {
     );
     trainer.rebuild_plans().unwrap();
     assert_eq!(trainer.step_plan(128).iter().count(), paired + 3);
+    assert_eq!(trainer.pair_room(), MAX_STEP_DISPATCHES - paired);
     assert_eq!(trainer.step_plan(50).iter().count(), paired + 3);
     steps_match_the_reference(
         "default kernels, every pair apart, 128 then 50",
@@ -114,8 +118,8 @@ fn gpu_step_matches_cpu_reference_with_every_pair_apart() {
     gpu.clear_choices();
 }
 
-/// The step with every fusion the other way from this adapter's default (made on a CPU adapter, not on a GPU:
-/// see `vae_wgpu::kernels::fused`), so both ways are tested on every adapter: one dispatch more or less each.
+/// The step with every fusion the other way from this adapter's default (see `vae_wgpu::kernels::fused`), so both
+/// ways are tested on every adapter: one dispatch more or less each.
 #[test]
 fn gpu_step_matches_cpu_reference_with_the_other_fusions() {
     let _choices = CHOICES.lock().unwrap_or_else(|p| p.into_inner());

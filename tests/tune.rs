@@ -62,6 +62,22 @@ fn the_fastest_correct_candidate_is_chosen() {
     );
 }
 
+/// Pairs run apart only where that is faster, and no more of them than the step has room for: the ones that
+/// save the most first; a pair no kernel computes runs apart whatever the room.
+#[test]
+fn pairs_run_apart_within_the_room_the_step_has() {
+    // (µs as one dispatch, µs apart): saves 2, saves 5, slower apart.
+    let times = [(Some(10.0), 8.0), (Some(10.0), 5.0), (Some(3.0), 9.0)];
+    assert_eq!(tune::run_apart(&times, 0), [false, false, false]);
+    assert_eq!(tune::run_apart(&times, 1), [false, true, false]);
+    assert_eq!(tune::run_apart(&times, 2), [true, true, false]);
+    assert_eq!(tune::run_apart(&times, 3), [true, true, false]);
+    let unpairable = [(Some(10.0), 8.0), (None, 5.0)];
+    assert_eq!(tune::run_apart(&unpairable, 0), [false, true]);
+    assert_eq!(tune::run_apart(&unpairable, 1), [false, true]);
+    assert_eq!(tune::run_apart(&unpairable, 2), [true, true]);
+}
+
 #[test]
 fn the_cache_round_trips_and_refuses_what_it_cannot_trust() {
     let dir = scratch("cache");
@@ -107,7 +123,7 @@ fn a_corrupt_cache_is_ignored_with_a_warning_and_rewritten() {
         cache: Some(path.clone()),
     };
     let mut warnings = Vec::new();
-    let chosen = tune::choose(gpu, &products, &mode, |w| warnings.push(w.to_string())).unwrap();
+    let chosen = tune::choose(gpu, &products, &mode, 0, |w| warnings.push(w.to_string())).unwrap();
     assert!(chosen.how.starts_with("tuned 1 products"), "{}", chosen.how);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
@@ -115,7 +131,7 @@ fn a_corrupt_cache_is_ignored_with_a_warning_and_rewritten() {
         "{warnings:?}"
     );
     // Rewritten: the next choice comes from it, with no warning and no measuring.
-    let again = tune::choose(gpu, &products, &mode, |w| panic!("warned again: {w}")).unwrap();
+    let again = tune::choose(gpu, &products, &mode, 0, |w| panic!("warned again: {w}")).unwrap();
     assert!(again.how.contains("from the cache"), "{}", again.how);
     assert!(again.tuned.is_none());
     let id = tune::identity(gpu);
@@ -226,23 +242,36 @@ fn vae_tune_prints_every_candidate_and_marks_the_choice() {
     assert!(out.contains("cached in"), "{out}");
     assert!(cache.exists());
     // Each of the three layers' gradient pairs: every kernel timed or unavailable as one dispatch, then the two
-    // products apart; exactly one of those marked, and the pair chosen only where it is no slower than apart.
+    // products apart; exactly one of those marked, and the pair chosen only where it is no slower than apart or
+    // the step has no room for one more dispatch (a line says so). The step's 10 dispatches leave room for one
+    // pair apart where the reparameterization computes fc3's forward pass (a dispatch fewer), else none.
+    const BOUND: &str = "one dispatch all the same";
+    let room = usize::from(vae_wgpu::kernels::reparam::decode_fused(common::gpu()));
+    let mut pairs_apart = 0;
     for layer in ["fc4", "fc3", "heads"] {
         let label = format!("{layer}.weight_grad+input_grad");
-        let rows: Vec<&str> = out
-            .lines()
-            .filter(|l| l.split_whitespace().next() == Some(label.as_str()))
-            .collect();
+        let lines = || {
+            out.lines()
+                .filter(|l| l.split_whitespace().next() == Some(label.as_str()))
+        };
+        let bound = lines().any(|l| l.contains(BOUND));
+        let rows: Vec<&str> = lines().filter(|l| !l.contains(BOUND)).collect();
         assert_eq!(rows.len(), Kernel::CANDIDATES.len() + 1, "{out}");
         let marked: Vec<&str> = rows.iter().copied().filter(|l| l.contains(" *")).collect();
         assert_eq!(marked.len(), 1, "{label}\n{out}");
         let us = |l: &str| -> f64 { l.split_whitespace().nth(2).unwrap().parse().unwrap() };
         let apart = rows.last().unwrap();
         assert!(apart.contains("unpaired "), "{apart}");
-        if !marked[0].contains("*unpaired") {
-            assert!(us(marked[0]) <= us(apart), "{label}\n{out}");
+        if marked[0].contains("*unpaired") {
+            pairs_apart += 1;
+        } else {
+            assert_eq!(us(marked[0]) > us(apart), bound, "{label}\n{out}");
         }
     }
+    assert!(
+        pairs_apart <= room,
+        "{pairs_apart} pairs apart, room for {room}\n{out}"
+    );
     // The cache holds the three pairs' choices: a kernel or `unpaired`.
     let cached = tune::read_cache(&cache, &tune::identity(common::gpu()))
         .unwrap()

@@ -57,7 +57,8 @@ fn bench_trainer<'g>(gpu: &'g Gpu, net: &'g Net, batch: u32, train: &Split) -> R
 /// Chooses the kernels of `trainer`'s products as `tune` says, rebuilds its plans and prints the one line.
 fn tuned(gpu: &Gpu, trainer: &mut Trainer, tune: &TuneArgs) -> Result<()> {
     let products = distinct(trainer.products());
-    let chosen = kernels::tune::choose(gpu, &products, &tune.into(), |w| eprintln!("{w}"))?;
+    let room = trainer.pair_room();
+    let chosen = kernels::tune::choose(gpu, &products, &tune.into(), room, |w| eprintln!("{w}"))?;
     trainer.rebuild_plans()?;
     eprintln!("{}", chosen.line());
     Ok(())
@@ -107,11 +108,13 @@ pub fn epoch(
 }
 
 /// The distinct products a training run of `m` computes (full batch, the last partial batch), in step order.
-fn run_products(gpu: &Gpu, m: &BenchModel) -> Result<(Split, Vec<Product>)> {
+/// The training set, the distinct products of a run's steps and how many of its gradient pairs may run apart.
+fn run_products(gpu: &Gpu, m: &BenchModel) -> Result<(Split, Vec<Product>, usize)> {
     let train = bench_data(m);
     let net = bench_net(gpu, m, &train)?;
     let trainer = bench_trainer(gpu, &net, m.batch_size, &train)?;
-    Ok((train, distinct(trainer.products())))
+    let room = trainer.pair_room();
+    Ok((train, distinct(trainer.products()), room))
 }
 
 fn print_row(
@@ -284,7 +287,7 @@ pub fn tune(args: &GpuArgs, tune: &TuneArgs, m: &BenchModel, runs: u32) -> Resul
         timestamps: true,
         ..args.into()
     })?;
-    let (train, products) = run_products(&gpu, m)?;
+    let (train, products, room) = run_products(&gpu, m)?;
     println!(
         "tuning the {} matmuls of a batch-{} training run of {}-{}-{} on {}",
         products.len(),
@@ -295,7 +298,7 @@ pub fn tune(args: &GpuArgs, tune: &TuneArgs, m: &BenchModel, runs: u32) -> Resul
         gpu.info
     );
     let start = std::time::Instant::now();
-    let mut tuned = kernels::tune::tune(&gpu, &products, runs)?;
+    let mut tuned = kernels::tune::tune(&gpu, &products, runs, room)?;
     table_header();
     for row in &tuned.rows {
         print_row(&row.product, row.kernel, &row.outcome, row.chosen);
@@ -325,6 +328,13 @@ pub fn tune(args: &GpuArgs, tune: &TuneArgs, m: &BenchModel, runs: u32) -> Resul
             w.name(),
             i.name()
         );
+        if pair.bound {
+            println!(
+                "{:<42}  one dispatch all the same: the step has room for no more than {} dispatches",
+                pair.label,
+                kernels::MAX_STEP_DISPATCHES
+            );
+        }
     }
     // After the table, so it shows why each candidate of a product without one is unavailable.
     tuned.complete(&gpu)?;

@@ -378,6 +378,9 @@ pub struct PairTune {
     pub apart: (Kernel, Kernel, f64),
     /// The chosen kernel, or [`UNPAIRED`].
     pub choice: String,
+    /// Whether the pair was faster apart but is one dispatch all the same, the step having no room for another
+    /// (see [`tune`]).
+    pub bound: bool,
 }
 
 /// The choice that runs a pair's two products as two dispatches, each with its own kernel.
@@ -545,14 +548,43 @@ impl Tuned {
     }
 }
 
+/// Which pairs run as two dispatches, from each pair's time as one dispatch (its fastest kernel's, `None` where
+/// no kernel computes both products) and its two products' times apart: those faster apart, at most `room` of
+/// them, the ones that save the most first. A pair no kernel computes runs apart whatever the room (and takes
+/// its share of it).
+pub fn run_apart(times: &[(Option<f64>, f64)], room: usize) -> Vec<bool> {
+    let saving = |(one, apart): (Option<f64>, f64)| one.map_or(f64::INFINITY, |us| us - apart);
+    let mut order: Vec<usize> = (0..times.len()).collect();
+    order.sort_by(|&a, &b| saving(times[b]).total_cmp(&saving(times[a])));
+    let mut apart = vec![false; times.len()];
+    let mut room = room;
+    for at in order {
+        if times[at].0.is_none() {
+            apart[at] = true;
+            room = room.saturating_sub(1);
+        } else if saving(times[at]) > 0.0 && room > 0 {
+            apart[at] = true;
+            room -= 1;
+        }
+    }
+    apart
+}
+
+/// A pair's key without its batch dimension: the pairs of a run's full and partial batches share it.
+fn pair_batch_key(weight_grad: &Product, input_grad: &Product) -> String {
+    format!("{} + {}", weight_grad.batch_key(), input_grad.batch_key())
+}
+
 /// Tunes every distinct product of `products` over every candidate, then each pair among them ([`pairs`]) as one
-/// dispatch over every kernel both can use; a pair is chosen where its fastest kernel takes no longer than its two
-/// products apart, each with its own choice (else [`UNPAIRED`]): fewer dispatches, but never a slower step.
+/// dispatch over every kernel both can use. A pair runs as two dispatches ([`UNPAIRED`]), each product with its
+/// own choice, where that took less time than the pair's fastest kernel, for at most `room` pairs (those that
+/// save the most): the step keeps within [`crate::kernels::MAX_STEP_DISPATCHES`]. Fewer dispatches, and within
+/// that bound never a slower step.
 /// Products (and pairs) that differ from an earlier one only in the batch dimension (a run's last, partial batch
 /// after its full ones) take the earlier one's choice without being measured: they run once an epoch, and tuning
 /// them would double the time tuning takes. A product whose every candidate is unavailable gets no choice
 /// ([`Tuned::complete`] says so), nor does its pair; fails only if the device is lost or hung.
-pub fn tune(gpu: &Gpu, products: &[Product], runs: u32) -> Result<Tuned> {
+pub fn tune(gpu: &Gpu, products: &[Product], runs: u32, room: usize) -> Result<Tuned> {
     let mut tuned = Tuned::default();
     let mut by_batch: BTreeMap<String, String> = BTreeMap::new();
     for p in products {
@@ -570,14 +602,17 @@ pub fn tune(gpu: &Gpu, products: &[Product], runs: u32) -> Result<Tuned> {
         }
         tuned.rows.extend(rows);
     }
+    // Every pair timed first, then the choices: the room goes to the pairs that save the most apart.
+    let mut later: Vec<(String, String)> = Vec::new();
+    let mut timed: Vec<(String, String, PairTune)> = Vec::new();
     for (w, i) in pairs(products) {
         let key = pair_key_of(&w, &i);
-        let batch_key = format!("{} + {}", w.batch_key(), i.batch_key());
-        if tuned.choices.contains_key(&key) {
+        let batch_key = pair_batch_key(&w, &i);
+        if tuned.choices.contains_key(&key) || later.iter().any(|(k, _)| *k == key) {
             continue;
         }
-        if let Some(choice) = by_batch.get(&batch_key) {
-            tuned.choices.insert(key, choice.clone());
+        if timed.iter().any(|(_, b, _)| *b == batch_key) {
+            later.push((key, batch_key));
             continue;
         }
         let (Some(cw), Some(ci)) = (tuned.chosen(&w.key()), tuned.chosen(&i.key())) else {
@@ -589,19 +624,37 @@ pub fn tune(gpu: &Gpu, products: &[Product], runs: u32) -> Result<Tuned> {
             .filter(|k| tuned.available(&i.key()).contains(k))
             .collect();
         let rows = time_candidates(gpu, &[w.clone(), i.clone()], &both, runs)?;
-        let apart = (cw.0, ci.0, cw.1 + ci.1);
-        let choice = match fastest(&rows) {
-            Some((k, us)) if us <= apart.2 => k.name(),
-            _ => UNPAIRED.to_string(),
-        };
-        tuned.choices.insert(key, choice.clone());
-        by_batch.insert(batch_key, choice.clone());
-        tuned.pairs.push(PairTune {
+        let pair = PairTune {
             label: pair_label(&w, &i),
             rows,
-            apart,
-            choice,
-        });
+            apart: (cw.0, ci.0, cw.1 + ci.1),
+            choice: String::new(),
+            bound: false,
+        };
+        timed.push((key, batch_key, pair));
+    }
+    let times: Vec<(Option<f64>, f64)> = timed
+        .iter()
+        .map(|(_, _, p)| (fastest(&p.rows).map(|(_, us)| us), p.apart.2))
+        .collect();
+    for ((_, _, pair), apart) in timed.iter_mut().zip(run_apart(&times, room)) {
+        pair.choice = match fastest(&pair.rows) {
+            Some((k, us)) if !apart => {
+                pair.bound = us > pair.apart.2;
+                k.name()
+            }
+            _ => UNPAIRED.to_string(),
+        };
+    }
+    for (key, batch_key, pair) in timed {
+        tuned.choices.insert(key, pair.choice.clone());
+        by_batch.insert(batch_key, pair.choice.clone());
+        tuned.pairs.push(pair);
+    }
+    for (key, batch_key) in later {
+        if let Some(choice) = by_batch.get(&batch_key) {
+            tuned.choices.insert(key, choice.clone());
+        }
     }
     Ok(tuned)
 }
@@ -795,11 +848,13 @@ impl Chosen {
 }
 
 /// Sets the device's kernel choices for `products` as `mode` says: from the cache where it answers every
-/// product, else tuned (and the cache rewritten), or the fixed defaults. Warnings go to `warn`.
+/// product, else tuned (and the cache rewritten), or the fixed defaults. At most `room` of the step's gradient
+/// pairs run apart (see [`tune`]), those the cache already runs apart included. Warnings go to `warn`.
 pub fn choose(
     gpu: &Gpu,
     products: &[Product],
     mode: &TuneMode,
+    room: usize,
     mut warn: impl FnMut(&str),
 ) -> Result<Chosen> {
     let start = Instant::now();
@@ -850,7 +905,12 @@ pub fn choose(
             tuned: None,
         });
     }
-    let tuned = tune(gpu, &missing, 3)?;
+    let apart: std::collections::BTreeSet<String> = pairs(products)
+        .iter()
+        .filter(|(w, i)| known.get(&pair_key_of(w, i)).map(String::as_str) == Some(UNPAIRED))
+        .map(|(w, i)| pair_batch_key(w, i))
+        .collect();
+    let tuned = tune(gpu, &missing, 3, room.saturating_sub(apart.len()))?;
     tuned.complete(gpu)?;
     known.extend(tuned.choices.clone());
     if !reduction_known {

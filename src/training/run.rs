@@ -738,7 +738,8 @@ fn choose_kernels(
     // The step's products; the evaluator's full batches are the same products, the rest take the defaults.
     let _ = evaluator;
     let products = distinct(trainer.products());
-    tune::choose(gpu, &products, &opts.tune, |w| eprintln!("{w}"))
+    let room = trainer.pair_room();
+    tune::choose(gpu, &products, &opts.tune, room, |w| eprintln!("{w}"))
 }
 
 /// Runs `vae train`; returns the per-epoch statistics of the epochs it trained.

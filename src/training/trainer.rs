@@ -6,6 +6,7 @@ use super::plans::{LossSum, Plans, batches, first_non_finite, products};
 use crate::data::mnist::Split;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Plan};
+use crate::kernels::MAX_STEP_DISPATCHES;
 use crate::kernels::adam::{AdamConfig, adam, adam_bce_fused, adam_with_bce};
 use crate::kernels::contract::TERMS;
 use crate::kernels::gather::{Batches, Binarize, ByteMatrix, gather_batches};
@@ -224,6 +225,19 @@ impl<'a> Trainer<'a> {
         )?]);
         self.reduce = net::reduce_losses(gpu, net, ws, steps, log)?;
         Ok(())
+    }
+
+    /// How many of the step's gradient pairs may run as two dispatches, the step keeping within
+    /// [`MAX_STEP_DISPATCHES`] (see [`crate::kernels::tune::tune`]).
+    pub fn pair_room(&self) -> usize {
+        let plan = self.plans[0].for_rows(self.config.batch);
+        // A pair run apart is one dispatch more, its input gradient's (`fc4.input_grad`; together they are
+        // `fc4.weight_grad+input_grad`).
+        let apart = plan
+            .iter()
+            .filter(|d| d.label.ends_with(".input_grad"))
+            .count();
+        MAX_STEP_DISPATCHES.saturating_sub(plan.len() - apart)
     }
 
     /// The matmuls of every step plan (those of x slot 0: the other slots' differ only in where x starts), as
