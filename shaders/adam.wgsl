@@ -8,9 +8,10 @@
 //
 // with step_size = lr / (1 − β1ᵗ) and inv_sqrt_bc2 = 1 / √(1 − β2ᵗ) taken from the step table row the dispatch
 // is recorded with, so steps recorded back to back each use their own t with no host write in between.
-// Dispatch: ceil(n / PER) invocations, WG (256) per workgroup, on a 2-D grid (`grid` in src/kernels/mod.rs);
-// each invocation updates PER parameters (pipeline constant), its own index and those a whole grid of
-// invocations past it, so neighbouring invocations always touch neighbouring elements.
+// Dispatch: ceil(n / p.per) invocations, WG (256) per workgroup, on a 2-D grid (`grid` in src/kernels/mod.rs);
+// each invocation updates p.per parameters, its own index and those a whole grid of invocations past it, so
+// neighbouring invocations always touch neighbouring elements (8 on GPUs; on CPU adapters as many as leave a
+// few workgroups per core: `ADAM_PER` and `software_grid` in src/kernels).
 //
 // adam_with_bce, the training step's last dispatch, also takes the step's reconstruction loss: fc4.forward's
 // epilogue (EPI_BIAS_BCE, matmul_common.wgsl) left the logits and already wrote the loss's gradient, so only its
@@ -19,8 +20,6 @@
 // strided loop and tree (loss.wgsl), so the value is the same to the bit, and write it to
 // bce_partials[step.partial_slot · p.slot_stride + p.partial_off + w].
 // Its grid has at least p.bce_groups workgroups; every workgroup also takes its share of Adam.
-
-override PER: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> p: AdamParams;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
@@ -43,10 +42,10 @@ fn adam_element(i: u32) {
     param[i] -= step.adam_step_size * m1 / (sqrt(v1) * step.adam_inv_sqrt_bc2 + p.eps);
 }
 
-// Adam on the PER elements of invocation `first` of a grid of `groups` workgroups.
+// Adam on the p.per elements of invocation `first` of a grid of `groups` workgroups.
 fn adam_elements(first: u32, groups: vec3<u32>) {
     let total = groups.x * groups.y * WG;
-    for (var j = 0u; j < PER; j++) {
+    for (var j = 0u; j < p.per; j++) {
         adam_element(first + j * total);
     }
 }

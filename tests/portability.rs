@@ -23,8 +23,7 @@ use vae_wgpu::kernels::matmul::Kernel;
 use vae_wgpu::kernels::{FAMILIES, program_features};
 
 /// The values the program gives each pipeline-overridable constant: `Layout::code` and `Epilogue::code` in
-/// src/kernels/matmul.rs, `grad` in src/kernels/loss.rs, `binarize` in src/kernels/gather.rs, `ADAM_PER` in
-/// src/kernels/adam.rs. Every combination
+/// src/kernels/matmul.rs, `grad` in src/kernels/loss.rs, `binarize` in src/kernels/gather.rs. Every combination
 /// is checked; an override missing here fails the test.
 const OVERRIDE_VALUES: &[(&str, &[f64])] = &[
     ("LAYOUT", &[0.0, 1.0, 2.0]),
@@ -35,7 +34,6 @@ const OVERRIDE_VALUES: &[(&str, &[f64])] = &[
     ("EPILOGUE2", &[3.0, 5.0]),
     ("GRAD", &[0.0, 1.0]),
     ("BINARIZE", &[0.0, 1.0]),
-    ("PER", &[vae_wgpu::kernels::adam::ADAM_PER as f64]),
 ];
 
 /// What wgpu-core validates a shader module with on the device src/gpu.rs opens: the features it may request

@@ -60,11 +60,9 @@ pub fn adam(
     adam_dispatch(gpu, label, config, [param, grad, m, v], n, None, step)
 }
 
-/// Parameters each Adam invocation updates, a grid's invocations apart (adam.wgsl's PER). On lavapipe (2 vCPUs,
-/// `vae profile`, adam+bce at 784-400-20, batch 128) 8 took 31–34 ms against 42–47 for 1, 35–42 for 4 and 33–36
-/// for 16: llvmpipe runs a shader that has a barrier (the BCE's tree) as coroutines, a cost every workgroup
-/// pays, and 8 leaves an eighth as many workgroups. On a GPU 8 still leaves 137k invocations for the model's
-/// 1.1M parameters, about what an H200 holds resident (132 SMs × 2048), each with eight independent loads.
+/// Parameters each Adam invocation updates on a GPU, a grid's invocations apart: 137k invocations for the model's
+/// 1.1M parameters, about what an H200 holds resident (132 SMs × 2048), each with eight independent loads. On
+/// CPU adapters the grid is [`super::software_grid`] instead, each invocation taking as many as that needs.
 pub const ADAM_PER: u32 = 8;
 
 /// The key of the choice between [`adam_with_bce`] ("fused") and Adam and the BCE's value as two dispatches
@@ -74,8 +72,8 @@ pub const ADAM_BCE_KEY: &str = "adam+bce";
 /// Whether the step's last dispatch also sums the BCE's value ([`super::fused`]): on the H200 8.2 µs fused
 /// against 7.8 (adam) + 6.1 (bce) apart (one parameter per invocation). On lavapipe fused is slower, the BCE's
 /// workgroup tree being a barrier that llvmpipe makes every workgroup pay for, Adam's too: 36.6 ms against
-/// 16.3 + 5.9 apart with one parameter per invocation, about 6 ms over apart with [`ADAM_PER`] (BENCHMARKS.md);
-/// fused all the same, so the step keeps within its 10 dispatches there.
+/// 16.3 + 5.9 apart with one parameter per invocation. With few workgroups ([`super::software_grid`]) it is
+/// faster than apart there too (BENCHMARKS.md).
 pub fn adam_bce_fused(gpu: &Gpu) -> bool {
     super::fused(gpu, ADAM_BCE_KEY)
 }
@@ -126,7 +124,19 @@ fn adam_dispatch(
         ..Default::default()
     };
     let mut buffers = state.to_vec();
-    let mut invocations = (n as u64).div_ceil(ADAM_PER as u64);
+    // The BCE's workgroups, each one partial: the grid has at least these.
+    let bce_groups = match &bce {
+        Some(b) => b.partials.check(label)?,
+        None => 0,
+    };
+    params.per = match super::software_grid(gpu) {
+        Some(g) => (n as u64).div_ceil(g.max(bce_groups) as u64 * WG as u64) as u32,
+        None => ADAM_PER,
+    }
+    .max(1);
+    let invocations = (n as u64)
+        .div_ceil(params.per as u64)
+        .max(bce_groups as u64 * WG as u64);
     let (mut flops, mut bytes) = (12.0 * n as f64, 28.0 * n as f64);
     if let Some(b) = bce {
         let (rows, cols) = b.shape;
@@ -135,16 +145,14 @@ fn adam_dispatch(
             let at: Operand = at;
             check_room("adam", label, what, at.buffer, at.offset as u64, elems)?;
         }
-        let groups = b.partials.check(label)?;
         params.bce_rows = rows;
         params.bce_cols = cols;
-        params.bce_groups = groups;
+        params.bce_groups = bce_groups;
         params.partial_off = b.partials.offset;
         params.slot_stride = b.partials.slot_stride;
         params.x_off = u32::try_from(b.x.offset)
             .map_err(|_| Error::shape("adam", format!("{label}: x at element {}", b.x.offset)))?;
         buffers.extend([b.logits, b.x.buffer, b.partials.buffer]);
-        invocations = invocations.max(groups as u64 * WG as u64);
         flops += 10.0 * elems as f64;
         bytes += 8.0 * elems as f64;
     }
@@ -155,7 +163,7 @@ fn adam_dispatch(
         } else {
             "adam"
         },
-        constants: vec![("PER", ADAM_PER as f64)],
+        constants: vec![],
         storage: if bce.is_some() {
             &[
                 Access::ReadWrite,

@@ -380,7 +380,8 @@ gpu_struct! {
         pub slot_stride: u32,
         /// adam_with_bce: where the images start in their buffer (the step's x slot).
         pub x_off: u32,
-        pub _pad1: u32,
+        /// Parameters each invocation updates, a whole grid of invocations apart.
+        pub per: u32,
         pub _pad2: u32,
     }
 }

@@ -173,15 +173,32 @@ pub const FUSIONS: [&str; 2] = [reparam::DECODE_KEY, adam::ADAM_BCE_KEY];
 
 /// Whether the fusion `key` (one of [`FUSIONS`]) is made: the device's choice where it has one (a checkpoint's,
 /// for exact resume, or one set by hand), else on GPUs, where a launch saved is a dependent launch's latency. On
-/// CPU adapters, where launches cost little, both fused kernels measured slower (BENCHMARKS.md), but the step
-/// must keep within [`MAX_STEP_DISPATCHES`]: there `adam+bce`, the cheaper of the two (about 2% of lavapipe's
-/// step), is made and `reparam+fc3` is not.
+/// CPU adapters, where launches cost little, `reparam+fc3` measured slower (BENCHMARKS.md) and is not made;
+/// `adam+bce` is, on [`software_grid`]'s few workgroups, faster than apart there too.
 pub fn fused(gpu: &crate::gpu::Gpu, key: &str) -> bool {
     match gpu.choice(key).as_deref() {
         Some("fused") => true,
         Some("apart") => false,
         _ => key == adam::ADAM_BCE_KEY || gpu.info.device_type != wgpu::DeviceType::Cpu,
     }
+}
+
+/// On CPU adapters, the workgroups of the kernels that stride over their elements (Adam, the loss kernels): two
+/// per core of this machine, whose cores a CPU adapter runs on. llvmpipe runs a kernel that has a barrier (the
+/// loss kernels' trees) as coroutines, at a cost per workgroup: adam+bce on 2 vCPUs took 34–37 ms with 319
+/// workgroups, 25–29 with 80 and 19–22 with 5 (BENCHMARKS.md). `None` on GPUs, whose kernels need the
+/// invocations to fill the device.
+pub fn software_grid(gpu: &crate::gpu::Gpu) -> Option<u32> {
+    (gpu.info.device_type == wgpu::DeviceType::Cpu).then(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        2 * cores as u32
+    })
+}
+
+/// The workgroups a kernel that strides over its elements gets where `groups` would fill a GPU: on CPU adapters
+/// at most [`software_grid`].
+pub fn strided_groups(gpu: &crate::gpu::Gpu, groups: u32) -> u32 {
+    software_grid(gpu).map_or(groups, |g| groups.min(g))
 }
 
 /// The most dispatches a training step records (the gather ahead and the loss reduction, recorded once per many

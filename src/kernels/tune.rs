@@ -673,7 +673,7 @@ pub fn time_reduction(gpu: &Gpu, r: Reduction, n: u32, runs: u32) -> Result<f64>
         offset: 0,
         slot_stride: 0,
         slots: 1,
-        groups: loss_groups(n as u64),
+        groups: crate::kernels::strided_groups(gpu, loss_groups(n as u64)),
     };
     // One step-table row of zeros (a new buffer is zeroed): the partials' slot 0.
     let step = StepTable::new(gpu, 1)?;

@@ -17,7 +17,6 @@
 
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Plan};
-use crate::kernels::StepTable;
 use crate::kernels::adam::BceValue;
 use crate::kernels::contract::{LossTerm, MAX_PARTIALS, TERMS};
 use crate::kernels::gather::{Binarize, ByteMatrix, gather};
@@ -27,6 +26,7 @@ use crate::kernels::matmul::{
 };
 use crate::kernels::reduce::{PartialsLayout, reduce};
 use crate::kernels::reparam::{Decode, ReparamOut, decode_fused, reparam, reparam_decode};
+use crate::kernels::{StepTable, strided_groups};
 use crate::model::{Layout, Linear, ModelConfig};
 
 /// Parameters, gradients and Adam's moments, each one flat buffer in [`Layout`] order.
@@ -491,10 +491,12 @@ fn partials<'a>(
         slot_stride: SLOT,
         slots: ws.slots,
         groups: match term {
-            LossTerm::Bce => loss_groups(ws.rows as u64 * config.pixels as u64),
+            LossTerm::Bce => {
+                strided_groups(gpu, loss_groups(ws.rows as u64 * config.pixels as u64))
+            }
             // Up to one workgroup per row where `reparam_decode` gives each workgroup whole rows.
             LossTerm::Kl if decode_fused(gpu) => ws.rows.clamp(1, MAX_PARTIALS),
-            LossTerm::Kl => loss_groups(kl_elements),
+            LossTerm::Kl => strided_groups(gpu, loss_groups(kl_elements)),
         },
     }
 }
