@@ -245,6 +245,30 @@ fn unusable_output_directory_and_bad_checkpoints() {
             "--out",
         ],
     );
+    // An --out that is (or lies under) a symbolic link to nothing cannot be created either.
+    #[cfg(unix)]
+    {
+        let dangling = scratch("dangling");
+        std::fs::create_dir_all(&dangling).unwrap();
+        let link = dangling.join("run");
+        std::os::unix::fs::symlink(dangling.join("gone"), &link).unwrap();
+        for out in [link.clone(), link.join("deeper")] {
+            refused_before_the_gpu(
+                &["train", "--data", ds, "--out", out.to_str().unwrap()],
+                None,
+                &[
+                    "creating the output directory",
+                    "is a symbolic link to",
+                    "which does not exist",
+                    "--out",
+                ],
+            );
+        }
+        assert!(
+            !dangling.join("gone").exists(),
+            "the refused run created the link's target"
+        );
+    }
     // An --out that holds another run.
     let taken = scratch("taken");
     std::fs::create_dir_all(&taken).unwrap();

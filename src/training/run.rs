@@ -337,10 +337,25 @@ fn locked(out: &Path, pid: u32) -> Error {
 }
 
 /// The refusals of `out` that [`prepare_out`] would make, made before the run opens the GPU and chooses its
-/// kernels (which can take minutes on a software driver), without creating anything: a path under a file, a
-/// directory that already holds another run, or one that a live run is writing to. [`prepare_out`] checks
-/// again, with the lock held.
+/// kernels (which can take minutes on a software driver), without creating anything: a path under a file or
+/// through a symbolic link to nothing, a directory that already holds another run, or one that a live run is
+/// writing to. [`prepare_out`] checks again, with the lock held.
 fn check_out(out: &Path, resuming_here: bool) -> Result<()> {
+    if let Some(link) = out
+        .ancestors()
+        .find(|a| a.symlink_metadata().is_ok() && a.metadata().is_err())
+    {
+        let to = std::fs::read_link(link).unwrap_or_default();
+        let e = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "{} is a symbolic link to {}, which does not exist",
+                link.display(),
+                to.display()
+            ),
+        );
+        return Err(creating_out(out, e));
+    }
     if let Some(existing) = out.ancestors().find(|a| a.exists())
         && !existing.is_dir()
     {
