@@ -72,8 +72,8 @@ pub const ADAM_BCE_KEY: &str = "adam+bce";
 /// Whether the step's last dispatch also sums the BCE's value ([`super::fused`]): on the H200 8.2 µs fused
 /// against 7.8 (adam) + 6.1 (bce) apart (one parameter per invocation). On lavapipe fused is slower, the BCE's
 /// workgroup tree being a barrier that llvmpipe makes every workgroup pay for, Adam's too: 36.6 ms against
-/// 16.3 + 5.9 apart with one parameter per invocation. With few workgroups ([`super::software_grid`]) it is
-/// faster than apart there too (BENCHMARKS.md).
+/// 16.3 + 5.9 apart with one parameter per invocation; on few workgroups ([`super::software_grid`]) 22–33 ms
+/// at batch 128 and 28–31 at batch 1, against 15.5 + 11 and 15.5 + 0.3 apart (BENCHMARKS.md).
 pub fn adam_bce_fused(gpu: &Gpu) -> bool {
     super::fused(gpu, ADAM_BCE_KEY)
 }

@@ -173,8 +173,10 @@ pub const FUSIONS: [&str; 2] = [reparam::DECODE_KEY, adam::ADAM_BCE_KEY];
 
 /// Whether the fusion `key` (one of [`FUSIONS`]) is made: the device's choice where it has one (a checkpoint's,
 /// for exact resume, or one set by hand), else on GPUs, where a launch saved is a dependent launch's latency. On
-/// CPU adapters, where launches cost little, `reparam+fc3` measured slower (BENCHMARKS.md) and is not made;
-/// `adam+bce` is, on [`software_grid`]'s few workgroups, faster than apart there too.
+/// CPU adapters, where launches cost little, both measured slower (BENCHMARKS.md), but the step must keep
+/// within [`MAX_STEP_DISPATCHES`]: there `adam+bce`, the cheaper, is made (on [`software_grid`]'s few
+/// workgroups, level with the two apart at batch 128 on lavapipe, 12–15 ms slower at batch 1) and
+/// `reparam+fc3` (about 11 ms slower) is not.
 pub fn fused(gpu: &crate::gpu::Gpu, key: &str) -> bool {
     match gpu.choice(key).as_deref() {
         Some("fused") => true,
