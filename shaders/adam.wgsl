@@ -10,8 +10,8 @@
 // is recorded with, so steps recorded back to back each use their own t with no host write in between.
 // Dispatch: ceil(n / p.per) invocations, WG (256) per workgroup, on a 2-D grid (`grid` in src/kernels/mod.rs);
 // each invocation updates p.per parameters, its own index and those a whole grid of invocations past it, so
-// neighbouring invocations always touch neighbouring elements (8 on GPUs; on CPU adapters as many as leave a
-// few workgroups per core: `ADAM_PER` and `software_grid` in src/kernels).
+// neighbouring invocations always touch neighbouring elements (8; adam_with_bce on CPU adapters as many as
+// leave a few workgroups per core: `ADAM_PER` and `software_grid` in src/kernels).
 //
 // adam_with_bce, the training step's last dispatch, also takes the step's reconstruction loss: fc4.forward's
 // epilogue (EPI_BIAS_BCE, matmul_common.wgsl) left the logits and already wrote the loss's gradient, so only its

@@ -185,11 +185,11 @@ pub fn fused(gpu: &crate::gpu::Gpu, key: &str) -> bool {
     }
 }
 
-/// On CPU adapters, the workgroups of the kernels that stride over their elements (Adam, the loss kernels): two
-/// per core of this machine, whose cores a CPU adapter runs on. llvmpipe runs a kernel that has a barrier (the
-/// loss kernels' trees) as coroutines, at a cost per workgroup: adam+bce on 2 vCPUs took 34–37 ms with 319
-/// workgroups, 25–29 with 80 and 19–22 with 5 (BENCHMARKS.md). `None` on GPUs, whose kernels need the
-/// invocations to fill the device.
+/// On CPU adapters, the workgroups of the kernels that stride over their elements and have a barrier (the loss
+/// kernels' trees, adam+bce): two per core of this machine, whose cores a CPU adapter runs on. llvmpipe runs a
+/// kernel that has a barrier as coroutines, at a cost per workgroup: adam+bce on 2 vCPUs took 34–37 ms with
+/// 319 workgroups, 25–29 with 80 and 19–22 with 5, and bce.forward 1.7–1.9 ms with 4 against 11 with 256
+/// (BENCHMARKS.md). `None` on GPUs, whose kernels need the invocations to fill the device.
 pub fn software_grid(gpu: &crate::gpu::Gpu) -> Option<u32> {
     (gpu.info.device_type == wgpu::DeviceType::Cpu).then(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
