@@ -34,6 +34,15 @@ enum Command {
         #[arg(long)]
         backend: Option<String>,
     },
+    /// Download MNIST's four IDX files into --data (those missing), md5-checked; `vae train` does so too.
+    Fetch {
+        /// Directory for the four IDX files.
+        #[arg(long, default_value = "data/mnist")]
+        data: PathBuf,
+        /// Download from this URL prefix instead of the built-in mirrors (repeatable).
+        #[arg(long = "mirror", value_name = "URL")]
+        mirrors: Vec<String>,
+    },
     /// Train the VAE on MNIST (or any IDX set of 8-bit images), writing metrics.csv and pictures per epoch.
     Train(Box<train::TrainArgs>),
     /// The test-set ELBO of a checkpoint (with its BCE and KL parts) and, with --iw-samples, an importance-
@@ -187,6 +196,7 @@ pub fn main() -> ExitCode {
 fn run(command: Command) -> vae_wgpu::Result<()> {
     match command {
         Command::Devices { backend } => devices(backend),
+        Command::Fetch { data, mirrors } => fetch(&data, &mirrors),
         Command::Train(args) => train::train(*args),
         Command::Eval { common, iw_samples } => model::eval(common, iw_samples),
         Command::Sample { common, n, seed } => model::sample(common, n, seed),
@@ -227,6 +237,19 @@ fn run(command: Command) -> vae_wgpu::Result<()> {
             } => perf::matmul(&gpu, &tune, &model, square, reps, runs),
         },
     }
+}
+
+fn fetch(dir: &std::path::Path, mirrors: &[String]) -> vae_wgpu::Result<()> {
+    let data = vae_wgpu::data::mnist::ensure(dir, mirrors, true)?;
+    println!(
+        "MNIST in {}: {} training and {} test images of {}x{}",
+        dir.display(),
+        data.train.n,
+        data.test.n,
+        data.train.rows,
+        data.train.cols
+    );
+    Ok(())
 }
 
 fn devices(backend: Option<String>) -> vae_wgpu::Result<()> {
