@@ -9,6 +9,8 @@
 //! - [`gpu`]: adapters, the device and its limits, error scopes, buffers, readback, pipelines and dispatches.
 //! - [`kernels`]: the WGSL kernel families, each with its host wrapper and CPU reference, and the host/shader
 //!   contract (constants and uniform structs) they share.
+//! - [`tune`]: autotuning above the kernel families: each matmul candidate checked and timed per product, the
+//!   choices and their cache.
 //! - [`model`]: the model's sizes and flat parameter layout, the network's dispatches, the f64 reference step,
 //!   and inference on a trained model.
 //! - [`data`]: MNIST's IDX files, and downloading them.
@@ -28,6 +30,7 @@ pub mod model;
 pub mod output;
 pub mod perf;
 pub mod training;
+pub mod tune;
 pub mod web;
 
 pub use error::{Error, Result};

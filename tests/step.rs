@@ -7,15 +7,16 @@ use vae_wgpu::data::mnist::Split;
 use vae_wgpu::kernels::adam::{AdamConfig, adam_cpu};
 use vae_wgpu::kernels::gather::gather_cpu;
 use vae_wgpu::kernels::loss::{loss_groups, partials_sum_error};
+use vae_wgpu::kernels::matmul::Product;
 use vae_wgpu::kernels::matmul::{EVERY_PRODUCT, Kernel};
 use vae_wgpu::kernels::philox::{Philox, stream};
 use vae_wgpu::kernels::reparam::decode_fused;
-use vae_wgpu::kernels::tune::{self, Product};
 use vae_wgpu::kernels::{FUSIONS, MAX_STEP_DISPATCHES, fused, strided_groups};
 use vae_wgpu::model::ModelConfig;
 use vae_wgpu::model::net::Net;
 use vae_wgpu::model::reference::loss_and_grad;
 use vae_wgpu::training::trainer::{TrainConfig, Trainer};
+use vae_wgpu::tune;
 
 /// `diff <= tol`: false for a NaN difference.
 fn within(diff: f64, tol: f64) -> bool {
@@ -101,11 +102,12 @@ fn gpu_step_matches_cpu_reference_with_every_pair_apart() {
     let pairs = tune::pairs(&products);
     // Three layers, at the full and the partial batch.
     assert_eq!(pairs.len(), 6, "{products:?}");
-    gpu.set_choices(
-        pairs
-            .iter()
-            .map(|(w, i)| (tune::pair_key_of(w, i), tune::UNPAIRED.to_string())),
-    );
+    gpu.set_choices(pairs.iter().map(|(w, i)| {
+        (
+            tune::pair_key_of(w, i),
+            vae_wgpu::kernels::matmul::UNPAIRED.to_string(),
+        )
+    }));
     trainer.rebuild_plans().unwrap();
     assert_eq!(trainer.step_plan(128).iter().count(), paired + 3);
     assert_eq!(trainer.pair_room(), MAX_STEP_DISPATCHES - paired);

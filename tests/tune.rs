@@ -7,9 +7,10 @@ use common::{mnist_dir, scratch};
 use std::path::Path;
 use std::process::{Command, Output};
 
+use vae_wgpu::kernels::matmul::Product;
 use vae_wgpu::kernels::matmul::{EpilogueKind, Kernel, Layout};
-use vae_wgpu::kernels::tune::{self, Product, TuneMode};
 use vae_wgpu::training::checkpoint::Checkpoint;
+use vae_wgpu::tune::{self, TuneMode};
 
 /// The matmul products of the test model's training run: fc3's forward pass is one unless the reparameterization
 /// computes it (on GPUs, not CPU adapters: `decode_fused`).
@@ -285,7 +286,7 @@ fn vae_tune_prints_every_candidate_and_marks_the_choice() {
     assert!(
         pairs
             .iter()
-            .all(|v| *v == tune::UNPAIRED || Kernel::parse(v).is_some()),
+            .all(|v| *v == vae_wgpu::kernels::matmul::UNPAIRED || Kernel::parse(v).is_some()),
         "{cached:?}"
     );
     std::fs::remove_dir_all(&dir).ok();
@@ -466,7 +467,7 @@ fn rejected_candidates_are_skipped(name: &str, faults: &str, want: impl Fn(&str)
         };
         let want_kernel = pair_of(product)
             .and_then(|pair| cached.get(&pair).cloned())
-            .filter(|c| c != tune::UNPAIRED)
+            .filter(|c| c != vae_wgpu::kernels::matmul::UNPAIRED)
             .or_else(|| cached.get(product).cloned());
         if !product.starts_with("pair ")
             && let Some(c) = want_kernel

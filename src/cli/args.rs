@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use vae_wgpu::GpuOptions;
-use vae_wgpu::kernels::tune::TuneMode;
 use vae_wgpu::training::settings::Settings;
+use vae_wgpu::tune::TuneMode;
 
 /// Adapter choice, shared by every command that opens a GPU.
 #[derive(clap::Args, Clone, Debug, Default)]

@@ -8,14 +8,15 @@ use vae_wgpu::kernels;
 use vae_wgpu::kernels::contract::EpilogueKind;
 use vae_wgpu::kernels::contract::Layout;
 use vae_wgpu::kernels::matmul::Kernel;
+use vae_wgpu::kernels::matmul::Product;
 use vae_wgpu::kernels::philox::{Philox, stream};
-use vae_wgpu::kernels::tune::{MatmulRow, Product};
 use vae_wgpu::model::ModelConfig;
 use vae_wgpu::model::net::Net;
 use vae_wgpu::perf::bench;
 use vae_wgpu::perf::profile;
 use vae_wgpu::training::run::distinct;
 use vae_wgpu::training::trainer::Trainer;
+use vae_wgpu::tune::{self, MatmulRow};
 use vae_wgpu::{Error, Result};
 
 use super::args::{BenchModel, GpuArgs, TuneArgs};
@@ -58,7 +59,7 @@ fn bench_trainer<'g>(gpu: &'g Gpu, net: &'g Net, batch: u32, train: &Split) -> R
 fn tuned(gpu: &Gpu, trainer: &mut Trainer, tune: &TuneArgs) -> Result<()> {
     let products = distinct(trainer.products());
     let room = trainer.pair_room();
-    let chosen = kernels::tune::choose(gpu, &products, &tune.into(), room, |w| eprintln!("{w}"))?;
+    let chosen = tune::choose(gpu, &products, &tune.into(), room, |w| eprintln!("{w}"))?;
     trainer.rebuild_plans()?;
     eprintln!("{}", chosen.line());
     Ok(())
@@ -232,7 +233,7 @@ pub fn matmul(
                 continue;
             }
             let r = if big { 2 } else { reps };
-            let outcome = kernels::tune::bench_candidate(&gpu, kernel, product, r, runs)?;
+            let outcome = tune::bench_candidate(&gpu, kernel, product, r, runs)?;
             print_row(product, kernel, &outcome, kernel.name() == *used);
             if outcome.is_ok() {
                 available.entry(product.key()).or_default().push(kernel);
@@ -240,15 +241,15 @@ pub fn matmul(
         }
     }
     let list: Vec<Product> = products.iter().map(|(p, _)| p.clone()).collect();
-    let pairs = kernels::tune::pairs(&list);
+    let pairs = tune::pairs(&list);
     if !pairs.is_empty() {
         pair_header();
     }
     for (w, i) in &pairs {
-        let label = kernels::tune::pair_label(w, i);
+        let label = tune::pair_label(w, i);
         // The step's choice for the pair: its own, else (untuned) its first product's kernel.
         let choice = gpu
-            .choice(&kernels::tune::pair_key_of(w, i))
+            .choice(&tune::pair_key_of(w, i))
             .or_else(|| {
                 products
                     .iter()
@@ -263,10 +264,10 @@ pub fn matmul(
                 .all(|p| available.get(&p.key()).is_some_and(|a| a.contains(k)))
         };
         for kernel in Kernel::CANDIDATES.into_iter().filter(both) {
-            let outcome = kernels::tune::bench_parts(&gpu, kernel, &parts, reps, runs)?;
+            let outcome = tune::bench_parts(&gpu, kernel, &parts, reps, runs)?;
             print_pair_row(&label, &kernel.name(), &outcome, kernel.name() == choice);
         }
-        if choice == kernels::tune::UNPAIRED {
+        if choice == kernels::matmul::UNPAIRED {
             println!(
                 "{label:<42} *{:<20} (the step runs its two products apart)",
                 choice
@@ -298,7 +299,7 @@ pub fn tune(args: &GpuArgs, tune: &TuneArgs, m: &BenchModel, runs: u32) -> Resul
         gpu.info
     );
     let start = std::time::Instant::now();
-    let mut tuned = kernels::tune::tune(&gpu, &products, runs, room)?;
+    let mut tuned = tune::tune(&gpu, &products, runs, room)?;
     table_header();
     for row in &tuned.rows {
         print_row(&row.product, row.kernel, &row.outcome, row.chosen);
@@ -319,12 +320,12 @@ pub fn tune(args: &GpuArgs, tune: &TuneArgs, m: &BenchModel, runs: u32) -> Resul
         println!(
             "{:<42} {:<1}{:<20} {us:>10.1}   ({} + {}, two dispatches)",
             pair.label,
-            if pair.choice == kernels::tune::UNPAIRED {
+            if pair.choice == kernels::matmul::UNPAIRED {
                 "*"
             } else {
                 " "
             },
-            kernels::tune::UNPAIRED,
+            kernels::matmul::UNPAIRED,
             w.name(),
             i.name()
         );
@@ -339,8 +340,8 @@ pub fn tune(args: &GpuArgs, tune: &TuneArgs, m: &BenchModel, runs: u32) -> Resul
     // After the table, so it shows why each candidate of a product without one is unavailable.
     tuned.complete(&gpu)?;
     // The reductions of the loss kernels: the workgroup-memory tree, and subgroups where the device has them.
-    let n = kernels::tune::reduction_size(&products);
-    let (best, times) = kernels::tune::tune_reduction(&gpu, n, runs)?;
+    let n = tune::reduction_size(&products);
+    let (best, times) = tune::tune_reduction(&gpu, n, runs)?;
     for (r, us) in &times {
         let mark = if *r == best { "*" } else { " " };
         println!(
@@ -351,20 +352,20 @@ pub fn tune(args: &GpuArgs, tune: &TuneArgs, m: &BenchModel, runs: u32) -> Resul
     tuned
         .choices
         .insert(kernels::Reduction::KEY.into(), best.name().into());
-    let identity = kernels::tune::identity(&gpu);
+    let identity = tune::identity(&gpu);
     let path = tune
         .tune_cache
         .clone()
-        .or_else(|| kernels::tune::default_cache_path(&identity));
+        .or_else(|| tune::default_cache_path(&identity));
     match path {
         Some(path) => {
             // Keep what an existing, valid cache knows about other products.
-            let mut all = kernels::tune::read_cache(&path, &identity)
+            let mut all = tune::read_cache(&path, &identity)
                 .ok()
                 .flatten()
                 .unwrap_or_default();
             all.extend(tuned.choices.clone());
-            kernels::tune::write_cache(&path, &identity, &all)?;
+            tune::write_cache(&path, &identity, &all)?;
             println!(
                 "chose {} kernels in {:.1} s; cached in {}",
                 tuned.choices.len(),

@@ -25,6 +25,19 @@ use wgpu::util::DeviceExt;
 use crate::error::{Error, Result};
 use adapter::{backend_names, instance};
 
+/// A kernel's operand: a buffer and the element offset at which the data (a matrix, a vector) starts.
+#[derive(Clone, Copy, Debug)]
+pub struct Operand<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: usize,
+}
+
+impl<'a> From<&'a wgpu::Buffer> for Operand<'a> {
+    fn from(buffer: &'a wgpu::Buffer) -> Self {
+        Operand { buffer, offset: 0 }
+    }
+}
+
 /// The features a device is opened with where the adapter has them: subgroups always, timestamps when asked (for
 /// `vae profile`, benchmarks and tuning). Shader modules validate against the capabilities these grant, no more.
 pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::TIMESTAMP_QUERY

@@ -5,8 +5,8 @@ use super::loss::PartialsAt;
 use super::{ADAM, Reduction, StepParams, StepTable, WG, check_room, grid};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::gpu::Operand;
 use crate::gpu::{Access, Dispatch, KernelSpec};
-use crate::kernels::matmul::Operand;
 
 /// Adam's hyperparameters (PyTorch's defaults with `Default`).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -7,8 +7,8 @@ use super::contract::{LossParams, MAX_PARTIALS};
 use super::{LOSS, Reduction, StepTable, WG, check_room};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::gpu::Operand;
 use crate::gpu::{Access, Dispatch, KernelSpec};
-use crate::kernels::matmul::Operand;
 
 /// Workgroups (so partials) a loss kernel uses for `n` elements.
 pub fn loss_groups(n: u64) -> u32 {

@@ -18,7 +18,6 @@ pub mod philox;
 pub mod reduce;
 pub mod reparam;
 pub mod step;
-pub mod tune;
 
 use crate::error::{Error, Result};
 use crate::gpu::pipeline::{Prelude, ShaderSource};

@@ -16,14 +16,13 @@
 //! records; nothing waits.
 
 use crate::error::Result;
+use crate::gpu::Operand;
 use crate::gpu::{Dispatch, Gpu, Plan};
 use crate::kernels::adam::BceValue;
 use crate::kernels::contract::{LossTerm, MAX_PARTIALS, TERMS};
 use crate::kernels::gather::{Binarize, ByteMatrix, gather};
 use crate::kernels::loss::{PartialsAt, bce_logits, loss_groups};
-use crate::kernels::matmul::{
-    Epilogue, Layout as Mm, Operand, Part, matmul, matmul_pair, unpaired,
-};
+use crate::kernels::matmul::{Epilogue, Layout as Mm, Part, matmul, matmul_pair, unpaired};
 use crate::kernels::reduce::{PartialsLayout, reduce};
 use crate::kernels::reparam::{Decode, ReparamOut, decode_fused, reparam, reparam_decode};
 use crate::kernels::{StepTable, strided_groups};
@@ -261,7 +260,7 @@ fn one(gpu: &Gpu, label: &str, p: Part) -> Result<Dispatch> {
 
 /// A layer's whole backward pass in one dispatch: its weight gradient (from ∂Y and its input X) and its input
 /// gradient (∂Y·W with `epi`), independent products of the same ∂Y. Two dispatches where tuning found the pair
-/// slower than its products apart (see [`crate::kernels::tune::tune`]).
+/// slower than its products apart (see [`crate::tune::tune`]).
 #[allow(clippy::too_many_arguments)]
 fn layer_backward<'a>(
     gpu: &Gpu,

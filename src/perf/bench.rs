@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use crate::error::Result;
 
-use crate::kernels::tune::{Product, median};
+use crate::kernels::matmul::Product;
 use crate::model::ModelConfig;
 use crate::training::plans::products;
 use crate::training::trainer::{TrainConfig, Trainer};
+use crate::tune::median;
 
 /// The matmuls of the plan of one training step of `rows` examples, in order, read from its dispatches.
 pub fn step_products(trainer: &Trainer, rows: u32) -> Vec<Product> {

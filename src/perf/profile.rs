@@ -11,8 +11,8 @@ use wgpu_profiler::{GpuProfiler, GpuProfilerSettings, GpuTimerQueryResult};
 use super::capture::Capture;
 use crate::error::{Error, Result};
 use crate::gpu::Plan;
-use crate::kernels::tune::median;
 use crate::training::trainer::Trainer;
+use crate::tune::median;
 
 /// One kernel's row of the table.
 #[derive(Clone, Debug)]

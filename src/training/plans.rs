@@ -4,7 +4,7 @@
 use crate::error::Result;
 use crate::gpu::Plan;
 use crate::kernels::contract::{EpilogueKind, Layout, LossTerm, TERMS};
-use crate::kernels::tune::Product;
+use crate::kernels::matmul::Product;
 
 /// The batches of one pass over `n` examples: full batches, then the remainder (kept, not dropped).
 pub fn batches(n: u32, batch: u32) -> Vec<u32> {

@@ -10,8 +10,8 @@ use crate::kernels::MAX_STEP_DISPATCHES;
 use crate::kernels::adam::{AdamConfig, adam, adam_bce_fused, adam_with_bce};
 use crate::kernels::contract::TERMS;
 use crate::kernels::gather::{Batches, Binarize, ByteMatrix, gather_batches};
+use crate::kernels::matmul::Product;
 use crate::kernels::philox::{Philox, stream};
-use crate::kernels::tune::Product;
 use crate::kernels::{StepParams, StepTable};
 use crate::model::ModelConfig;
 use crate::model::net::{self, Net, Source, Workspace};
@@ -228,7 +228,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// How many of the step's gradient pairs may run as two dispatches, the step keeping within
-    /// [`MAX_STEP_DISPATCHES`] (see [`crate::kernels::tune::tune`]).
+    /// [`MAX_STEP_DISPATCHES`] (see [`crate::tune::tune`]).
     pub fn pair_room(&self) -> usize {
         let plan = self.plans[0].for_rows(self.config.batch);
         // A pair run apart is one dispatch more, its input gradient's (`fc4.input_grad`; together they are

@@ -1,9 +1,9 @@
+use vae_wgpu::gpu::Operand;
 use vae_wgpu::kernels::StepParams;
 use vae_wgpu::kernels::adam::{AdamConfig, BceValue, adam, adam_cpu, adam_with_bce};
 use vae_wgpu::kernels::loss::{
     PartialsAt, bce_logits, bce_logits_cpu, bce_term_error, loss_groups, partials_sum_error,
 };
-use vae_wgpu::kernels::matmul::Operand;
 
 use crate::{
     assert_close, both_reductions, gpu, poisoned, read, rng, run, step_table, uniform_vec,

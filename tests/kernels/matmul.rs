@@ -1,8 +1,9 @@
 use vae_wgpu::kernels::matmul::{
-    Epilogue, EpilogueKind as Epi, Kernel, Layout, Operand, Part, bias_grad_cpu, error_bound,
-    matmul, matmul_cpu, matmul_pair_with, matmul_with,
+    Epilogue, EpilogueKind as Epi, Kernel, Layout, Part, bias_grad_cpu, error_bound, matmul,
+    matmul_cpu, matmul_pair_with, matmul_with,
 };
 
+use vae_wgpu::gpu::Operand;
 use vae_wgpu::kernels::accuracy::U;
 use vae_wgpu::kernels::loss::{bce_grad_error, bce_logits_cpu};
 

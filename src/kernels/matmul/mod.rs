@@ -1,162 +1,28 @@
 //! matmul: the products of a linear layer's forward and backward passes with fused epilogues
 //! (`shaders/matmul.wgsl`). Weights are (out, in), PyTorch's layout.
+//!
+//! `candidates.rs` holds the kernels (which shader, entry point and constants each is); `epilogue.rs` what follows
+//! the product; `choice.rs` the keys of the device's kernel choices; `reference.rs` the CPU reference. This file is
+//! the host wrapper: it picks the chosen candidate for a product, checks the shapes against the buffers and builds
+//! the dispatch.
 
-use super::contract::MatmulParams;
+mod candidates;
+mod choice;
+mod epilogue;
+mod reference;
+
 pub use super::contract::{EpilogueKind, Layout};
-use super::contract::{MATMUL_TILE, MATMUL_TILE_BIG, WG};
-use super::{MATMUL, MATMUL_SPLIT, MATMUL_TILED, check_room};
+pub use candidates::Kernel;
+pub use choice::{EVERY_PRODUCT, Product, UNPAIRED, is_pair_key, pair_key, product_key};
+pub use epilogue::Epilogue;
+pub use reference::{bias_grad_cpu, error_bound, flops, matmul_cpu};
+
+use super::check_room;
+use super::contract::MatmulParams;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
-use crate::gpu::{Access, Dispatch, KernelSpec, ShaderSource, Workload};
-
-/// A matmul kernel and its configuration: one of the candidates autotuning chooses between (and the portable
-/// default when it does not). Every candidate computes every layout, epilogue and shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kernel {
-    /// `matmul` (matmul.wgsl): 64×64 per workgroup, 4×4 per invocation, no workgroup memory.
-    Reg64,
-    /// `matmul_big`: 128×128 per workgroup, 8×8 per invocation, no workgroup memory; its vec4 variants
-    /// (`matmul_nt4` / `nn4` / `tn4`) where the contiguous sizes and the offsets are multiples of 4.
-    Reg128,
-    /// `matmul_tiled8` / `4` / `2` (matmul_tiled.wgsl): a tile × tile block of C staged in bk-deep slices in
-    /// workgroup memory, tile / 16 rows and columns per invocation.
-    Tiled { tile: u32, bk: u32 },
-    /// `matmul_split` (matmul_split.wgsl): rm × rn outputs per workgroup, each summed by WG / (rm·rn) invocations
-    /// over interleaved k, reduced in a fixed-order tree; `k_fastest` puts one output's slices side by side.
-    Split { rm: u32, rn: u32, k_fastest: bool },
-}
-
-impl Kernel {
-    /// Every candidate, in the order tables list them.
-    pub const CANDIDATES: [Kernel; 11] = [
-        Kernel::Reg64,
-        Kernel::Reg128,
-        Kernel::Tiled { tile: 128, bk: 8 },
-        Kernel::Tiled { tile: 128, bk: 16 },
-        Kernel::Tiled { tile: 64, bk: 16 },
-        Kernel::Tiled { tile: 32, bk: 32 },
-        Kernel::Split {
-            rm: 4,
-            rn: 4,
-            k_fastest: true,
-        },
-        Kernel::Split {
-            rm: 4,
-            rn: 4,
-            k_fastest: false,
-        },
-        Kernel::Split {
-            rm: 8,
-            rn: 8,
-            k_fastest: true,
-        },
-        Kernel::Split {
-            rm: 2,
-            rn: 2,
-            k_fastest: true,
-        },
-        Kernel::Split {
-            rm: 16,
-            rn: 16,
-            k_fastest: false,
-        },
-    ];
-
-    /// The portable default (no tuning): the 128 tile on CPU (software) adapters, where loads are gathers and
-    /// bigger register blocks pay, except where it would be a single workgroup (one CPU thread); the 64 tile
-    /// elsewhere.
-    pub fn default_for(gpu: &Gpu, m: u32, n: u32) -> Kernel {
-        let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
-        if cpu && m.div_ceil(MATMUL_TILE_BIG) * n.div_ceil(MATMUL_TILE_BIG) >= 2 {
-            Kernel::Reg128
-        } else {
-            Kernel::Reg64
-        }
-    }
-
-    /// The name tables, caches and checkpoints use, e.g. `reg64`, `tiled64x64x16/4x4`, `split4x4k`.
-    pub fn name(&self) -> String {
-        match *self {
-            Kernel::Reg64 => "reg64".into(),
-            Kernel::Reg128 => "reg128".into(),
-            Kernel::Tiled { tile, bk } => format!("tiled{tile}k{bk}"),
-            Kernel::Split { rm, rn, k_fastest } => {
-                format!("split{rm}x{rn}{}", if k_fastest { "k" } else { "m" })
-            }
-        }
-    }
-
-    /// The candidate named `name`, if there is one.
-    pub fn parse(name: &str) -> Option<Kernel> {
-        Kernel::CANDIDATES.into_iter().find(|k| k.name() == name)
-    }
-
-    /// The output tile of one workgroup, (rows, columns).
-    pub fn tile(&self) -> (u32, u32) {
-        match *self {
-            Kernel::Reg64 => (MATMUL_TILE, MATMUL_TILE),
-            Kernel::Reg128 => (MATMUL_TILE_BIG, MATMUL_TILE_BIG),
-            Kernel::Tiled { tile, .. } => (tile, tile),
-            Kernel::Split { rm, rn, .. } => (rm, rn),
-        }
-    }
-
-    /// Module, entry point and pipeline constants (beyond LAYOUT and EPILOGUE).
-    pub fn pipeline(
-        &self,
-    ) -> (
-        &'static ShaderSource,
-        &'static str,
-        Vec<(&'static str, f64)>,
-    ) {
-        match *self {
-            Kernel::Reg64 => (&MATMUL, "matmul", vec![]),
-            Kernel::Reg128 => (&MATMUL, "matmul_big", vec![]),
-            Kernel::Tiled { tile, bk } => {
-                let entry = match tile {
-                    128 => "matmul_tiled8",
-                    64 => "matmul_tiled4",
-                    _ => "matmul_tiled2",
-                };
-                (&MATMUL_TILED, entry, vec![("BK", bk as f64)])
-            }
-            Kernel::Split { rm, rn, k_fastest } => {
-                let slices = WG / (rm * rn);
-                let c = vec![
-                    ("RM", rm as f64),
-                    ("RN", rn as f64),
-                    ("SLICES", slices as f64),
-                    ("K_FASTEST", k_fastest as u8 as f64),
-                ];
-                (&MATMUL_SPLIT, "matmul_split", c)
-            }
-        }
-    }
-}
-
-/// Whether a test-only fault (`reject:<kernel>`, `wrong:<kernel>`; see [`crate::fault`]) is armed for `kernel`.
-/// Unarmed (always, outside the tests) there is nothing to compare.
-fn fault_armed(prefix: &str, kernel: Kernel) -> bool {
-    crate::fault::values(prefix).any(|name| Kernel::parse(name) == Some(kernel))
-}
-
-/// The pipeline constant `reject:<kernel>` adds: no shader declares it, so wgpu refuses to build the pipeline.
-const REJECTED_BY_TEST_FAULT: &str = "REJECTED_BY_VAE_TEST_FAULT";
-
-/// The key of a product in the kernel choices (tuning, its cache, checkpoints): layout, shape and epilogue.
-pub fn product_key(layout: Layout, (m, n, k): (u32, u32, u32), epilogue: EpilogueKind) -> String {
-    format!("{layout:?} {m}x{n}x{k} {epilogue:?}")
-}
-
-/// The key of a pair's choice: its two products' keys (a layer's weight gradient, then its input gradient).
-pub fn pair_key(weight_grad: &str, input_grad: &str) -> String {
-    format!("pair {weight_grad} + {input_grad}")
-}
-
-/// Whether `key` is a pair's (see [`pair_key`]).
-pub fn is_pair_key(key: &str) -> bool {
-    key.starts_with("pair ")
-}
+use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, Operand, Workload};
+use crate::kernels::MATMUL;
+use candidates::{REJECTED_BY_TEST_FAULT, fault_armed, vec4_kernel};
 
 /// A part's key in the kernel choices (see [`product_key`]).
 fn part_key(p: &Part) -> String {
@@ -166,113 +32,7 @@ fn part_key(p: &Part) -> String {
 /// Whether the device's choices run the pair `first`, `second` as two dispatches (tuning found it faster).
 pub fn unpaired(gpu: &Gpu, first: &Part, second: &Part) -> bool {
     let key = pair_key(&part_key(first), &part_key(second));
-    gpu.choice(&key).as_deref() == Some(crate::kernels::tune::UNPAIRED)
-}
-
-/// The key under which a choice applies to every product (to force one candidate everywhere, in tests).
-pub const EVERY_PRODUCT: &str = "*";
-
-/// A matrix operand: a buffer and the element offset at which the matrix starts.
-#[derive(Clone, Copy, Debug)]
-pub struct Operand<'a> {
-    pub buffer: &'a wgpu::Buffer,
-    pub offset: usize,
-}
-
-impl<'a> From<&'a wgpu::Buffer> for Operand<'a> {
-    fn from(buffer: &'a wgpu::Buffer) -> Self {
-        Operand { buffer, offset: 0 }
-    }
-}
-
-/// What happens to each output after the product; `O` is how the epilogue's operand is given: an [`Operand`] on
-/// the GPU, a slice for the CPU reference.
-#[derive(Clone, Copy, Debug)]
-pub enum Epilogue<O> {
-    None,
-    /// `+ bias[n]`.
-    Bias(O),
-    /// `max(· + bias[n], 0)`.
-    BiasRelu(O),
-    /// Keep the output where `mask[m, n] > 0` (the ReLU backward; mask is the layer's forward output).
-    ReluMask(O),
-    /// Also write the row sums of A (with [`Layout::TN`], the bias gradient) at this element offset of C's buffer.
-    /// The CPU reference computes C alone; [`bias_grad_cpu`] is the row sums' reference.
-    BiasGrad {
-        offset: usize,
-    },
-    /// The product is ∂z (m, n) and C, (m, 2n), is the heads' gradient holding the KL's own part (written by the
-    /// reparameterization): add ∂z to ∂μ and ∂z·coef[m, n] to ∂log σ², coef = ½·ε·σ. The CPU reference computes
-    /// the product ∂z alone; [`crate::kernels::loss::kl_backward_cpu`] specifies the heads' gradient.
-    KlGrad(O),
-    /// `+ bias[n]` (the logits, into C), and the BCE's gradient σ(C) − x into `grad` (m, n), x being (m, n): the
-    /// decoder's output layer in training. The CPU reference computes the logits; [`crate::kernels::loss::
-    /// bce_logits_cpu`] specifies the gradient. Not in a pair.
-    BiasBce {
-        bias: O,
-        x: O,
-        grad: O,
-    },
-}
-
-impl<O> Epilogue<O> {
-    pub fn kind(&self) -> EpilogueKind {
-        match self {
-            Epilogue::None => EpilogueKind::None,
-            Epilogue::Bias(_) => EpilogueKind::Bias,
-            Epilogue::BiasRelu(_) => EpilogueKind::BiasRelu,
-            Epilogue::ReluMask(_) => EpilogueKind::ReluMask,
-            Epilogue::BiasGrad { .. } => EpilogueKind::BiasGrad,
-            Epilogue::KlGrad(_) => EpilogueKind::KlGrad,
-            Epilogue::BiasBce { .. } => EpilogueKind::BiasBce,
-        }
-    }
-}
-
-/// The bound on |computed − exact| of one output, as a multiple of Σ_k |a||b| (plus |bias| where one is added):
-/// γ_k = k·u / (1 − k·u) for a k-term f32 dot product in any order, with or without fused multiply-adds
-/// (Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1), and 2u more for the epilogue's add and the
-/// final rounding. u = 2⁻²⁴, f32's unit roundoff.
-pub fn error_bound(k: usize) -> f64 {
-    let u = f32::EPSILON as f64 / 2.0;
-    let ku = k as f64 * u;
-    ku / (1.0 - ku) + 2.0 * u
-}
-
-/// The 128-tile kernel that reads its operands as `vec4`s, where the layout's contiguous dimensions and the
-/// operands' offsets are multiples of 4: `matmul_nt4` (both operands along k), `matmul_nn4` (A along k, B along n),
-/// `matmul_tn4` (A along m, B along n). On lavapipe a vec4 load costs about what a scalar gather does, so these
-/// move four times the data per load (2× the scalar 128 tile at the model's shapes, BENCHMARKS.md). The split-K
-/// kernels likewise for NT (`matmul_split_nt4`, both operands along k: the forward passes).
-fn vec4_kernel(
-    kernel: Kernel,
-    layout: Layout,
-    (m, n, k): (u32, u32, u32),
-    a_off: usize,
-    b_off: usize,
-    epilogue: &Epilogue<Operand>,
-) -> Option<&'static str> {
-    if !a_off.is_multiple_of(4) || !b_off.is_multiple_of(4) {
-        return None;
-    }
-    let bias_grad = matches!(epilogue, Epilogue::BiasGrad { .. });
-    if let Kernel::Split { .. } = kernel {
-        return (layout == Layout::NT && k % 4 == 0 && !bias_grad).then_some("matmul_split_nt4");
-    }
-    if kernel != Kernel::Reg128 {
-        return None;
-    }
-    match layout {
-        Layout::NT if k % 4 == 0 && !bias_grad => Some("matmul_nt4"),
-        Layout::NN if k % 4 == 0 && n % 4 == 0 && !bias_grad => Some("matmul_nn4"),
-        Layout::TN if m % 4 == 0 && n % 4 == 0 => Some("matmul_tn4"),
-        _ => None,
-    }
-}
-
-/// Floating-point operations of one product (a multiply-add counts two).
-pub fn flops(m: u32, n: u32, k: u32) -> f64 {
-    2.0 * m as f64 * n as f64 * k as f64
+    gpu.choice(&key).as_deref() == Some(UNPAIRED)
 }
 
 fn check_fits(label: &str, what: &str, op: Operand, elems: u64) -> Result<()> {
@@ -292,7 +52,7 @@ pub struct Part<'a> {
 }
 
 /// Records C (m, n) = A·B (+ epilogue) with the kernel chosen for this product on this device: the device's
-/// kernel choices (tuned, cached or from a checkpoint; see [`crate::kernels::tune`]), else
+/// kernel choices (tuned, cached or from a checkpoint; see [`crate::tune`]), else
 /// [`Kernel::default_for`]; where the adapter rejects that (see [`is_rejection`]), the default, then the first
 /// other candidate it builds. The plans built before tuning (whose products tuning reads) must build on an
 /// adapter that rejects the default, and a checkpoint's kernels on one that rejects a kernel the checkpoint's
@@ -334,7 +94,7 @@ fn matmul_parts(gpu: &Gpu, label: &str, parts: &[Part]) -> Result<Dispatch> {
     let pair = match parts {
         [w, i] => gpu
             .choice(&pair_key(&part_key(w), &part_key(i)))
-            .filter(|c| c != crate::kernels::tune::UNPAIRED),
+            .filter(|c| c != UNPAIRED),
         _ => None,
     };
     let chosen = pair
@@ -588,7 +348,7 @@ fn matmul_parts_with(gpu: &Gpu, kernel: Kernel, label: &str, parts: &[Part]) -> 
             p.dims,
             p.a.offset,
             p.b.offset,
-            &p.epilogue,
+            matches!(p.epilogue, Epilogue::BiasGrad { .. }),
         )
     };
     let entry_vec4 = match second {
@@ -699,51 +459,4 @@ fn matmul_parts_with(gpu: &Gpu, kernel: Kernel, label: &str, parts: &[Part]) -> 
         d = d.with_pair(workload(s));
     }
     Ok(d)
-}
-
-/// CPU reference: C (m, n) = A·B in f64 with the epilogue, A and B stored as `layout` says.
-pub fn matmul_cpu(
-    layout: Layout,
-    (m, n, k): (usize, usize, usize),
-    a: &[f32],
-    b: &[f32],
-    epilogue: Epilogue<&[f32]>,
-) -> Vec<f32> {
-    let at = |i: usize, kk: usize| match layout {
-        Layout::TN => a[kk * m + i],
-        _ => a[i * k + kk],
-    } as f64;
-    let bt = |kk: usize, j: usize| match layout {
-        Layout::NT => b[j * k + kk],
-        _ => b[kk * n + j],
-    } as f64;
-    let mut c = vec![0f32; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            let mut s = 0f64;
-            for kk in 0..k {
-                s += at(i, kk) * bt(kk, j);
-            }
-            c[i * n + j] = match epilogue {
-                Epilogue::None | Epilogue::BiasGrad { .. } | Epilogue::KlGrad(_) => s,
-                Epilogue::Bias(bias) | Epilogue::BiasBce { bias, .. } => s + bias[j] as f64,
-                Epilogue::BiasRelu(bias) => (s + bias[j] as f64).max(0.0),
-                Epilogue::ReluMask(mask) => {
-                    if mask[i * n + j] > 0.0 {
-                        s
-                    } else {
-                        0.0
-                    }
-                }
-            } as f32;
-        }
-    }
-    c
-}
-
-/// CPU reference for the bias gradient: the column sums of ∂Y (rows, cols), in f64.
-pub fn bias_grad_cpu(dy: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    (0..cols)
-        .map(|j| (0..rows).map(|i| dy[i * cols + j] as f64).sum::<f64>() as f32)
-        .collect()
 }
