@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use vae_wgpu::training::run::{self, TrainOptions};
+use vae_wgpu::training::options::TrainOptions;
+use vae_wgpu::training::run;
 
 use super::args::{GpuArgs, TuneArgs};
 

@@ -1,69 +1,29 @@
-//! `vae train`: the whole run, from options to metrics.csv, checkpoints and pictures.
+//! `vae train`: the whole run, from options to metrics.csv, checkpoints and pictures. What it is told and the
+//! settings it takes are in `options.rs`, its output directory in `outdir.rs`, what it reports in `metrics.rs`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use super::checkpoint::Checkpoint;
 use super::eval::{EvalConfig, Evaluator, RECON_IMAGES, SAMPLE_IMAGES};
-use super::plans::LossSum;
+use super::metrics::{EpochStats, METRICS_HEADER, metrics_line, progress_bar};
+use super::options::{TrainOptions, first_epoch, invalid, load_data, model_for};
+use super::outdir::{check_out, default_out_dir, prepare_out, resumes_in};
 use super::settings::Settings;
 use super::trainer::{EpochEnd, TrainConfig, Trainer};
 use crate::atomic::write_atomic;
-use crate::data::mnist::{self, Split};
+use crate::data::mnist::Split;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::kernels::adam::AdamConfig;
 use crate::kernels::matmul::Product;
-use crate::tune::{self, Chosen, TuneMode};
 use crate::model::ModelConfig;
 use crate::model::inference::Inference;
 use crate::model::net::Net;
 use crate::output::images::Grid;
 use crate::output::pictures::end_of_training;
-
-/// Everything `vae train` is told.
-#[derive(Clone, Debug)]
-pub struct TrainOptions {
-    pub data: PathBuf,
-    pub out: Option<PathBuf>,
-    pub epochs: u32,
-    /// Unset options take their defaults, or the checkpoint's values when resuming.
-    pub batch_size: Option<u32>,
-    pub latent: Option<u32>,
-    pub hidden: Option<u32>,
-    pub lr: Option<f32>,
-    pub seed: Option<u64>,
-    pub beta: Option<f32>,
-    pub kl_warmup: Option<f32>,
-    pub binarize: bool,
-    pub resume: Option<PathBuf>,
-    pub train_samples: Option<usize>,
-    pub test_samples: Option<usize>,
-    pub log_interval: u32,
-    pub gpu: GpuOptions,
-    pub mirrors: Vec<String>,
-    /// How the matmul kernels are chosen (a resumed run takes its checkpoint's).
-    pub tune: TuneMode,
-    /// Print per-epoch lines (the binary) or stay quiet (tests of the library).
-    pub verbose: bool,
-}
-
-/// The CSV header of metrics.csv.
-pub const METRICS_HEADER: &str = "epoch,train_loss,train_bce,train_kl,test_loss,test_bce,test_kl,epoch_seconds,samples_per_second";
-
-fn invalid(msg: String) -> Error {
-    Error::Invalid(msg)
-}
-
-/// What one epoch did.
-#[derive(Clone, Copy, Debug)]
-pub struct EpochStats {
-    pub epoch: u32,
-    pub train: LossSum,
-    pub test: LossSum,
-    pub seconds: f64,
-}
+use crate::tune::{self, Chosen};
 
 impl From<&Settings> for EvalConfig {
     fn from(s: &Settings) -> Self {
@@ -91,106 +51,6 @@ impl TrainConfig {
             binarize: s.binarize,
             log_interval,
         }
-    }
-}
-
-impl TrainOptions {
-    /// Rejects option values that cannot work, before anything is loaded or written.
-    pub fn check(&self) -> Result<()> {
-        if self.epochs == 0 {
-            return Err(invalid("--epochs 0: train at least 1 epoch".into()));
-        }
-        if self.batch_size == Some(0) {
-            return Err(invalid(
-                "--batch-size 0: use at least 1 (the reference uses 128)".into(),
-            ));
-        }
-        if let Some(lr) = self.lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
-            return Err(invalid(format!(
-                "--lr {lr}: the learning rate must be a positive finite number (the reference uses 1e-3)"
-            )));
-        }
-        if self.latent == Some(0) {
-            return Err(invalid(
-                "--latent 0: the latent space needs at least 1 dimension (default 2)".into(),
-            ));
-        }
-        if self.hidden == Some(0) {
-            return Err(invalid(
-                "--hidden 0: the hidden layers need at least 1 unit (default 400)".into(),
-            ));
-        }
-        if let Some(b) = self.beta.filter(|b| !(b.is_finite() && *b >= 0.0)) {
-            return Err(invalid(format!(
-                "--beta {b}: the KL weight must be a finite number ≥ 0 (default 1)"
-            )));
-        }
-        if let Some(w) = self.kl_warmup.filter(|w| !(w.is_finite() && *w >= 0.0)) {
-            return Err(invalid(format!(
-                "--kl-warmup {w}: give a number of epochs ≥ 0 (default 0: no warm-up)"
-            )));
-        }
-        if self.train_samples == Some(0) || self.test_samples == Some(0) {
-            return Err(invalid(
-                "--train-samples and --test-samples must be at least 1".into(),
-            ));
-        }
-        if self.log_interval == 0 {
-            return Err(invalid("--log-interval 0: use at least 1 step".into()));
-        }
-        Ok(())
-    }
-
-    /// The settings: the options given, over the checkpoint's values when resuming (where a given option must
-    /// agree with the checkpoint, or the run would not be the same run), over the defaults.
-    pub fn settings(&self, resume: Option<&Checkpoint>) -> Result<Settings> {
-        let base = match resume {
-            Some(ck) => ck.settings.clone(),
-            None => Settings::DEFAULT,
-        };
-        let mut s = base.clone();
-        macro_rules! take {
-            ($field:ident, $flag:literal) => {
-                if let Some(v) = self.$field {
-                    if resume.is_some() && v != base.$field {
-                        return Err(invalid(format!(
-                            "{} {v} does not match the checkpoint's {}: a resumed run continues with the settings it started with; leave the option out, or start a new run",
-                            $flag, base.$field
-                        )));
-                    }
-                    s.$field = v;
-                }
-            };
-        }
-        take!(batch_size, "--batch-size");
-        take!(latent, "--latent");
-        take!(hidden, "--hidden");
-        // The learning rate may change on resume (e.g. a smaller one after a divergence); the run is then no
-        // longer the same run, which is the point.
-        if let Some(lr) = self.lr {
-            s.lr = lr;
-        }
-        take!(seed, "--seed");
-        take!(beta, "--beta");
-        take!(kl_warmup, "--kl-warmup");
-        if resume.is_none() {
-            s.binarize = self.binarize;
-            s.train_samples = self.train_samples;
-            s.test_samples = self.test_samples;
-        } else if self.binarize && !base.binarize {
-            return Err(invalid(
-                "--binarize does not match the checkpoint's run (trained on grey levels)".into(),
-            ));
-        } else {
-            if self.train_samples.is_some() && self.train_samples != base.train_samples
-                || self.test_samples.is_some() && self.test_samples != base.test_samples
-            {
-                return Err(invalid(
-                    "--train-samples/--test-samples do not match the checkpoint's run; leave them out when resuming".into(),
-                ));
-            }
-        }
-        Ok(s)
     }
 }
 
@@ -248,223 +108,6 @@ pub fn check_sizes(gpu: &Gpu, model: ModelConfig, batch: u32) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// `runs/<UTC date>-<time>`, e.g. runs/20261125-170312.
-pub fn default_out_dir() -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
-    PathBuf::from(format!(
-        "runs/{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    ))
-}
-
-/// Holds `<out>/.vae.lock` while a run writes to `out`; removes it when dropped (a killed run's lock is stale and
-/// is taken over once its process is gone).
-pub struct OutLock {
-    path: PathBuf,
-}
-
-impl Drop for OutLock {
-    fn drop(&mut self) {
-        std::fs::remove_file(&self.path).ok();
-    }
-}
-
-/// Whether process `pid` is running. Where that cannot be told (no /proc), assume it is.
-fn process_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    let proc_root = Path::new("/proc");
-    !proc_root.is_dir() || proc_root.join(pid.to_string()).exists()
-}
-
-fn io_error(what: String, e: std::io::Error, hint: &str) -> Error {
-    Error::Io {
-        what,
-        message: format!("{e}; {hint}"),
-    }
-}
-
-fn creating_out(out: &Path, e: std::io::Error) -> Error {
-    io_error(
-        format!("creating the output directory {}", out.display()),
-        e,
-        "choose another with --out",
-    )
-}
-
-fn holds_a_run(out: &Path) -> Error {
-    Error::Invalid(format!(
-        "{} already holds a run (checkpoint.safetensors): pass --resume {} to continue it, or choose another --out",
-        out.display(),
-        out.join("checkpoint.safetensors").display()
-    ))
-}
-
-/// The live process that holds `out`'s lock, if one does.
-fn lock_owner(out: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(out.join(".vae.lock"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    process_alive(pid).then_some(pid)
-}
-
-fn locked(out: &Path, pid: u32) -> Error {
-    Error::Invalid(format!(
-        "another run (process {pid}) is writing to {}: wait for it, or choose another --out. If no such run exists, delete {}",
-        out.display(),
-        out.join(".vae.lock").display()
-    ))
-}
-
-/// The refusals of `out` that [`prepare_out`] would make, made before the run opens the GPU and chooses its
-/// kernels (which can take minutes on a software driver), without creating anything: a path under a file or
-/// through a symbolic link to nothing, a directory that already holds another run, or one that a live run is
-/// writing to. [`prepare_out`] checks again, with the lock held.
-fn check_out(out: &Path, resuming_here: bool) -> Result<()> {
-    if let Some(link) = out
-        .ancestors()
-        .find(|a| a.symlink_metadata().is_ok() && a.metadata().is_err())
-    {
-        let to = std::fs::read_link(link).unwrap_or_default();
-        let e = std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!(
-                "{} is a symbolic link to {}, which does not exist",
-                link.display(),
-                to.display()
-            ),
-        );
-        return Err(creating_out(out, e));
-    }
-    if let Some(existing) = out.ancestors().find(|a| a.exists())
-        && !existing.is_dir()
-    {
-        let e = std::io::Error::new(
-            std::io::ErrorKind::NotADirectory,
-            format!("{} is not a directory", existing.display()),
-        );
-        return Err(creating_out(out, e));
-    }
-    if !resuming_here && out.join("checkpoint.safetensors").exists() {
-        return Err(holds_a_run(out));
-    }
-    match lock_owner(out) {
-        Some(pid) => Err(locked(out, pid)),
-        None => Ok(()),
-    }
-}
-
-/// Whether the checkpoint at `resume` lies in the directory `out`, both existing: a bare file name
-/// (`--resume checkpoint.safetensors --out .`) lies in the working directory.
-fn resumes_in(resume: &Path, out: &Path) -> bool {
-    let dir = resume
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    match (dir.canonicalize(), out.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
-
-/// Creates `out`, checks it is writable, takes its lock and clears temporary files dead runs left behind.
-/// `resuming_here`: the run continues the checkpoint already in `out`.
-fn prepare_out(out: &Path, resuming_here: bool) -> Result<OutLock> {
-    std::fs::create_dir_all(out).map_err(|e| creating_out(out, e))?;
-    let path = out.join(".vae.lock");
-    for _ in 0..2 {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(mut f) => {
-                use std::io::Write;
-                writeln!(f, "{}", std::process::id()).map_err(|e| {
-                    io_error(
-                        format!("writing {}", path.display()),
-                        e,
-                        "choose another --out",
-                    )
-                })?;
-                let lock = OutLock { path };
-                if !resuming_here && out.join("checkpoint.safetensors").exists() {
-                    return Err(holds_a_run(out));
-                }
-                clear_stale_temporaries(out);
-                return Ok(lock);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match lock_owner(out) {
-                Some(pid) => return Err(locked(out, pid)),
-                // The run that held it is gone: take it over.
-                None => {
-                    std::fs::remove_file(&path).ok();
-                }
-            },
-            Err(e) => {
-                return Err(io_error(
-                    format!("creating {}", path.display()),
-                    e,
-                    "the output directory must be writable; choose another with --out",
-                ));
-            }
-        }
-    }
-    Err(Error::Invalid(format!(
-        "could not take the lock {}",
-        path.display()
-    )))
-}
-
-/// Removes `.<name>.tmp<pid>` files (see `write_atomic`) whose writer is no longer running.
-fn clear_stale_temporaries(out: &Path) {
-    let Ok(entries) = std::fs::read_dir(out) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if let Some(pid) = name
-            .rsplit(".tmp")
-            .next()
-            .filter(|_| name.starts_with('.') && name.contains(".tmp"))
-            && let Ok(pid) = pid.parse::<u32>()
-            && !process_alive(pid)
-        {
-            std::fs::remove_file(entry.path()).ok();
-        }
-    }
-}
-
-fn metrics_line(e: &EpochStats, n_train: u32) -> String {
-    let (tl, tb, tk) = e.train.per_example();
-    let (vl, vb, vk) = e.test.per_example();
-    format!(
-        "{},{tl:.4},{tb:.4},{tk:.4},{vl:.4},{vb:.4},{vk:.4},{:.3},{:.1}",
-        e.epoch,
-        e.seconds,
-        n_train as f64 / e.seconds
-    )
 }
 
 /// What a run needs from start to end: the settings it trains with, the trainer and evaluator of its network, where
@@ -648,56 +291,6 @@ impl Run<'_> {
         }
         grid.save(&self.out.join(format!("sample_{epoch}.png")))
     }
-}
-
-/// The training and test splits a run uses, with MNIST downloaded first when it is missing.
-fn load_data(opts: &TrainOptions, s: &Settings) -> Result<(Split, Split)> {
-    let data = mnist::ensure(&opts.data, &opts.mirrors, opts.verbose)?;
-    let (train, test) = (
-        data.train.take(s.train_samples),
-        data.test.take(s.test_samples),
-    );
-    if s.batch_size as usize > train.n {
-        return Err(invalid(format!(
-            "--batch-size {} is larger than the training set ({} examples); use at most {}",
-            s.batch_size, train.n, train.n
-        )));
-    }
-    Ok((train, test))
-}
-
-/// The first epoch to train: 1, or the one after the checkpoint's.
-fn first_epoch(opts: &TrainOptions, resumed: Option<&Checkpoint>) -> Result<u32> {
-    let first = resumed.map_or(0, |c| c.epoch) + 1;
-    if first > opts.epochs {
-        return Err(invalid(format!(
-            "the checkpoint has already trained {} epochs and --epochs is {}: --epochs is the total, so ask for more",
-            first - 1,
-            opts.epochs
-        )));
-    }
-    Ok(first)
-}
-
-/// The model for the data, which must be the checkpoint's when resuming.
-fn model_for(
-    train: &Split,
-    s: &Settings,
-    resumed: Option<(&Checkpoint, &Path)>,
-) -> Result<ModelConfig> {
-    let model = ModelConfig::new(train.pixels() as u32, s.hidden, s.latent)?;
-    if let Some((ck, path)) = resumed
-        && ck.model != model
-    {
-        return Err(Error::Data {
-            path: path.display().to_string(),
-            message: format!(
-                "the checkpoint is for a {}-{}-{} model but the data has {} pixels per image: resume with the dataset it was trained on",
-                ck.model.pixels, ck.model.hidden, ck.model.latent, model.pixels
-            ),
-        });
-    }
-    Ok(model)
 }
 
 /// Distinct products, by key, in first-seen order.
@@ -936,20 +529,4 @@ fn largest_fitting(failed: u32, fits: impl Fn(u32) -> bool) -> Option<u32> {
         }
     }
     Some(lo)
-}
-
-fn progress_bar(verbose: bool, steps: u32, epoch: u32, epochs: u32) -> indicatif::ProgressBar {
-    if !verbose {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(steps as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} ({eta})",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("{epoch}/{epochs}"));
-    bar
 }
