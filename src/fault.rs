@@ -19,8 +19,13 @@
 //! that rejects it would: it is given a pipeline constant its shader does not declare);
 //! `reject:<module>` (that shader module, e.g. `matmul_split`, fails validation when it is built, so every kernel
 //! in it is rejected: it ends with invalid WGSL, see `gpu::pipeline::REJECTED_PART`);
-//! `wrong:<kernel>` (that matmul candidate computes wrong, finite numbers, as a miscompiled kernel would).
-//! `reject:` and `wrong:` hold every time, not only the first: a driver that rejects a kernel always does.
+//! `wrong:<kernel>` (that matmul candidate computes wrong, finite numbers, as a miscompiled kernel would);
+//! `submission-seconds:<s>` (the trainer's submissions hold about s seconds of steps instead of a quarter of a
+//! second; 0: one step each, as on an adapter whose steps are slow, whatever this one's speed);
+//! `stall-after-submit:<n>` (in the trainer, right after it submits the steps that end at global step n, while
+//! they are in flight, before it waits for anything).
+//! `reject:`, `wrong:` and `submission-seconds:` hold every time, not only the first: a driver that rejects a
+//! kernel always does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, OnceLock};

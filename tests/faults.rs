@@ -31,6 +31,11 @@ const RUN: [&str; 13] = [
 ];
 
 fn train_cmd(out: &Path, extra: &[&str]) -> Command {
+    train_cmd_with(out, &RUN, extra)
+}
+
+/// [`train_cmd`] with `run` in place of [`RUN`].
+fn train_cmd_with(out: &Path, run: &[&str], extra: &[&str]) -> Command {
     let mut c = Command::new(VAE);
     c.args([
         "train",
@@ -39,7 +44,7 @@ fn train_cmd(out: &Path, extra: &[&str]) -> Command {
         "--out",
         out.to_str().unwrap(),
     ])
-    .args(RUN)
+    .args(run)
     .args(extra)
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
@@ -312,18 +317,25 @@ fn interrupt(pid: u32) {
 /// once at each stall as it reaches it, and returns the run's exit code and stderr.
 #[cfg(unix)]
 fn interrupt_at(out: &Path, faults: &str) -> (Option<i32>, String) {
+    interrupt_at_with(out, &RUN, faults)
+}
+
+/// [`interrupt_at`] with `run` in place of [`RUN`].
+#[cfg(unix)]
+fn interrupt_at_with(out: &Path, run: &[&str], faults: &str) -> (Option<i32>, String) {
     let ck = out.join("checkpoint.safetensors");
     let stderr_file = out.with_extension("stderr");
     let mut args = vec!["--epochs", "3"];
     if ck.exists() {
         args.extend(["--resume", ck.to_str().unwrap()]);
     }
-    let mut cmd = train_cmd(out, &args);
+    let mut cmd = train_cmd_with(out, run, &args);
     cmd.stderr(std::fs::File::create(&stderr_file).unwrap())
         .env(vae_wgpu::fault::VARIABLE, faults);
     let mut child = cmd.spawn().unwrap();
     let text = || std::fs::read_to_string(&stderr_file).unwrap_or_default();
-    for (n, point) in faults.split(',').enumerate() {
+    let stalls = faults.split(',').filter(|p| p.starts_with("stall-"));
+    for (n, point) in stalls.enumerate() {
         wait_for(point, || text().matches("stalled at").count() > n);
         interrupt(child.id());
     }
@@ -402,6 +414,53 @@ fn ctrl_c_checkpoints_at_the_step_and_the_resumed_run_ends_bit_identical() {
     );
     assert_eq!((a.params, a.m, a.v, a.step), (b.params, b.m, b.v, b.step));
     assert_eq!((a.epoch_step, a.partial.examples), (0, 0));
+    std::fs::remove_dir_all(&out).ok();
+    std::fs::remove_dir_all(&straight).ok();
+}
+
+/// Ctrl-C while steps are in flight, on an adapter whose steps are slow: there a submission holds one step, which
+/// the `submission-seconds:0` fault makes so on any adapter. With the default log interval (50 steps, longer than
+/// the 20-step epoch), a submission used to hold the whole epoch, which a Ctrl-C then waited for. Now the run
+/// stops once the steps in flight are done, checkpoints that step, and the resumed run ends as a straight run
+/// with log points every 5 steps does, to the bit (how steps are grouped into submissions changes nothing).
+#[cfg(unix)]
+#[test]
+fn ctrl_c_mid_submission_stops_when_the_steps_in_flight_are_done() {
+    let straight = scratch("straight-slow");
+    let o = train_cmd(&straight, &["--epochs", "3"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut run = RUN.to_vec();
+    run.truncate(RUN.len() - 2);
+    run.extend(["--log-interval", "50"]);
+    let out = scratch("interrupted-slow");
+    let ck = out.join("checkpoint.safetensors");
+    // Ctrl-C right after the steps that end at step 7 of epoch 2 (global step 27) are submitted.
+    let faults = "submission-seconds:0,stall-after-submit:27";
+    let (code, e) = interrupt_at_with(&out, &run, faults);
+    assert_eq!(code, Some(130), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(
+        e.contains("checkpoint written at step 27 (epoch 2, step 7 of 20)"),
+        "{e}"
+    );
+    let c = Checkpoint::load(&ck).unwrap();
+    assert_eq!((c.step, c.epoch, c.epoch_step), (27, 1, 7));
+    assert_eq!(c.partial.examples, 50 * 7);
+    assert_eq!(losses(&out).len(), 1, "metrics.csv rows");
+    let args = ["--epochs", "3", "--resume", ck.to_str().unwrap()];
+    let o = train_cmd_with(&out, &run, &args).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("resuming in epoch 2 after step 7"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(losses(&out), losses(&straight));
+    let (a, b) = (
+        Checkpoint::load(&ck).unwrap(),
+        Checkpoint::load(&straight.join("checkpoint.safetensors")).unwrap(),
+    );
+    assert_eq!((a.params, a.m, a.v, a.step), (b.params, b.m, b.v, b.step));
     std::fs::remove_dir_all(&out).ok();
     std::fs::remove_dir_all(&straight).ok();
 }

@@ -550,6 +550,12 @@ impl Gpu {
         self.wait_for(None, || "completion of submitted work".into())
     }
 
+    /// Waits until submission `index` (`what`, for the message) is done: the trainer's pacing between
+    /// submissions, never inside one.
+    pub fn wait_for_submission(&self, index: wgpu::SubmissionIndex, what: &str) -> Result<()> {
+        self.wait_for(Some(index), || format!("completion of {what}"))
+    }
+
     /// Waits for submission `index` (all submitted work if `None`), at most the wait timeout: past it the GPU is
     /// taken to be hung, and the error says so. Every wait on the GPU in this program comes here.
     fn wait_for(

@@ -8,6 +8,7 @@ pub mod eval;
 pub mod metrics;
 pub mod options;
 pub mod outdir;
+pub mod pace;
 pub mod plans;
 pub mod run;
 pub mod settings;

@@ -149,7 +149,9 @@ impl Run<'_> {
         let start = Instant::now();
         let end = self.trainer.train_epoch(epoch, |done, sum| {
             bar.set_position(done as u64);
-            bar.set_message(format!("loss {:.2}", sum.per_example().0));
+            if sum.examples > 0 {
+                bar.set_message(format!("loss {:.2}", sum.per_example().0));
+            }
         })?;
         self.trainer.gpu.wait()?;
         let seconds = start.elapsed().as_secs_f64() + std::mem::take(&mut self.resumed_seconds);

@@ -1,7 +1,12 @@
 //! The trainer: the training set resident on the GPU as bytes, a shuffled index list per epoch, the input batches
 //! of several steps gathered ahead in one dispatch, whole steps (forward, backward, Adam) recorded many to a
-//! submission, and loss totals kept on the GPU until a log point reads them.
+//! submission (as many as take about a quarter of a second here: [`Pace`]), and loss totals kept on the GPU
+//! until a log point reads them.
 
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::pace::Pace;
 use super::plans::{LossSum, Plans, batches, first_non_finite, products};
 use crate::data::mnist::Split;
 use crate::error::{Error, Result};
@@ -29,7 +34,8 @@ pub struct TrainConfig {
     pub kl_warmup: f32,
     /// Dynamic binarization of the inputs (fresh each step).
     pub binarize: bool,
-    /// Steps recorded per submission, and between loss readbacks.
+    /// Steps between loss readbacks; a submission holds at most this many (fewer where the steps are slow:
+    /// [`Pace`]).
     pub log_interval: u32,
 }
 
@@ -62,6 +68,18 @@ pub struct Trainer<'a> {
     /// The current epoch's training loss so far (restored with `epoch_step`).
     pub partial: LossSum,
     n: u32,
+    /// The current epoch's step-table rows, as `begin_epoch` wrote them.
+    rows: Vec<StepParams>,
+    /// How many steps a submission holds, measured as the run goes.
+    pace: Pace,
+}
+
+/// A submission on its way through the GPU.
+struct InFlight {
+    index: wgpu::SubmissionIndex,
+    steps: u32,
+    /// When it was submitted.
+    at: Instant,
 }
 
 impl EpochEnd {
@@ -184,6 +202,8 @@ impl<'a> Trainer<'a> {
             epoch_step: 0,
             partial: LossSum::default(),
             n,
+            rows: Vec::new(),
+            pace: Pace::for_run(),
         };
         trainer.rebuild_plans()?;
         Ok(trainer)
@@ -321,6 +341,7 @@ impl<'a> Trainer<'a> {
             })
             .collect();
         self.steps.write(gpu, 0, &rows)?;
+        self.rows = rows;
         Ok(sizes)
     }
 
@@ -362,7 +383,8 @@ impl<'a> Trainer<'a> {
         self.gpu.read(&self.log, first * TERMS, count * TERMS)
     }
 
-    /// Steps one submission holds: the log interval, or the epoch where that is shorter.
+    /// Steps between log points, and the most one submission holds: the log interval, or the epoch where that
+    /// is shorter.
     pub fn steps_per_submission(&self) -> u32 {
         self.ws.slots
     }
@@ -384,45 +406,122 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
+    /// Submits steps `first..first + count` of the epoch (`sizes` their batch sizes) and the reduction of their
+    /// loss partials into the loss log; does not wait. The steps' partials take slots 0.. of the workspace, so
+    /// the reduction (recorded with the last step's row) covers exactly them.
+    fn submit_steps(&mut self, sizes: &[u32], first: usize, count: usize) -> Result<InFlight> {
+        let rows = &mut self.rows[first..first + count];
+        for (slot, row) in rows.iter_mut().enumerate() {
+            row.partial_slot = slot as u32;
+        }
+        self.steps.write(self.gpu, first as u32, rows)?;
+        let chunk = &sizes[first..first + count];
+        let steps = chunk.iter().enumerate();
+        let plans = steps.flat_map(|(i, &r)| self.recorded((first + i) as u32, r));
+        let last = (first + count - 1) as u32;
+        let plans = plans.chain([(&self.reduce, last)]);
+        let index = self.gpu.submit_plans("train.steps", plans)?;
+        Ok(InFlight {
+            index,
+            steps: count as u32,
+            at: Instant::now(),
+        })
+    }
+
+    /// Waits for the oldest submission in flight and times it: from when it could start (its submission, or
+    /// the end of the one before) to its end. Returns its steps.
+    fn complete_oldest(
+        &mut self,
+        queue: &mut VecDeque<InFlight>,
+        ended: &mut Option<Instant>,
+    ) -> Result<u32> {
+        let Some(oldest) = queue.pop_front() else {
+            return Ok(0);
+        };
+        self.gpu
+            .wait_for_submission(oldest.index, "a submission of training steps")?;
+        let now = Instant::now();
+        let start = ended.map_or(oldest.at, |e| e.max(oldest.at));
+        self.pace
+            .completed(oldest.steps, (now - start).as_secs_f64());
+        *ended = Some(now);
+        Ok(oldest.steps)
+    }
+
+    /// The log point after steps `first..end` of the epoch: their losses read back (the only readback of the
+    /// epoch's training losses), checked, and added to the epoch's; the step counts move on.
+    fn log_point(&mut self, epoch: u32, sizes: &[u32], first: usize, end: usize) -> Result<()> {
+        let log = self.loss_rows(first, end - first)?;
+        if let Some((row, term)) = first_non_finite(&log) {
+            // A non-finite loss means non-finite parameters from that step on: stop before they are saved.
+            return Err(Error::NonFinite {
+                step: self.step + row as u32 + 1,
+                seen: self.step + (end - first) as u32,
+                epoch,
+                what: term.describe(),
+                lr: self.config.adam.lr,
+            });
+        }
+        self.partial.add(&log, &sizes[first..end]);
+        self.step += (end - first) as u32;
+        self.epoch_step += (end - first) as u32;
+        Ok(())
+    }
+
     /// Trains one epoch (1-based `epoch`), from step `epoch_step` on (0 unless resuming an interrupted epoch).
-    /// `progress(steps_done, running)` is called at each log point; between submissions the trainer checks for
-    /// Ctrl-C and stops there, at a step boundary, leaving `epoch_step` and `partial` for a checkpoint.
+    /// Submissions hold about a quarter of a second of steps each ([`Pace`]), never past a log point (every
+    /// `log_interval` steps, and the epoch's end), and one more is queued behind the one the GPU runs. Between
+    /// submissions the trainer checks for Ctrl-C: it then lets the work in flight finish, reads back its losses
+    /// and stops at that step boundary, leaving `epoch_step` and `partial` for a checkpoint. `progress(steps
+    /// done, loss so far)` is called as submissions finish; the loss is the one read at the last log point.
     pub fn train_epoch(
         &mut self,
         epoch: u32,
         mut progress: impl FnMut(u32, &LossSum),
     ) -> Result<EpochEnd> {
         let sizes = self.begin_epoch(epoch)?;
-        let interval = self.ws.slots as usize;
-        let mut first = self.epoch_step as usize;
-        while first < sizes.len() {
+        let (total, interval) = (sizes.len(), self.ws.slots as usize);
+        // Steps read back (`logged`), submitted (`next`) and finished, counted from the epoch's start.
+        let (mut logged, mut next) = (self.epoch_step as usize, self.epoch_step as usize);
+        let mut done = logged as u32;
+        let mut queue: VecDeque<InFlight> = VecDeque::new();
+        let mut ended = None;
+        loop {
+            let stop = crate::interrupt::requested();
+            if next > logged && (next == total || next - logged == interval || stop) {
+                while !queue.is_empty() {
+                    done += self.complete_oldest(&mut queue, &mut ended)?;
+                }
+                self.log_point(epoch, &sizes, logged, next)?;
+                logged = next;
+                progress(done, &self.partial);
+                self.faults_after_step()?;
+            }
+            if next == total {
+                break;
+            }
             if crate::interrupt::requested() {
-                return Ok(EpochEnd::Interrupted);
+                if next == logged {
+                    // Nothing in flight: the last log point read every step back.
+                    return Ok(EpochEnd::Interrupted);
+                }
+                // Steps in flight: the log point above finishes them first.
+                continue;
             }
-            let chunk = &sizes[first..(first + interval).min(sizes.len())];
-            let steps = chunk.iter().enumerate();
-            let plans = steps.flat_map(|(i, &r)| self.recorded((first + i) as u32, r));
-            let last = (first + chunk.len() - 1) as u32;
-            let plans = plans.chain([(&self.reduce, last)]);
-            self.gpu.submit_plans("train.steps", plans)?;
-            // Log point: the only readback of the epoch's training losses.
-            let log = self.loss_rows(first, chunk.len())?;
-            if let Some((row, term)) = first_non_finite(&log) {
-                // A non-finite loss means non-finite parameters from that step on: stop before they are saved.
-                return Err(Error::NonFinite {
-                    step: self.step + row as u32 + 1,
-                    seen: self.step + chunk.len() as u32,
-                    epoch,
-                    what: term.describe(),
-                    lr: self.config.adam.lr,
-                });
+            let most = (interval - (next - logged)).min(total - next);
+            let count = self.pace.steps(most as u32) as usize;
+            queue.push_back(self.submit_steps(&sizes, next, count)?);
+            next += count;
+            if crate::fault::any_armed() {
+                let step = self.step + (next - logged) as u32;
+                crate::fault::stall_at(&format!("stall-after-submit:{step}"));
             }
-            self.partial.add(&log, chunk);
-            self.step += chunk.len() as u32;
-            self.epoch_step += chunk.len() as u32;
-            first += chunk.len();
-            progress(first as u32, &self.partial);
-            self.faults_after_step()?;
+            // One submission queued behind the one the GPU runs, no more: the host stays within two
+            // submissions of the GPU, and the GPU never waits for the host.
+            if queue.len() > 1 {
+                done += self.complete_oldest(&mut queue, &mut ended)?;
+                progress(done, &self.partial);
+            }
         }
         let sum = std::mem::take(&mut self.partial);
         self.epoch_step = 0;
