@@ -83,7 +83,7 @@ fn iw_estimate_matches_cpu_reference() {
     }
 }
 
-/// The README's claim, on the GPU: for the same images, the importance-sampled log p(x) is at least the ELBO.
+/// docs/training.md's claim, on the GPU: for the same images, the importance-sampled log p(x) is at least the ELBO.
 /// The ELBO is the GPU evaluator's (one z per image, as `vae eval` reports it), averaged over 20 draws per image
 /// so that its own noise (a few nats per draw) is well below the gap being tested.
 #[test]

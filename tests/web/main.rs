@@ -7,7 +7,7 @@
 //! (`sudo apt-get install chromium`); they fail, never skip, without either.
 //!
 //! `VAE_WEB_CHECKPOINT=<checkpoint of MNIST>` runs the 28×28 checks on that checkpoint instead: that is how the
-//! README's screenshot is taken (the test writes it to target/tmp/web-explorer.png).
+//! explorer's screenshot in docs/web.md is taken (the test writes it to target/tmp/web-explorer.png).
 
 #[path = "../common/mod.rs"]
 mod common;
