@@ -1,29 +1,50 @@
 #!/usr/bin/env python3
-"""vae-wgpu against PyTorch on the same machine, in one go: epoch time for the full training set at each batch size,
-and the ratio. Runs `vae bench epoch` and bench/pytorch_vae.py (eager, and with --compile on CUDA), then prints a
-table. Same model (784-400-20), same batch sizes, same warm-up and repetitions; the medians are compared.
+"""vae-wgpu beside every peer at its fastest, on one machine, in one go: `vae bench epoch` and the PyTorch and JAX
+peers (bench/pytorch_vae.py, bench/jax_vae.py), the same model (784-400-20 by default), batch sizes, epochs and
+protocol (bench/peer_common.py), in alternating rounds (each round runs every implementation once, starting one
+further along the list than the round before). One table: each implementation's median epoch time over the rounds
+(each round's figure the median of its timed epochs), its first epoch (compilation included), its test loss after
+the same epochs (the mean over the rounds, round r training with seed r: one seed's loss varies by about a nat on
+a subset), and how many times vae-wgpu's speed it runs at. It fails when the test losses of one batch size
+spread over more than 1 nat: a fast peer must not be a broken one.
 
-    python bench/compare.py --vae target/release/vae --data data/mnist --device cpu --threads 2
-    python bench/compare.py --vae .gpu/vae --data .gpu/mnist --device cuda
+    python bench/compare.py --device cpu --train-samples 10000 --log-dir bench/results/X
+    python bench/compare.py --vae .gpu/vae --data .gpu/mnist --device cuda --log-dir report/compare
+
+The peers: PyTorch eager (fused Adam on CUDA, foreach on the CPU), torch.compile of the whole step in each mode of
+--compile-modes, PyTorch with the whole step in one CUDA graph (CUDA only), JAX with the step under jit and JAX
+with the whole epoch as one lax.scan. Install: python3 -m venv .venv && .venv/bin/pip install torch jax optax
+safetensors
 """
 
 import argparse
 import json
-import re
+import os
+import statistics
 import subprocess
 import sys
-import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run(cmd, env=None):
+def run(cmd, log):
+    """Runs `cmd`, its output going to `log` as it comes (and to stderr on failure); returns its RESULT rows."""
     print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    sys.stderr.write(p.stdout + p.stderr)
-    if p.returncode != 0:
-        sys.exit(f"command failed ({p.returncode}): {' '.join(cmd)}")
-    return p.stdout
+    out = []
+    with open(log or os.devnull, "a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in p.stdout:
+            out.append(line)
+            f.write(line)
+            f.flush()
+        code = p.wait()
+        f.write(f"exit {code}\n")
+    if code != 0:
+        sys.stderr.write("".join(out))
+        sys.exit(f"compare.py: command failed ({code}): {' '.join(cmd)}")
+    return [json.loads(l[len("RESULT ") :]) for l in out if l.startswith("RESULT ")]
 
 
 def main():
@@ -32,61 +53,103 @@ def main():
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--data", default="data/mnist")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads")
     ap.add_argument("--batch-sizes", default="128,1024")
+    ap.add_argument("--latent", type=int, default=20)
+    ap.add_argument("--hidden", type=int, default=400)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--train-samples", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads")
+    ap.add_argument("--compile-modes", default="reduce-overhead,max-autotune", help="torch.compile modes to time")
+    ap.add_argument("--only", default=None, help="comma-separated implementations to run (default: all)")
     ap.add_argument("--adapter", default=None, help="vae --adapter")
-    ap.add_argument("--compile", default=None, help="also time PyTorch with this torch.compile mode")
-    ap.add_argument("--vae-arg", action="append", default=[], help="an extra argument for vae bench epoch (repeatable)")
+    ap.add_argument("--vae-arg", action="append", default=[], help="an extra argument for vae bench epoch")
+    ap.add_argument("--log-dir", default=None, help="write every command's output here, one log per implementation")
     args = ap.parse_args()
 
-    # The model is the PyTorch example's, 784-400-20, on both sides (vae's own default latent size is 2).
-    common = ["--latent", "20", "--hidden", "400", "--batch-sizes", args.batch_sizes, "--warmup", str(args.warmup),
-              "--reps", str(args.reps)]
+    common = ["--data", args.data, "--latent", str(args.latent), "--hidden", str(args.hidden), "--batch-sizes",
+              args.batch_sizes, "--warmup", str(args.warmup), "--reps", str(args.reps)]
     if args.train_samples:
         common += ["--train-samples", str(args.train_samples)]
+    torch_cmd = [args.python, os.path.join(HERE, "pytorch_vae.py"), "--device", args.device] + common
+    if args.threads:
+        torch_cmd += ["--threads", str(args.threads)]
+    jax_cmd = [args.python, os.path.join(HERE, "jax_vae.py"), "--device", args.device] + common
+    vae_cmd = [args.vae, "bench", "epoch"] + common + (["--adapter", args.adapter] if args.adapter else [])
+    impls = [("vae-wgpu", vae_cmd + args.vae_arg), ("pytorch eager", torch_cmd + ["--mode", "eager"])]
+    for mode in [m for m in args.compile_modes.split(",") if m]:
+        impls.append((f"pytorch compile({mode})", torch_cmd + ["--mode", "compile", "--compile-mode", mode]))
+    left_out = []
+    if args.device == "cuda":
+        impls.append(("pytorch cuda-graph", torch_cmd + ["--mode", "graph"]))
+    else:
+        left_out.append("pytorch cuda-graph: a CUDA graph needs CUDA (--device cuda)")
+    impls += [("jax jit", jax_cmd + ["--mode", "jit"]), ("jax scan", jax_cmd + ["--mode", "scan"])]
+    if args.only:
+        wanted = args.only.split(",")
+        impls = [i for i in impls if i[0] in wanted or i[0] == "vae-wgpu"]
+    if args.log_dir:
+        os.makedirs(args.log_dir, exist_ok=True)
 
-    rows = {}  # (impl, batch) -> median ms
-    vae_cmd = [args.vae, "bench", "epoch", "--data", args.data] + common
-    if args.adapter:
-        vae_cmd += ["--adapter", args.adapter]
-    vae_cmd += args.vae_arg
-    out = run(vae_cmd)
-    adapter = next((l for l in out.splitlines() if l.startswith("epoch benchmark on")), "")
-    for line in out.splitlines():
-        m = re.match(r"\s*(\d+)\s+([\d.]+)\s+([\d.]+)", line)
-        if m:
-            rows[("vae-wgpu", int(m.group(1)))] = float(m.group(2))
+    results = {}  # (impl, batch) -> rows, one per round
+    for r in range(args.rounds):
+        order = impls[r % len(impls) :] + impls[: r % len(impls)]
+        for name, cmd in order:
+            cmd = cmd + ["--seed", str(r + 1)]
+            log = os.path.join(args.log_dir, name.replace(" ", "_").replace("(", "-").replace(")", "") + ".log") \
+                if args.log_dir else None
+            for row in run(cmd, log):
+                results.setdefault((name, row["batch"]), []).append(row)
 
-    variants = [[]]
-    if args.compile or args.device == "cuda":
-        variants.append(["--compile", args.compile or "reduce-overhead"])
-    torch_impls = []
-    for extra in variants:
-        cmd = [args.python, os.path.join(HERE, "pytorch_vae.py"), "--data", args.data, "--device", args.device] + common + extra
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        for line in run(cmd).splitlines():
-            if line.startswith("RESULT "):
-                r = json.loads(line[len("RESULT "):])
-                rows[(r["impl"], r["batch"])] = r["median_ms"]
-                if r["impl"] not in torch_impls:
-                    torch_impls.append(r["impl"])
-
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    first = next(iter(results.values()))[0]
     print()
-    print(adapter)
-    print(f"{'implementation':<48} {'batch':>6} {'ms/epoch':>10} {'samples/s':>11} {'vae-wgpu speed-up':>18}")
-    for b in [int(x) for x in args.batch_sizes.split(",")]:
-        ours = rows.get(("vae-wgpu", b))
-        for impl in ["vae-wgpu"] + torch_impls:
-            ms = rows.get((impl, b))
-            if ms is None:
+    vae_rows = [rows[0] for (name, _), rows in results.items() if name == "vae-wgpu"]
+    if vae_rows:
+        print(f"vae-wgpu on {vae_rows[0]['adapter']}")
+    for (name, _), rows in results.items():
+        versions = {k: rows[0][k] for k in ("torch", "jax", "optax", "gpu", "threads", "jax_device") if k in rows[0]}
+        if versions and name in ("pytorch eager", "jax jit"):
+            print(f"{name.split()[0]}: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    print(f"{first['samples']} training examples, {args.warmup} warm-up + {args.reps} timed epochs, "
+          f"{args.rounds} rounds (round r: seed r); ms/epoch: the median of the rounds' medians (min-max of the "
+          "rounds); test loss: the mean over the rounds' seeds")
+    print(f"{'implementation':<30} {'batch':>6} {'ms/epoch':>10} {'(min-max)':>17} {'samples/s':>10} "
+          f"{'first epoch ms':>15} {'test loss':>10} {'vs vae-wgpu':>12}")
+    failed = []
+    for b in batches:
+        ours = results.get(("vae-wgpu", b))
+        ours_ms = statistics.median(r["median_ms"] for r in ours) if ours else None
+        losses = []
+        for name, _ in impls:
+            rows = results.get((name, b))
+            if not rows:
                 continue
-            n = args.train_samples or 60000
-            ratio = "" if impl == "vae-wgpu" or ours is None else f"{ms / ours:.2f}x"
-            print(f"{impl:<48} {b:>6} {ms:>10.1f} {n / (ms / 1e3):>11.0f} {ratio:>18}")
+            ms = [r["median_ms"] for r in rows]
+            med = statistics.median(ms)
+            known = [r["test_loss"] for r in rows if r["test_loss"] is not None]
+            loss = statistics.mean(known) if known else None
+            if loss is not None:
+                losses.append((loss, name))
+            firsts = statistics.median(r["first_epoch_ms"] for r in rows)
+            ratio = "" if name == "vae-wgpu" or ours_ms is None else f"{med / ours_ms:.2f}x slower" \
+                if med >= ours_ms else f"{ours_ms / med:.2f}x faster"
+            span = f"({min(ms):.0f}-{max(ms):.0f})"
+            loss_s = "-" if loss is None else f"{loss:.3f}"
+            print(f"{name:<30} {b:>6} {med:>10.1f} {span:>17} {rows[0]['samples'] / (med / 1e3):>10.0f} "
+                  f"{firsts:>15.0f} {loss_s:>10} {ratio:>12}")
+        if losses:
+            spread = max(l for l, _ in losses) - min(l for l, _ in losses)
+            print(f"{'':<30} {b:>6} test losses within {spread:.2f} nats "
+                  f"(lowest {min(losses)[1]}, highest {max(losses)[1]})")
+            if spread > 1.0:
+                failed.append(b)
+    for why in left_out:
+        print(f"left out: {why}")
+    if failed:
+        sys.exit(f"compare.py: at batch {failed} the test losses spread over more than 1 nat: one of the "
+                 "implementations does not train the same model")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,17 @@
 #!/usr/bin/env python3
-"""The peer: the same VAE in PyTorch (PyTorch's example model: 784-400-z, ReLU, summed BCE + KL, Adam 1e-3), timed
-the way `vae bench epoch` times vae-wgpu: the dataset held on the device as bytes, a shuffled index per epoch, no
-DataLoader and no host round trip in the timed loop, losses synchronized once per epoch.
+"""The PyTorch peers: PyTorch's example VAE (784-400-z, ReLU, nn.Linear's initialization, summed BCE + KL, Adam
+1e-3), timed as bench/peer_common.py says, in one of three modes:
 
-    python bench/pytorch_vae.py --data data/mnist --device cpu --batch-sizes 128,1024
-    python bench/pytorch_vae.py --device cuda --compile reduce-overhead      # torch.compile with CUDA graphs
+    --mode eager      the step as written; Adam fused (fused=True) on CUDA, multi-tensor (foreach) on the CPU;
+                      the batch gathered on the device from the epoch's permutation
+    --mode compile    torch.compile of the whole step: the gather, forward, backward, zero_grad and the
+                      optimizer's step (--compile-mode reduce-overhead, max-autotune or default)
+    --mode graph      CUDA only: the whole step captured once in a CUDA graph (and once more for the last partial
+                      batch) and replayed: static buffers, the gather inside the graph from a device-side offset,
+                      capturable fused Adam, no host synchronization in the epoch
+
+    python bench/pytorch_vae.py --device cpu --mode eager
+    python bench/pytorch_vae.py --device cuda --mode graph
 
 It also evaluates a vae-wgpu checkpoint in PyTorch (`--checkpoint run/checkpoint.safetensors`): the test loss of
 the loaded weights, to check that checkpoints load into the reference model.
@@ -12,37 +19,16 @@ the loaded weights, to check that checkpoints load into the reference model.
 Prints one `RESULT {json}` line per batch size for bench/compare.py.
 """
 
-import argparse
-import gzip
-import json
 import os
-import statistics
-import struct
 import sys
 import time
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peer_common  # noqa: E402
 
-
-def read_idx(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype != 0x08:
-        sys.exit(f"{path}: not an IDX file of unsigned bytes")
-    dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-    return torch.frombuffer(bytearray(data[4 + 4 * ndim :]), dtype=torch.uint8).reshape(dims)
-
-
-def find(data_dir, name):
-    for candidate in (name, name + ".gz"):
-        path = os.path.join(data_dir, candidate)
-        if os.path.exists(path):
-            return path
-    sys.exit(f"{data_dir}: {name}(.gz) not found; see data/README.md")
+torch = peer_common.need("torch", "PyTorch")
+nn = torch.nn
+F = torch.nn.functional
 
 
 class VAE(nn.Module):
@@ -70,13 +56,13 @@ def losses(model, x):
     return bce, kl
 
 
-def test_loss(model, test, batch):
+def test_loss(model, test, batch=1000):
+    """Per-example (loss, bce, kl) on `test` (uint8 on the device), z sampled: the ELBO vae-wgpu reports."""
     model.eval()
     bce_sum = kl_sum = 0.0
     with torch.no_grad():
         for i in range(0, len(test), batch):
-            x = test[i : i + batch].float().div_(255.0)
-            bce, kl = losses(model, x)
+            bce, kl = losses(model, test[i : i + batch].float().div_(255.0))
             bce_sum += bce.item()
             kl_sum += kl.item()
     model.train()
@@ -84,90 +70,168 @@ def test_loss(model, test, batch):
     return (bce_sum + kl_sum) / n, bce_sum / n, kl_sum / n
 
 
+def batches(n, batch):
+    """(start, rows) of each step of an epoch: full batches, then the remainder."""
+    return [(i, min(batch, n - i)) for i in range(0, n, batch)]
+
+
+def optimizer(model, dev, capturable=False):
+    if dev.type == "cuda":
+        return torch.optim.Adam(model.parameters(), lr=1e-3, fused=True, capturable=capturable)
+    return torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class Eager:
+    """The step as written; `compile_mode` wraps the whole of it (gather to optimizer step) in torch.compile."""
+
+    def __init__(self, model, train, dev, compile_mode=None):
+        self.model, self.train, self.dev = model, train, dev
+        self.opt = optimizer(model, dev)
+        step = self.step
+        self.run = torch.compile(step, mode=compile_mode) if compile_mode else step
+
+    def step(self, idx):
+        x = self.train.index_select(0, idx).float().div_(255.0)
+        self.opt.zero_grad(set_to_none=True)
+        bce, kl = losses(self.model, x)
+        loss = bce + kl
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+    def epoch(self, n, batch):
+        perm = torch.randperm(n, device=self.dev)
+        total = torch.zeros((), device=self.dev)
+        for start, rows in batches(n, batch):
+            total += self.run(perm[start : start + rows])
+        return total.item() / n  # the epoch's one synchronization
+
+
+class Graph:
+    """The whole step in one CUDA graph: static buffers (the data, the permutation, a device-side offset), the
+    gather from the offset inside the graph, capturable fused Adam; one graph for full batches and one for the
+    last partial batch, replayed with no host synchronization until the epoch's loss is read."""
+
+    def __init__(self, model, train, dev, n, batch):
+        self.model, self.train, self.dev = model, train, dev
+        self.opt = optimizer(model, dev, capturable=True)
+        self.perm = torch.randperm(n, device=dev)
+        self.offset = torch.zeros((), dtype=torch.long, device=dev)
+        self.total = torch.zeros((), device=dev)
+        self.steps = batches(n, batch)
+        # Warm-up on a side stream, as capture requires, then put the model and Adam back as they were: the
+        # captured run is the same run as the eager one.
+        saved = {k: v.clone() for k, v in model.state_dict().items()}
+        sizes = sorted({rows for _, rows in self.steps})
+        ranges = {rows: torch.arange(rows, device=dev) for rows in sizes}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for rows in sizes:
+                for _ in range(3):
+                    self.opt.zero_grad(set_to_none=True)
+                    self.step(ranges[rows], rows)
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                v.copy_(saved[k])
+            for state in self.opt.state.values():
+                for v in state.values():
+                    v.zero_()
+        self.offset.zero_()
+        self.total.zero_()
+        self.graphs = {}
+        pool = None
+        for rows in sizes:
+            g = torch.cuda.CUDAGraph()
+            # The gradients are allocated inside the capture: each replay writes them anew.
+            self.opt.zero_grad(set_to_none=True)
+            with torch.cuda.graph(g, pool=pool):
+                self.step(ranges[rows], rows)
+            pool = g.pool()
+            self.graphs[rows] = g
+
+    def step(self, arange, rows):
+        idx = self.perm.index_select(0, self.offset + arange)
+        x = self.train.index_select(0, idx).float().div_(255.0)
+        bce, kl = losses(self.model, x)
+        loss = bce + kl
+        loss.backward()
+        self.opt.step()
+        self.offset += rows
+        self.total += loss.detach()
+
+    def epoch(self, n, batch):
+        self.perm.copy_(torch.randperm(n, device=self.dev))
+        self.offset.zero_()
+        self.total.zero_()
+        for _, rows in self.steps:
+            self.graphs[rows].replay()
+        return self.total.item() / n  # the epoch's one synchronization
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="data/mnist")
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--batch-sizes", default="128,1024")
-    ap.add_argument("--latent", type=int, default=20)
-    ap.add_argument("--hidden", type=int, default=400)
-    ap.add_argument("--warmup", type=int, default=1, help="untimed epochs first")
-    ap.add_argument("--reps", type=int, default=3, help="timed epochs (the median is reported)")
-    ap.add_argument("--train-samples", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: PyTorch's choice)")
+    ap = peer_common.parser(__doc__)
+    ap.add_argument("--mode", default="eager", choices=["eager", "compile", "graph"])
     ap.add_argument(
-        "--compile",
-        default="none",
-        choices=["none", "default", "reduce-overhead", "max-autotune"],
-        help="torch.compile the training step; reduce-overhead uses CUDA graphs on cuda",
+        "--compile-mode",
+        default="reduce-overhead",
+        choices=["default", "reduce-overhead", "max-autotune"],
+        help="torch.compile's mode for --mode compile (reduce-overhead: with CUDA graphs on cuda)",
     )
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: PyTorch's choice)")
     ap.add_argument("--checkpoint", help="evaluate a vae-wgpu checkpoint instead of timing")
-    ap.add_argument("--seed", type=int, default=1)
-    args = ap.parse_args()
+    args = peer_common.parse(ap)
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("pytorch_vae.py: --device cuda, but this PyTorch sees no CUDA device")
+    if args.mode == "graph" and args.device != "cuda":
+        sys.exit("pytorch_vae.py: --mode graph captures CUDA graphs: it needs --device cuda")
     dev = torch.device(args.device)
-    train = read_idx(find(args.data, "train-images-idx3-ubyte")).reshape(-1, 784)
-    test = read_idx(find(args.data, "t10k-images-idx3-ubyte")).reshape(-1, 784)
-    if args.train_samples:
-        train = train[: args.train_samples]
-    train, test = train.to(dev), test.to(dev)
+    train, test = (torch.from_numpy(a.copy()).to(dev) for a in peer_common.mnist(args))
 
     if args.checkpoint:
         from safetensors.torch import load_file
 
         state = {k: v for k, v in load_file(args.checkpoint).items() if not k.startswith("optimizer.")}
         latent, hidden = state["fc21.weight"].shape
-        model = VAE(784, hidden, latent).to(dev)
+        model = VAE(train.shape[1], hidden, latent).to(dev)
         model.load_state_dict(state)  # strict: every name and shape must match the reference model
         loss, bce, kl = test_loss(model, test, 128)
         print(f"checkpoint {args.checkpoint}: 784-{hidden}-{latent}, test loss {loss:.3f} (bce {bce:.3f} kl {kl:.3f})")
-        print("RESULT " + json.dumps({"test_loss": loss, "test_bce": bce, "test_kl": kl}))
+        print(f'RESULT {{"test_loss": {loss}, "test_bce": {bce}, "test_kl": {kl}}}')
         return
 
-    for batch in [int(b) for b in args.batch_sizes.split(",")]:
-        model = VAE(784, args.hidden, args.latent).to(dev)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-        def step(x):
-            opt.zero_grad(set_to_none=True)
-            bce, kl = losses(model, x)
-            (bce + kl).backward()
-            opt.step()
-            return (bce + kl).detach()
-
-        if args.compile != "none":
-            step = torch.compile(step, mode=args.compile)
-        n = len(train)
+    impl = {"eager": "pytorch eager", "compile": f"pytorch compile({args.compile_mode})", "graph": "pytorch cuda-graph"}
+    n = len(train)
+    for batch in args.batches:
+        torch.manual_seed(args.seed)
+        model = VAE(train.shape[1], args.hidden, args.latent).to(dev)
+        sync(dev)
+        setup = time.perf_counter()
+        if args.mode == "graph":
+            trainer = Graph(model, train, dev, n, batch)
+        else:
+            trainer = Eager(model, train, dev, args.compile_mode if args.mode == "compile" else None)
+        sync(dev)
+        setup_ms = (time.perf_counter() - setup) * 1e3
         times = []
-        for epoch in range(args.warmup + args.reps):
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
+        for _ in range(args.warmup + args.reps):
+            sync(dev)
             start = time.perf_counter()
-            perm = torch.randperm(n, device=dev)
-            total = torch.zeros((), device=dev)
-            for i in range(0, n, batch):
-                x = train[perm[i : i + batch]].float().div_(255.0)
-                total += step(x)
-            avg = total.item() / n  # the epoch's one synchronization
-            elapsed = time.perf_counter() - start
-            if epoch >= args.warmup:
-                times.append(elapsed * 1e3)
-        med = statistics.median(times)
-        row = {
-            "impl": f"pytorch {torch.__version__} {args.device}" + ("" if args.compile == "none" else f" compile={args.compile}"),
-            "batch": batch,
-            "median_ms": med,
-            "samples_per_second": n / (med / 1e3),
-            "runs_ms": times,
-            "last_train_loss": avg,
-            "threads": torch.get_num_threads(),
-        }
-        print(f"batch {batch:5d}: median {med:10.1f} ms/epoch, {row['samples_per_second']:10.0f} samples/s  (last loss {avg:.2f})")
-        print("RESULT " + json.dumps(row))
-        sys.stdout.flush()
+            trainer.epoch(n, batch)
+            times.append((time.perf_counter() - start) * 1e3)
+        extra = {"torch": torch.__version__, "threads": torch.get_num_threads(), "setup_ms": setup_ms}
+        if dev.type == "cuda":
+            extra["gpu"] = torch.cuda.get_device_name()
+        peer_common.report(impl[args.mode], args, batch, n, times[args.warmup :], times[0], test_loss(model, test), extra)
 
 
 if __name__ == "__main__":

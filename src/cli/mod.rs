@@ -154,6 +154,9 @@ enum BenchWhat {
         /// Timed epochs (the median is reported).
         #[arg(long, default_value_t = 3)]
         reps: u32,
+        /// Seed of the initialization, the shuffling and the noise (and of the test loss's noise).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Every matmul of one training step (read from the step's plan), in GFLOP/s, and a large square.
     Matmul {
@@ -228,7 +231,8 @@ fn run(command: Command) -> vae_wgpu::Result<()> {
                 batch_sizes,
                 warmup,
                 reps,
-            } => perf::epoch(&gpu, &tune, &model, &batch_sizes, warmup, reps),
+                seed,
+            } => perf::epoch(&gpu, &tune, &model, &batch_sizes, warmup, reps, seed),
             BenchWhat::Matmul {
                 model,
                 square,

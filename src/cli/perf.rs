@@ -14,8 +14,9 @@ use vae_wgpu::model::ModelConfig;
 use vae_wgpu::model::net::Net;
 use vae_wgpu::perf::bench;
 use vae_wgpu::perf::profile;
+use vae_wgpu::training::eval::{EvalConfig, Evaluator};
 use vae_wgpu::training::run::distinct;
-use vae_wgpu::training::trainer::Trainer;
+use vae_wgpu::training::trainer::{TrainConfig, Trainer};
 use vae_wgpu::tune::{self, MatmulRow};
 use vae_wgpu::{Error, Result};
 
@@ -41,18 +42,23 @@ fn bench_data(m: &BenchModel) -> Split {
 }
 
 /// A trainer for `m`'s model at batch `batch` on `train`, with its network (which the caller owns).
-fn bench_net(gpu: &Gpu, m: &BenchModel, train: &Split) -> Result<Net> {
+fn bench_net(gpu: &Gpu, m: &BenchModel, train: &Split, seed: u64) -> Result<Net> {
     let model = ModelConfig::new(train.pixels() as u32, m.hidden, m.latent)?;
-    Net::new(gpu, model, &model.init(1))
+    Net::new(gpu, model, &model.init(seed))
 }
 
-fn bench_trainer<'g>(gpu: &'g Gpu, net: &'g Net, batch: u32, train: &Split) -> Result<Trainer<'g>> {
-    Trainer::new(
-        gpu,
-        net,
-        bench::bench_config(net.config, batch, train.n),
-        train,
-    )
+fn bench_trainer<'g>(
+    gpu: &'g Gpu,
+    net: &'g Net,
+    batch: u32,
+    train: &Split,
+    seed: u64,
+) -> Result<Trainer<'g>> {
+    let config = TrainConfig {
+        seed,
+        ..bench::bench_config(net.config, batch, train.n)
+    };
+    Trainer::new(gpu, net, config, train)
 }
 
 /// Chooses the kernels of `trainer`'s products as `tune` says, rebuilds its plans and prints the one line.
@@ -72,12 +78,16 @@ pub fn epoch(
     batches: &[u32],
     warmup: u32,
     reps: u32,
+    seed: u64,
 ) -> Result<()> {
     let gpu = Gpu::new(GpuOptions {
         timestamps: true,
         ..args.into()
     })?;
     let train = bench_data(m);
+    // The test loss after the epochs, as bench/compare.py's peers report theirs: a fast run must not be a broken
+    // one. Only where the dataset is there (the benchmark times random bytes where it is not).
+    let test = mnist::load(&m.data).ok().map(|d| d.test);
     println!(
         "epoch benchmark on {} ({} training examples, {}-{}-{})",
         gpu.info,
@@ -87,23 +97,57 @@ pub fn epoch(
         m.latent
     );
     println!(
-        "{:>6} {:>12} {:>14} {:>6}  runs (ms)",
-        "batch", "median ms", "samples/s", "reps"
+        "{:>6} {:>12} {:>14} {:>6}  {:>14} {:>10}  runs (ms)",
+        "batch", "median ms", "samples/s", "reps", "first epoch ms", "test loss"
     );
-    let net = bench_net(&gpu, m, &train)?;
     for &b in batches {
-        let mut trainer = bench_trainer(&gpu, &net, b, &train)?;
+        // Each batch size trains a model of its own from the same initialization.
+        let net = bench_net(&gpu, m, &train, seed)?;
+        let mut trainer = bench_trainer(&gpu, &net, b, &train, seed)?;
         tuned(&gpu, &mut trainer, tune)?;
         let row = bench::epoch_bench(&mut trainer, warmup, reps)?;
+        let test_loss = match &test {
+            Some(test) => {
+                let config = EvalConfig {
+                    batch: b.min(test.n as u32),
+                    seed,
+                    binarize: false,
+                };
+                Some(
+                    Evaluator::new(&gpu, &net, config, test)?
+                        .evaluate()?
+                        .per_example(),
+                )
+            }
+            None => None,
+        };
         let runs: Vec<String> = row.runs.iter().map(|r| format!("{r:.1}")).collect();
         println!(
-            "{:>6} {:>12.1} {:>14.0} {:>6}  {}",
+            "{:>6} {:>12.1} {:>14.0} {:>6}  {:>14.1} {:>10}  {}",
             row.batch,
             row.median_ms,
             row.samples_per_second,
             reps,
+            row.first_ms,
+            test_loss.map_or("-".into(), |t| format!("{:.3}", t.0)),
             runs.join(" ")
         );
+        let result = serde_json::json!({
+            "impl": "vae-wgpu",
+            "seed": seed,
+            "adapter": gpu.info.to_string(),
+            "batch": row.batch,
+            "samples": row.samples,
+            "epochs": warmup + reps,
+            "median_ms": row.median_ms,
+            "samples_per_second": row.samples_per_second,
+            "runs_ms": row.runs,
+            "first_epoch_ms": row.first_ms,
+            "test_loss": test_loss.map(|t| t.0),
+            "test_bce": test_loss.map(|t| t.1),
+            "test_kl": test_loss.map(|t| t.2),
+        });
+        println!("RESULT {result}");
     }
     Ok(())
 }
@@ -112,8 +156,8 @@ pub fn epoch(
 /// The training set, the distinct products of a run's steps and how many of its gradient pairs may run apart.
 fn run_products(gpu: &Gpu, m: &BenchModel) -> Result<(Split, Vec<Product>, usize)> {
     let train = bench_data(m);
-    let net = bench_net(gpu, m, &train)?;
-    let trainer = bench_trainer(gpu, &net, m.batch_size, &train)?;
+    let net = bench_net(gpu, m, &train, 1)?;
+    let trainer = bench_trainer(gpu, &net, m.batch_size, &train, 1)?;
     let room = trainer.pair_room();
     Ok((train, distinct(trainer.products()), room))
 }
@@ -196,8 +240,8 @@ pub fn matmul(
         ..args.into()
     })?;
     let train = bench_data(m);
-    let net = bench_net(&gpu, m, &train)?;
-    let mut trainer = bench_trainer(&gpu, &net, m.batch_size, &train)?;
+    let net = bench_net(&gpu, m, &train, 1)?;
+    let mut trainer = bench_trainer(&gpu, &net, m.batch_size, &train, 1)?;
     tuned(&gpu, &mut trainer, tune)?;
     let mut products = trainer.products();
     let mut seen = std::collections::BTreeSet::new();
@@ -397,8 +441,8 @@ pub fn profile(
         ..args.into()
     })?;
     let train = bench_data(m);
-    let net = bench_net(&gpu, m, &train)?;
-    let mut trainer = bench_trainer(&gpu, &net, m.batch_size, &train)?;
+    let net = bench_net(&gpu, m, &train, 1)?;
+    let mut trainer = bench_trainer(&gpu, &net, m.batch_size, &train, 1)?;
     tuned(&gpu, &mut trainer, tune)?;
     let p = profile::profile(&mut trainer, steps, Some(trace), capture)?;
     println!(

@@ -26,6 +26,8 @@ pub struct EpochRow {
     pub median_ms: f64,
     pub samples_per_second: f64,
     pub runs: Vec<f64>,
+    /// The first epoch's time (a warm-up where there is one: first-use pipeline work included).
+    pub first_ms: f64,
 }
 
 /// The trainer configuration benchmarks and profiles use: the run defaults with the given model and batch, and
@@ -40,15 +42,14 @@ pub fn bench_config(model: ModelConfig, batch: u32, n_train: usize) -> TrainConf
 /// Times whole training epochs (as `vae train` runs them, losses read back once per epoch): `warmup` untimed
 /// epochs, then `reps` timed ones; reports the median.
 pub fn epoch_bench(trainer: &mut Trainer, warmup: u32, reps: u32) -> Result<EpochRow> {
-    let mut runs = Vec::new();
+    let mut all = Vec::new();
     for e in 0..warmup + reps {
         let start = Instant::now();
         trainer.train_epoch(e + 1, |_, _| {})?.finished()?;
         trainer.gpu.wait()?;
-        if e >= warmup {
-            runs.push(start.elapsed().as_secs_f64() * 1e3);
-        }
+        all.push(start.elapsed().as_secs_f64() * 1e3);
     }
+    let runs = all[warmup as usize..].to_vec();
     let mut sorted = runs.clone();
     let median_ms = median(&mut sorted);
     Ok(EpochRow {
@@ -57,5 +58,6 @@ pub fn epoch_bench(trainer: &mut Trainer, warmup: u32, reps: u32) -> Result<Epoc
         median_ms,
         samples_per_second: trainer.n_train() as f64 / (median_ms / 1e3),
         runs,
+        first_ms: all.first().copied().unwrap_or(f64::NAN),
     })
 }
