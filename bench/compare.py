@@ -62,10 +62,13 @@ def main():
     ap.add_argument("--train-samples", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads")
     ap.add_argument("--compile-modes", default="reduce-overhead,max-autotune", help="torch.compile modes to time")
-    ap.add_argument("--only", default=None, help="comma-separated implementations to run (default: all)")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated implementations to run, e.g. 'vae-wgpu,jax jit' (default: all)")
     ap.add_argument("--adapter", default=None, help="vae --adapter")
     ap.add_argument("--vae-arg", action="append", default=[], help="an extra argument for vae bench epoch")
     ap.add_argument("--log-dir", default=None, help="write every command's output here, one log per implementation")
+    ap.add_argument("--from-logs", default=None, metavar="DIR",
+                    help="run nothing: print the table of an earlier run's --log-dir")
     args = ap.parse_args()
 
     common = ["--data", args.data, "--latent", str(args.latent), "--hidden", str(args.hidden), "--batch-sizes",
@@ -88,41 +91,81 @@ def main():
     impls += [("jax jit", jax_cmd + ["--mode", "jit"]), ("jax scan", jax_cmd + ["--mode", "scan"])]
     if args.only:
         wanted = args.only.split(",")
-        impls = [i for i in impls if i[0] in wanted or i[0] == "vae-wgpu"]
-    if args.log_dir:
+        unknown = [w for w in wanted if w not in [name for name, _ in impls]]
+        if unknown:
+            sys.exit(f"compare.py: --only names {unknown}, which is none of: " + ", ".join(n for n, _ in impls))
+        impls = [i for i in impls if i[0] in wanted]
+    if args.log_dir and not args.from_logs:
         os.makedirs(args.log_dir, exist_ok=True)
 
-    results = {}  # (impl, batch) -> rows, one per round
-    for r in range(args.rounds):
-        order = impls[r % len(impls) :] + impls[: r % len(impls)]
-        for name, cmd in order:
-            cmd = cmd + ["--seed", str(r + 1)]
-            log = os.path.join(args.log_dir, name.replace(" ", "_").replace("(", "-").replace(")", "") + ".log") \
-                if args.log_dir else None
-            for row in run(cmd, log):
-                results.setdefault((name, row["batch"]), []).append(row)
+    if args.from_logs:
+        results = from_logs(args.from_logs, [name for name, _ in impls])
+    else:
+        results = {}  # (impl, batch) -> rows, one per round
+        for r in range(args.rounds):
+            order = impls[r % len(impls) :] + impls[: r % len(impls)]
+            for name, cmd in order:
+                cmd = cmd + ["--seed", str(r + 1)]
+                log = os.path.join(args.log_dir, log_name(name)) if args.log_dir else None
+                for row in run(cmd, log):
+                    results.setdefault((name, row["batch"]), []).append(row)
+    if not results:
+        sys.exit("compare.py: no RESULT rows to tabulate")
+    failed = table(results, [name for name, _ in impls], [int(b) for b in args.batch_sizes.split(",")])
+    for why in left_out:
+        print(f"left out: {why}")
+    if failed:
+        sys.exit(f"compare.py: at batch {failed} the test losses spread over more than 1 nat: one of the "
+                 "implementations does not train the same model, or the rounds' seeds are too few for the "
+                 "seed-to-seed spread (the 'seeds' column): run more --rounds")
 
-    batches = [int(b) for b in args.batch_sizes.split(",")]
+
+def log_name(name):
+    """The log file of an implementation in --log-dir."""
+    return name.replace(" ", "_").replace("(", "-").replace(")", "") + ".log"
+
+
+def from_logs(log_dir, names):
+    """The RESULT rows of an earlier run's logs (--log-dir), each implementation's in the order its rounds ran."""
+    results = {}
+    for name in names:
+        path = os.path.join(log_dir, log_name(name))
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            for line in f:
+                if line.startswith("RESULT "):
+                    row = json.loads(line[len("RESULT ") :])
+                    results.setdefault((name, row["batch"]), []).append(row)
+    return results
+
+
+def table(results, names, batches):
+    """Prints the table of `results` ((impl, batch) -> one row per round); returns the batch sizes whose mean test
+    losses spread over more than 1 nat."""
     first = next(iter(results.values()))[0]
+    rounds = max(len(rows) for rows in results.values())
     print()
     vae_rows = [rows[0] for (name, _), rows in results.items() if name == "vae-wgpu"]
     if vae_rows:
         print(f"vae-wgpu on {vae_rows[0]['adapter']}")
-    for (name, _), rows in results.items():
-        versions = {k: rows[0][k] for k in ("torch", "jax", "optax", "gpu", "threads", "jax_device") if k in rows[0]}
-        if versions and name in ("pytorch eager", "jax jit"):
+    for name in ("pytorch eager", "jax jit"):
+        rows = next((rows for (n, _), rows in results.items() if n == name), None)
+        versions = {k: rows[0][k] for k in ("torch", "jax", "optax", "gpu", "threads", "jax_device")
+                    if k in rows[0]} if rows else {}
+        if versions:
             print(f"{name.split()[0]}: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    print(f"{first['samples']} training examples, {args.warmup} warm-up + {args.reps} timed epochs, "
-          f"{args.rounds} rounds (round r: seed r); ms/epoch: the median of the rounds' medians (min-max of the "
-          "rounds); test loss: the mean over the rounds' seeds")
-    print(f"{'implementation':<30} {'batch':>6} {'ms/epoch':>10} {'(min-max)':>17} {'samples/s':>10} "
-          f"{'first epoch ms':>15} {'test loss':>10} {'vs vae-wgpu':>12}")
+    print(f"{first['samples']} training examples, {first['epochs']} epochs per run (warm-up included), {rounds} "
+          "rounds (round r: seed r); ms/epoch: the median of the rounds' medians (min-max of the rounds); test loss: "
+          "the mean over the rounds' seeds; seeds: the lowest and highest of one seed's test loss")
+    print(f"{'implementation':<32} {'batch':>6} {'ms/epoch':>10} {'(min-max)':>17} {'samples/s':>10} "
+          f"{'first epoch ms':>15} {'test loss':>10} {'seeds':>17} {'vs vae-wgpu':>14}")
     failed = []
     for b in batches:
         ours = results.get(("vae-wgpu", b))
         ours_ms = statistics.median(r["median_ms"] for r in ours) if ours else None
         losses = []
-        for name, _ in impls:
+        for name in names:
             rows = results.get((name, b))
             if not rows:
                 continue
@@ -137,19 +180,16 @@ def main():
                 if med >= ours_ms else f"{ours_ms / med:.2f}x faster"
             span = f"({min(ms):.0f}-{max(ms):.0f})"
             loss_s = "-" if loss is None else f"{loss:.3f}"
-            print(f"{name:<30} {b:>6} {med:>10.1f} {span:>17} {rows[0]['samples'] / (med / 1e3):>10.0f} "
-                  f"{firsts:>15.0f} {loss_s:>10} {ratio:>12}")
+            seeds = f"{min(known):.2f}-{max(known):.2f}" if known else "-"
+            print(f"{name:<32} {b:>6} {med:>10.1f} {span:>17} {rows[0]['samples'] / (med / 1e3):>10.0f} "
+                  f"{firsts:>15.0f} {loss_s:>10} {seeds:>17} {ratio:>14}")
         if losses:
             spread = max(l for l, _ in losses) - min(l for l, _ in losses)
-            print(f"{'':<30} {b:>6} test losses within {spread:.2f} nats "
+            print(f"{'':<32} {b:>6} mean test losses within {spread:.2f} nats "
                   f"(lowest {min(losses)[1]}, highest {max(losses)[1]})")
             if spread > 1.0:
                 failed.append(b)
-    for why in left_out:
-        print(f"left out: {why}")
-    if failed:
-        sys.exit(f"compare.py: at batch {failed} the test losses spread over more than 1 nat: one of the "
-                 "implementations does not train the same model")
+    return failed
 
 
 if __name__ == "__main__":
