@@ -49,9 +49,13 @@ override EPILOGUE2: u32 = EPI_NONE;
 @group(0) @binding(6) var<storage, read_write> c2: array<f32>;
 @group(0) @binding(7) var<storage, read> aux2: array<f32>;
 
-// The product this invocation computes: its params, and whether it is a pair's second.
+// The product this invocation computes: its params (offsets already at this workgroup's model), and whether it is
+// a pair's second.
 var<private> p: MatmulParams;
 var<private> second: bool;
+// EPI_BIAS_BCE: where this model's BCE gradient (in c2) and images (in aux2) start.
+var<private> bce_grad_off: u32;
+var<private> bce_x_off: u32;
 
 // A pair's workgroups, interleaved: of the W = W1 + W2 workgroups (the grid's, numbered row by row), every
 // params[0].pair_stride-th, W2 = params[0].pair_count of them, computes the second product and the rest the first,
@@ -69,22 +73,37 @@ fn pair_part(wg: vec3<u32>, num: vec3<u32>) -> vec2<u32> {
     return vec2<u32>(0u, w - min(count, (w + stride - 1u) / stride));
 }
 
+// Moves p's offsets to model `model`'s operands. Models are the grid's third dimension, not folded into its rows:
+// every kernel's tile loop and every pair's interleaving stay as they are for one model, so a model in a batched
+// dispatch computes each output with the same operations, in the same order, as it would alone (bit-identical).
+fn at_model(model: u32) {
+    p.a_off += model * p.a_stride;
+    p.b_off += model * p.b_stride;
+    p.c_off += model * p.c_stride;
+    p.bias_off += model * p.c_stride;
+    p.aux_off += model * p.aux_stride;
+    bce_grad_off = params[1].c_off + model * params[1].c_stride;
+    bce_x_off = params[1].aux_off + model * params[1].aux_stride;
+}
+
 // Sets the product this workgroup computes and returns its workgroup id within that product, whose rows of tiles
-// are `tile_m` high. Unpaired, the grid is the product's own.
+// are `tile_m` high (z: the model). Unpaired, the grid's x and y are the product's own.
 fn enter(wg: vec3<u32>, num: vec3<u32>, tile_m: u32) -> vec3<u32> {
     if !PAIRED {
         p = params[0];
         second = false;
+        at_model(wg.z);
         return wg;
     }
     let part = pair_part(wg, num);
     second = part.x == 1u;
     p = params[part.x];
+    at_model(wg.z);
     let rows = (p.m + tile_m - 1u) / tile_m;
     let x = part.y % p.groups_x;
     // A spare workgroup (past its product's) gets the row just past the last: it stores nothing.
     let y = min(part.y / p.groups_x, rows);
-    return vec3<u32>(x, y, 0u);
+    return vec3<u32>(x, y, wg.z);
 }
 
 // k of this workgroup's product, read from the uniform params (uniform, for loops with barriers).
@@ -182,7 +201,7 @@ fn store(m: u32, n: u32, value: f32, is_ones: bool) {
         v += aux_at(p.aux_off + n);
         let at = m * p.n + n;
         set_c(p.c_off + at, v);
-        c2[params[1].c_off + at] = sigmoid(v) - aux2[params[1].aux_off + at];
+        c2[bce_grad_off + at] = sigmoid(v) - aux2[bce_x_off + at];
         return;
     }
     if epi == EPI_KL_GRAD {

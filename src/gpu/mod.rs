@@ -25,16 +25,38 @@ use wgpu::util::DeviceExt;
 use crate::error::{Error, Result};
 use adapter::{backend_names, instance};
 
-/// A kernel's operand: a buffer and the element offset at which the data (a matrix, a vector) starts.
+/// A kernel's operand: a buffer and the element offset at which the data (a matrix, a vector) starts. In a
+/// dispatch over several models, model i's copy starts `model_stride` elements after model i − 1's (0: one copy
+/// that every model reads).
 #[derive(Clone, Copy, Debug)]
 pub struct Operand<'a> {
     pub buffer: &'a wgpu::Buffer,
     pub offset: usize,
+    pub model_stride: usize,
+}
+
+impl<'a> Operand<'a> {
+    /// The operand at element `offset` of `buffer`, one copy for every model.
+    pub fn at(buffer: &'a wgpu::Buffer, offset: usize) -> Self {
+        Operand {
+            buffer,
+            offset,
+            model_stride: 0,
+        }
+    }
+
+    /// The same operand with one copy per model, `stride` elements apart.
+    pub fn per_model(self, stride: usize) -> Self {
+        Operand {
+            model_stride: stride,
+            ..self
+        }
+    }
 }
 
 impl<'a> From<&'a wgpu::Buffer> for Operand<'a> {
     fn from(buffer: &'a wgpu::Buffer) -> Self {
-        Operand { buffer, offset: 0 }
+        Operand::at(buffer, 0)
     }
 }
 

@@ -294,6 +294,14 @@ gpu_struct! {
         /// Pairs (params[0]): every pair_stride-th workgroup computes the second product, pair_count of them.
         pub pair_stride: u32,
         pub pair_count: u32,
+        /// Several models in one dispatch (workgroup_id.z is the model): elements between one model's A, B, C
+        /// (with the bias gradient at bias_off) and epilogue operand and the next model's; 0 where the models
+        /// share the operand. Under EPI_BIAS_BCE, params[1]'s c_stride and aux_stride step the BCE's gradient
+        /// and x.
+        pub a_stride: u32,
+        pub b_stride: u32,
+        pub c_stride: u32,
+        pub aux_stride: u32,
         pub _pad0: u32,
     }
 }

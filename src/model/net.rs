@@ -148,25 +148,16 @@ impl Workspace {
     /// The input batch in x slot `slot` (training gathers several steps' batches ahead; slot 0 otherwise).
     pub fn x_at(&self, slot: u32) -> Operand<'_> {
         assert!(slot < self.x_slots, "x slot {slot} of {}", self.x_slots);
-        Operand {
-            buffer: &self.x,
-            offset: slot as usize * self.x_stride as usize,
-        }
+        Operand::at(&self.x, slot as usize * self.x_stride as usize)
     }
 }
 
 fn weight(net: &Net, l: Linear) -> Operand<'_> {
-    Operand {
-        buffer: &net.params,
-        offset: l.weight,
-    }
+    Operand::at(&net.params, l.weight)
 }
 
 fn bias(net: &Net, l: Linear) -> Operand<'_> {
-    Operand {
-        buffer: &net.params,
-        offset: l.bias(),
-    }
+    Operand::at(&net.params, l.bias())
 }
 
 /// Y (rows, out) = X·Wᵀ (+ epilogue) for layer `l`.
@@ -221,11 +212,9 @@ fn weight_grad<'a>(
         dims: (l.out, l.inp, rows),
         a: dy.into(),
         b: x,
-        c: Operand {
-            buffer: &net.grads,
-            offset: l.weight,
-        },
+        c: Operand::at(&net.grads, l.weight),
         epilogue: Epilogue::BiasGrad { offset: l.bias() },
+        models: 1,
     }
 }
 
@@ -245,6 +234,7 @@ fn input_grad<'a>(
         b: weight(net, l),
         c: dx.into(),
         epilogue: epi,
+        models: 1,
     }
 }
 

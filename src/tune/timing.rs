@@ -192,6 +192,7 @@ impl Operands {
             b: (&self.b_buf).into(),
             c: (&self.c_buf).into(),
             epilogue,
+            models: 1,
         }
     }
 

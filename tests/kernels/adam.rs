@@ -198,10 +198,7 @@ fn check_with_bce(n: usize, (rows, cols): (u32, u32)) {
         };
         let bce = BceValue {
             logits: &lb,
-            x: Operand {
-                buffer: &xb,
-                offset: 64,
-            },
+            x: Operand::at(&xb, 64),
             shape: (rows, cols),
             partials: at(&fused_partials, 300),
         };
@@ -213,10 +210,7 @@ fn check_with_bce(n: usize, (rows, cols): (u32, u32)) {
             gpu,
             "bce",
             &lb,
-            Operand {
-                buffer: &xk,
-                offset: 5,
-            },
+            Operand::at(&xk, 5),
             &dl,
             at(&kernel_partials, 0),
             (rows, cols),

@@ -11,6 +11,7 @@ mod gather;
 mod iwae;
 mod loss;
 mod matmul;
+mod matmul_models;
 mod reduce;
 mod reparam;
 

@@ -68,10 +68,7 @@ fn check_kernel(
     let bias_off = c_off + mu * nu + 2;
     let c_buf = poisoned(bias_off + mu + 5);
 
-    let aux = Operand {
-        buffer: &aux_buf,
-        offset: aux_off,
-    };
+    let aux = Operand::at(&aux_buf, aux_off);
     let epilogue = match epi {
         Epi::None => Epilogue::None,
         Epi::Bias => Epilogue::Bias(aux),
@@ -88,18 +85,9 @@ fn check_kernel(
         "matmul",
         layout,
         (m, n, k),
-        Operand {
-            buffer: &a_buf,
-            offset: a_off,
-        },
-        Operand {
-            buffer: &b_buf,
-            offset: b_off,
-        },
-        Operand {
-            buffer: &c_buf,
-            offset: c_off,
-        },
+        Operand::at(&a_buf, a_off),
+        Operand::at(&b_buf, b_off),
+        Operand::at(&c_buf, c_off),
         epilogue,
     )
     .unwrap();
@@ -194,7 +182,7 @@ fn check_kl_grad(kernel: Kernel, (m, n, k): (u32, u32, u32), aligned: bool) {
     let b_buf = gpu.storage_init("b", &padded(b_off, &b)).unwrap();
     let coef_buf = gpu.storage_init("coef", &padded(aux_off, &coef)).unwrap();
     let c_buf = gpu.storage_init("dheads", &padded(c_off, &base)).unwrap();
-    let op = |buffer, offset| Operand { buffer, offset };
+    let op = |buffer, offset| Operand::at(buffer, offset);
     let d = matmul_with(
         gpu,
         kernel,
@@ -480,7 +468,7 @@ fn check_pair(kernel: Kernel, (rows, inp, out): (u32, u32, u32), aligned: bool) 
     let db_off = dw_off + o_ * i_ + 2;
     let grads = poisoned(db_off + o_ + 5);
     let dx = poisoned(dx_off + r_ * i_ + 5);
-    let op = |buffer, offset| Operand { buffer, offset };
+    let op = |buffer, offset| Operand::at(buffer, offset);
     let first = Part {
         layout: Layout::TN,
         dims: (out, inp, rows),
@@ -488,6 +476,7 @@ fn check_pair(kernel: Kernel, (rows, inp, out): (u32, u32, u32), aligned: bool) 
         b: op(&x_buf, x_off),
         c: op(&grads, dw_off),
         epilogue: Epilogue::BiasGrad { offset: db_off },
+        models: 1,
     };
     let second = Part {
         layout: Layout::NN,
@@ -496,6 +485,7 @@ fn check_pair(kernel: Kernel, (rows, inp, out): (u32, u32, u32), aligned: bool) 
         b: op(&w_buf, w_off),
         c: op(&dx, dx_off),
         epilogue: Epilogue::ReluMask(op(&mask_buf, mask_off)),
+        models: 1,
     };
     let d = matmul_pair_with(gpu, kernel, "pair", first, second).unwrap();
     run(&[&d], 0);
@@ -616,7 +606,7 @@ fn check_bias_bce(kernel: Kernel, (m, n, k): (u32, u32, u32), aligned: bool) {
     let x_buf = gpu.storage_init("x", &padded(x_off, &x)).unwrap();
     let c_buf = poisoned(c_off + mu * nu + 3);
     let g_buf = poisoned(g_off + mu * nu + 3);
-    let op = |buffer, offset| Operand { buffer, offset };
+    let op = |buffer, offset| Operand::at(buffer, offset);
     let epi = Epilogue::BiasBce {
         bias: op(&bias_buf, bias_off),
         x: op(&x_buf, x_off),

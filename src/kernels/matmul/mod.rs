@@ -24,9 +24,14 @@ use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, Operand, Workload};
 use crate::kernels::MATMUL;
 use candidates::{REJECTED_BY_TEST_FAULT, fault_armed, vec4_kernel};
 
-/// A part's key in the kernel choices (see [`product_key`]).
+/// A part's key in the kernel choices (see [`product_key`]): a batched product's names its model count too, since
+/// M models' workgroups fill a GPU differently from one model's.
 fn part_key(p: &Part) -> String {
-    product_key(p.layout, p.dims, p.epilogue.kind())
+    let key = product_key(p.layout, p.dims, p.epilogue.kind());
+    match p.models {
+        1 => key,
+        m => format!("{key} x{m}"),
+    }
 }
 
 /// Whether the device's choices run the pair `first`, `second` as two dispatches (tuning found it faster).
@@ -35,11 +40,19 @@ pub fn unpaired(gpu: &Gpu, first: &Part, second: &Part) -> bool {
     gpu.choice(&key).as_deref() == Some(UNPAIRED)
 }
 
-fn check_fits(label: &str, what: &str, op: Operand, elems: u64) -> Result<()> {
-    check_room("matmul", label, what, op.buffer, op.offset as u64, elems)
+/// Checks that `elems` elements of `op` fit in its buffer for each of `models` models (the last model's copy
+/// starts `model_stride × (models − 1)` elements after the first's).
+fn check_fits(label: &str, what: &str, op: Operand, elems: u64, models: u32) -> Result<()> {
+    let last = op.offset as u64 + op.model_stride as u64 * (models as u64 - 1);
+    if models > 1 {
+        let what = format!("{what} of the last of {models} models");
+        return check_room("matmul", label, &what, op.buffer, last, elems);
+    }
+    check_room("matmul", label, what, op.buffer, last, elems)
 }
 
-/// One product of a dispatch: C (m, n) = A·B (+ epilogue), A and B stored as `layout` says.
+/// One product of a dispatch: C (m, n) = A·B (+ epilogue), A and B stored as `layout` says, for each of
+/// `models` models, model i's operands at their offsets plus i × their `model_stride` (see [`Operand`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Part<'a> {
     pub layout: Layout,
@@ -49,6 +62,8 @@ pub struct Part<'a> {
     pub b: Operand<'a>,
     pub c: Operand<'a>,
     pub epilogue: Epilogue<Operand<'a>>,
+    /// Models computed by the one dispatch (the grid's third dimension); 1 for a single model.
+    pub models: u32,
 }
 
 /// Records C (m, n) = A·B (+ epilogue) with the kernel chosen for this product on this device: the device's
@@ -77,6 +92,7 @@ pub fn matmul(
         b,
         c,
         epilogue,
+        models: 1,
     };
     matmul_parts(gpu, label, &[part])
 }
@@ -86,6 +102,17 @@ pub fn matmul(
 /// [`matmul`] chooses it); its workgroups compute `first`, then `second` (see matmul_common.wgsl).
 pub fn matmul_pair(gpu: &Gpu, label: &str, first: Part, second: Part) -> Result<Dispatch> {
     matmul_parts(gpu, label, &[first, second])
+}
+
+/// Records one product, for each of its `models` models, in one dispatch, with the kernel chosen as [`matmul`]
+/// chooses it (under the product's key with its model count).
+pub fn matmul_part(gpu: &Gpu, label: &str, part: Part) -> Result<Dispatch> {
+    matmul_parts(gpu, label, &[part])
+}
+
+/// [`matmul_part`] with an explicit kernel.
+pub fn matmul_part_with(gpu: &Gpu, kernel: Kernel, label: &str, part: Part) -> Result<Dispatch> {
+    matmul_parts_with(gpu, kernel, label, &[part])
 }
 
 fn matmul_parts(gpu: &Gpu, label: &str, parts: &[Part]) -> Result<Dispatch> {
@@ -214,6 +241,7 @@ pub fn matmul_with(
         b,
         c,
         epilogue,
+        models: 1,
     };
     matmul_parts_with(gpu, kernel, label, &[part])
 }
@@ -241,6 +269,7 @@ fn part_params<'a>(
         b,
         c,
         epilogue,
+        models,
         ..
     } = *part;
     if m == 0 || n == 0 || k == 0 {
@@ -249,53 +278,68 @@ fn part_params<'a>(
             format!("{label}: sizes must be positive, got m={m} n={n} k={k}"),
         ));
     }
+    if models == 0 {
+        return Err(Error::shape(
+            "matmul",
+            format!("{label}: a dispatch computes at least one model, got 0"),
+        ));
+    }
     let (m64, n64, k64) = (m as u64, n as u64, k as u64);
-    check_fits(label, "A", a, m64 * k64)?;
-    check_fits(label, "B", b, k64 * n64)?;
-    check_fits(label, "C", c, m64 * n64)?;
+    let fits = |what: &str, op: Operand, elems: u64| check_fits(label, what, op, elems, models);
+    fits("A", a, m64 * k64)?;
+    fits("B", b, k64 * n64)?;
+    fits("C", c, m64 * n64)?;
+    // The elements of C's buffer that one model writes, from its C's offset: each model's must not overlap the
+    // next's (the bias gradient and the heads' gradient lie past C's own m·n).
+    let mut written = m64 * n64;
     let (aux, bias_off) = match epilogue {
-        Epilogue::None => (
-            Operand {
-                buffer: a.buffer,
-                offset: 0,
-            },
-            0,
-        ),
+        Epilogue::None => (Operand::at(a.buffer, 0), 0),
         Epilogue::Bias(bias) | Epilogue::BiasRelu(bias) => {
-            check_fits(label, "bias", bias, n64)?;
+            fits("bias", bias, n64)?;
             (bias, 0)
         }
         Epilogue::BiasBce { bias, x, grad } => {
-            check_fits(label, "bias", bias, n64)?;
-            check_fits(label, "x", x, m64 * n64)?;
-            check_fits(label, "the BCE's gradient", grad, m64 * n64)?;
+            fits("bias", bias, n64)?;
+            fits("x", x, m64 * n64)?;
+            fits("the BCE's gradient", grad, m64 * n64)?;
+            check_apart(label, "the BCE's gradient", grad, m64 * n64, models)?;
             (bias, 0)
         }
         Epilogue::ReluMask(mask) => {
-            check_fits(label, "mask", mask, m64 * n64)?;
+            fits("mask", mask, m64 * n64)?;
             (mask, 0)
         }
         Epilogue::KlGrad(coef) => {
-            check_fits(label, "½·ε·σ", coef, m64 * n64)?;
-            check_fits(label, "the heads' gradient", c, 2 * m64 * n64)?;
+            fits("½·ε·σ", coef, m64 * n64)?;
+            fits("the heads' gradient", c, 2 * m64 * n64)?;
+            written = 2 * m64 * n64;
             (coef, 0)
         }
         Epilogue::BiasGrad { offset } => {
-            check_fits(label, "bias gradient", Operand { offset, ..c }, m64)?;
-            (
-                Operand {
-                    buffer: a.buffer,
-                    offset: 0,
-                },
-                offset,
-            )
+            fits("bias gradient", Operand { offset, ..c }, m64)?;
+            if offset < c.offset {
+                return Err(Error::shape(
+                    "matmul",
+                    format!("{label}: the bias gradient goes after C in its buffer, not before it"),
+                ));
+            }
+            written = written.max((offset - c.offset) as u64 + m64);
+            (Operand::at(a.buffer, 0), offset)
         }
     };
-    let offsets = [a.offset, b.offset, c.offset, aux.offset, bias_off];
-    if offsets.iter().any(|&o| o > u32::MAX as usize) {
+    check_apart(label, "C", c, written, models)?;
+    let last = |o: Operand| o.offset as u64 + o.model_stride as u64 * (models as u64 - 1);
+    let ends = [
+        last(a),
+        last(b),
+        last(c),
+        last(aux),
+        bias_off as u64 + last(c) - c.offset as u64,
+    ];
+    if ends.iter().any(|&o| o > u32::MAX as u64) {
         return Err(Error::shape(
             "matmul",
-            format!("{label}: element offsets must fit in 32 bits"),
+            format!("{label}: element offsets (every model's) must fit in 32 bits"),
         ));
     }
     // Test-only (`wrong:<kernel>`): A read from four elements past its start (one vec4, so the vec4 kernels are
@@ -311,9 +355,29 @@ fn part_params<'a>(
         c_off: c.offset as u32,
         aux_off: aux.offset as u32,
         bias_off: bias_off as u32,
+        a_stride: a.model_stride as u32,
+        b_stride: b.model_stride as u32,
+        c_stride: c.model_stride as u32,
+        aux_stride: aux.model_stride as u32,
         ..Default::default()
     };
     Ok((params, aux))
+}
+
+/// Checks that the models' copies of an output (`written` elements from its offset, for each model) do not
+/// overlap: two models writing one element would race.
+fn check_apart(label: &str, what: &str, out: Operand, written: u64, models: u32) -> Result<()> {
+    if models > 1 && (out.model_stride as u64) < written {
+        return Err(Error::shape(
+            "matmul",
+            format!(
+                "{label}: {what} is written by each of {models} models, so each needs its own {written} elements; \
+                 its model stride is {} (give each model its own copy)",
+                out.model_stride
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn matmul_parts_with(gpu: &Gpu, kernel: Kernel, label: &str, parts: &[Part]) -> Result<Dispatch> {
@@ -334,20 +398,44 @@ fn matmul_parts_with(gpu: &Gpu, kernel: Kernel, label: &str, parts: &[Part]) -> 
         ));
     }
     if let Some(s) = second
-        && (s.a.buffer != first.a.buffer || s.a.offset != first.a.offset)
+        && s.models != first.models
+    {
+        return Err(Error::shape(
+            "matmul",
+            format!(
+                "{label}: the two products of a pair must be for the same models, got {} and {}",
+                first.models, s.models
+            ),
+        ));
+    }
+    let models = first.models;
+    let max_dim = gpu.device.limits().max_compute_workgroups_per_dimension;
+    if models > max_dim {
+        return Err(Error::shape(
+            "matmul",
+            format!(
+                "{label}: {models} models is more than this device's {max_dim} workgroups in a dimension"
+            ),
+        ));
+    }
+    if let Some(s) = second
+        && (s.a.buffer != first.a.buffer
+            || s.a.offset != first.a.offset
+            || s.a.model_stride != first.a.model_stride)
     {
         return Err(Error::shape(
             "matmul",
             format!("{label}: the two products of a pair must read the same A"),
         ));
     }
+    // The vec4 kernels read A and B in vec4s: every model's copies must start on a multiple of 4.
     let vec4 = |p: &Part| {
         vec4_kernel(
             kernel,
             p.layout,
             p.dims,
-            p.a.offset,
-            p.b.offset,
+            p.a.offset | p.a.model_stride,
+            p.b.offset | p.b.model_stride,
             matches!(p.epilogue, Epilogue::BiasGrad { .. }),
         )
     };
@@ -405,12 +493,12 @@ fn matmul_parts_with(gpu: &Gpu, kernel: Kernel, label: &str, parts: &[Part]) -> 
         let total = per_part.iter().sum::<u64>();
         params[0].pair_count = per_part[1] as u32;
         params[0].pair_stride = (total / per_part[1]) as u32;
-        let max = gpu.device.limits().max_compute_workgroups_per_dimension as u64;
+        let max = max_dim as u64;
         let x = total.min(max);
-        [x as u32, total.div_ceil(x) as u32, 1]
+        [x as u32, total.div_ceil(x) as u32, models]
     } else {
         let x = cols(first).div_ceil(tile_n);
-        [x, first.dims.0.div_ceil(tile_m), 1]
+        [x, first.dims.0.div_ceil(tile_m), models]
     };
     // Unpaired, the second product's bindings repeat the first's (the shader never reads them), except under
     // the BCE epilogue: the gradient and x, at params[1]'s c_off and aux_off.
@@ -422,6 +510,8 @@ fn matmul_parts_with(gpu: &Gpu, kernel: Kernel, label: &str, parts: &[Part]) -> 
         Some((x, grad)) => {
             params[1].c_off = grad.offset as u32;
             params[1].aux_off = x.offset as u32;
+            params[1].c_stride = grad.model_stride as u32;
+            params[1].aux_stride = x.model_stride as u32;
             (grad.buffer, x.buffer)
         }
         None => (p1.c.buffer, aux1.buffer),
@@ -446,6 +536,7 @@ fn matmul_parts_with(gpu: &Gpu, kernel: Kernel, label: &str, parts: &[Part]) -> 
         .iter()
         .map(work)
         .fold((0.0, 0.0), |(f, b), (f2, b2)| (f + f2, b + b2));
+    let (flop, bytes) = (flop * models as f64, bytes * models as f64);
     let workload = |p: &Part| Workload {
         family: MATMUL.name,
         dims: [p.dims.0, p.dims.1, p.dims.2],
