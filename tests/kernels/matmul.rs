@@ -6,6 +6,7 @@ use vae_wgpu::kernels::matmul::{
 use vae_wgpu::gpu::Operand;
 use vae_wgpu::kernels::accuracy::U;
 use vae_wgpu::kernels::loss::{bce_grad_error, bce_logits_cpu};
+use vae_wgpu::kernels::philox::Philox;
 
 use crate::{assert_close_by, gpu, poisoned, read, rng, run, uniform_vec};
 
@@ -16,6 +17,13 @@ fn padded(off: usize, v: &[f32]) -> Vec<f32> {
     p.extend_from_slice(v);
     p.extend_from_slice(&[f32::NAN; 3]);
     p
+}
+
+/// A ReLU's output as a mask: exact zeros and negatives among the positives, as a ReLU's output has zeros.
+pub fn relu_mask(r: &mut Philox, len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|_| [0.0, 0.5, -0.25, 2.0][r.below(4) as usize])
+        .collect()
 }
 
 /// Runs C = A·B (+ epilogue) on the GPU with every operand at an awkward offset inside a larger buffer, and
@@ -51,10 +59,7 @@ fn check_kernel(
     let a = uniform_vec(&mut r, mu * ku, -1.0, 1.0);
     let b = uniform_vec(&mut r, ku * nu, -1.0, 1.0);
     let bias = uniform_vec(&mut r, nu, -1.0, 1.0);
-    // The mask has exact zeros and negatives, as a ReLU's output has zeros.
-    let mask: Vec<f32> = (0..mu * nu)
-        .map(|_| [0.0, 0.5, -0.25, 2.0][r.below(4) as usize])
-        .collect();
+    let mask = relu_mask(&mut r, mu * nu);
 
     let (c_off, aux_off) = (11usize, 7usize);
     let a_buf = gpu.storage_init("a", &padded(a_off, &a)).unwrap();
@@ -149,7 +154,7 @@ fn check_kernel(
 
 /// The operand alignments worth testing for `kernel`: both for the 128 tile and the split-K kernels, whose vec4
 /// variants take aligned operands; scalar offsets only for the others, which read scalars either way.
-fn aligned_for(kernel: Kernel) -> &'static [bool] {
+pub fn aligned_for(kernel: Kernel) -> &'static [bool] {
     if matches!(kernel, Kernel::Reg128 | Kernel::Split { .. }) {
         &[false, true]
     } else {
@@ -453,10 +458,7 @@ fn check_pair(kernel: Kernel, (rows, inp, out): (u32, u32, u32), aligned: bool) 
     let dy = uniform_vec(&mut r, r_ * o_, -1.0, 1.0);
     let x = uniform_vec(&mut r, r_ * i_, -1.0, 1.0);
     let w = uniform_vec(&mut r, o_ * i_, -1.0, 1.0);
-    // The mask has exact zeros and negatives, as a ReLU's output has zeros.
-    let mask: Vec<f32> = (0..r_ * i_)
-        .map(|_| [0.0, 0.5, -0.25, 2.0][r.below(4) as usize])
-        .collect();
+    let mask = relu_mask(&mut r, r_ * i_);
     let off = |o: usize| if aligned { o.next_multiple_of(4) } else { o };
     let (dy_off, x_off, w_off, mask_off) = (off(5), off(3), off(7), off(1));
     let dy_buf = gpu.storage_init("dy", &padded(dy_off, &dy)).unwrap();

@@ -15,6 +15,7 @@ use vae_wgpu::kernels::matmul::{
 };
 use vae_wgpu::kernels::philox::Philox;
 
+use crate::matmul::{aligned_for, relu_mask};
 use crate::{assert_close_by, gpu, read, rng, run, uniform_vec};
 
 /// One buffer of a test: `models` copies of an operand (one if it is shared), model i's at `base + i·stride`,
@@ -131,6 +132,19 @@ fn per_model(r: &mut Philox, models: u32, len: usize, lo: f32, hi: f32) -> Vec<V
     (0..models).map(|_| uniform_vec(r, len, lo, hi)).collect()
 }
 
+/// [`Copies`] of `copies` random operands of `len` elements in [lo, hi) (one copy is shared by every model).
+fn random(
+    r: &mut Philox,
+    models: usize,
+    copies: u32,
+    at: usize,
+    len: usize,
+    lo: f32,
+    hi: f32,
+) -> Copies {
+    Copies::new(models, at, &per_model(r, copies, len, lo, hi))
+}
+
 /// Where each buffer's first copy starts: awkward, or vec4-aligned so the 128 tile's vec4 kernels run.
 fn base(aligned: bool, o: usize) -> usize {
     if aligned { o.next_multiple_of(4) } else { o }
@@ -160,13 +174,7 @@ fn check_product(
     );
     let b = per_model(&mut r, models, ku * nu, -1.0, 1.0);
     let aux: Vec<Vec<f32>> = match epi {
-        Epi::ReluMask => (0..models)
-            .map(|_| {
-                (0..mu * nu)
-                    .map(|_| [0.0, 0.5, -0.25, 2.0][r.below(4) as usize])
-                    .collect()
-            })
-            .collect(),
+        Epi::ReluMask => (0..models).map(|_| relu_mask(&mut r, mu * nu)).collect(),
         _ => per_model(&mut r, models, nu, -1.0, 1.0),
     };
     // C's copy holds the bias gradient two elements after the matrix, as the flat gradient buffer does.
@@ -252,26 +260,10 @@ fn check_kl_grad(kernel: Kernel, models: u32, aligned: bool, dims: (u32, u32, u3
     let mut r = rng(0x4b4c ^ ((models as u64) << 48) ^ ((m as u64) << 32) ^ k as u64);
     let c = models as usize;
     let bufs = [
-        Copies::new(
-            c,
-            base(aligned, 5),
-            &per_model(&mut r, models, mu * ku, -1.0, 1.0),
-        ),
-        Copies::new(
-            c,
-            base(aligned, 3),
-            &per_model(&mut r, models, ku * nu, -1.0, 1.0),
-        ),
-        Copies::new(
-            c,
-            base(aligned, 11),
-            &per_model(&mut r, models, 2 * mu * nu, -1.0, 1.0),
-        ),
-        Copies::new(
-            c,
-            base(aligned, 7),
-            &per_model(&mut r, models, mu * nu, -2.0, 2.0),
-        ),
+        random(&mut r, c, models, base(aligned, 5), mu * ku, -1.0, 1.0),
+        random(&mut r, c, models, base(aligned, 3), ku * nu, -1.0, 1.0),
+        random(&mut r, c, models, base(aligned, 11), 2 * mu * nu, -1.0, 1.0),
+        random(&mut r, c, models, base(aligned, 7), mu * nu, -2.0, 2.0),
     ];
     let what = format!("{} aligned={aligned} {m}×{n}×{k} KlGrad", kernel.name());
     same_as_alone(&what, kernel, models, &bufs, |ops, models| {
@@ -303,22 +295,10 @@ fn check_bias_bce(kernel: Kernel, models: u32, aligned: bool, dims: (u32, u32, u
         .collect();
     let poison = vec![vec![f32::NAN; mu * nu]; c];
     let bufs = [
-        Copies::new(
-            c,
-            base(aligned, 5),
-            &per_model(&mut r, 1, mu * ku, -1.0, 1.0),
-        ),
-        Copies::new(
-            c,
-            base(aligned, 3),
-            &per_model(&mut r, models, ku * nu, -1.0, 1.0),
-        ),
+        random(&mut r, c, 1, base(aligned, 5), mu * ku, -1.0, 1.0),
+        random(&mut r, c, models, base(aligned, 3), ku * nu, -1.0, 1.0),
         Copies::new(c, base(aligned, 11), &poison),
-        Copies::new(
-            c,
-            base(aligned, 7),
-            &per_model(&mut r, models, nu, -1.0, 1.0),
-        ),
+        random(&mut r, c, models, base(aligned, 7), nu, -1.0, 1.0),
         Copies::new(c, base(aligned, 2), &x),
         Copies::new(c, base(aligned, 6), &poison),
     ];
@@ -349,29 +329,11 @@ fn check_pair(kernel: Kernel, models: u32, aligned: bool, (rows, inp, out): (u32
     let (r_, i_, o_) = (rows as usize, inp as usize, out as usize);
     let mut r = rng(0x9a12 ^ ((models as u64) << 48) ^ ((rows as u64) << 32) ^ out as u64);
     let c = models as usize;
-    let masks: Vec<Vec<f32>> = (0..models)
-        .map(|_| {
-            (0..r_ * i_)
-                .map(|_| [0.0, 0.5, -0.25, 2.0][r.below(4) as usize])
-                .collect()
-        })
-        .collect();
+    let masks: Vec<Vec<f32>> = (0..models).map(|_| relu_mask(&mut r, r_ * i_)).collect();
     let bufs = [
-        Copies::new(
-            c,
-            base(aligned, 5),
-            &per_model(&mut r, models, r_ * o_, -1.0, 1.0),
-        ),
-        Copies::new(
-            c,
-            base(aligned, 3),
-            &per_model(&mut r, models, r_ * i_, -1.0, 1.0),
-        ),
-        Copies::new(
-            c,
-            base(aligned, 7),
-            &per_model(&mut r, models, o_ * i_, -1.0, 1.0),
-        ),
+        random(&mut r, c, models, base(aligned, 5), r_ * o_, -1.0, 1.0),
+        random(&mut r, c, models, base(aligned, 3), r_ * i_, -1.0, 1.0),
+        random(&mut r, c, models, base(aligned, 7), o_ * i_, -1.0, 1.0),
         Copies::new(c, base(aligned, 1), &masks),
         // ∂W, a gap, then ∂b; ∂X in its own buffer.
         Copies::new(
@@ -429,16 +391,8 @@ const MODELS: [u32; 3] = [1, 3, 5];
 /// no tile.
 const DIMS: [(u32, u32, u32); 2] = [(13, 6, 7), (36, 20, 44)];
 
-fn alignments(kernel: Kernel) -> &'static [bool] {
-    if matches!(kernel, Kernel::Reg128 | Kernel::Split { .. }) {
-        &[false, true]
-    } else {
-        &[false]
-    }
-}
-
 fn check_every_product(kernel: Kernel) {
-    for &aligned in alignments(kernel) {
+    for &aligned in aligned_for(kernel) {
         for models in MODELS {
             for dims in DIMS {
                 for (layout, epi) in PRODUCTS {
