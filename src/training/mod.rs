@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod eval;
+pub mod grid;
 pub mod metrics;
 pub mod options;
 pub mod outdir;
