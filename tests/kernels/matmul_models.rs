@@ -410,8 +410,10 @@ fn check_every_product(kernel: Kernel, pairs: impl Fn((u32, u32, u32), bool) -> 
     }
 }
 
-/// Whether the 128 tile's pair runs its vec4 variants (both products' operands aligned, every side a multiple
-/// of 4), as it does at the step's real shapes.
+/// Whether the 128 tile's pair at `dims` runs its vec4 variants, as it does at the step's real shapes. Both
+/// halves need aligned operands and the weight gradient's two output sides (TN) and the input gradient's k and
+/// n (NN) multiples of 4; every side a multiple of 4 is stricter, and gives the same answer at every shape in
+/// [`DIMS`].
 fn vec4_pair(dims: (u32, u32, u32), aligned: bool) -> bool {
     aligned && [dims.0, dims.1, dims.2].iter().all(|d| d % 4 == 0)
 }
@@ -424,10 +426,10 @@ fn models_batched_default_kernels() {
     check_every_product(Kernel::Reg128, vec4_pair);
 }
 
-/// The 128 tile's pair with scalar loads (a shape no side of which is a multiple of 4, or operands off vec4
-/// alignment): the largest pipeline of all. CI runs it on lavapipe and GL but not on SwiftShader, whose Subzero
-/// compiler took over 5 minutes and 10 GB without finishing it (2-vCPU AMD EPYC; the step's shapes take the
-/// vec4 pair there).
+/// The 128 tile's pair with scalar loads (a side not a multiple of 4, or operands off vec4 alignment). CI runs
+/// it on lavapipe, under the validation layer and on GL but not on SwiftShader, whose Subzero compiler took over
+/// 5 minutes and 10 GB without finishing this pipeline (2-vCPU AMD EPYC; the step's shapes take the vec4 pair
+/// there).
 #[test]
 fn models_batched_scalar_128_tile_pair() {
     for aligned in aligned_for(Kernel::Reg128) {
