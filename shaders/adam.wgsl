@@ -20,6 +20,14 @@
 // strided loop and tree (loss.wgsl), so the value is the same to the bit, and write it to
 // bce_partials[step.partial_slot · p.slot_stride + p.partial_off + w].
 // Its grid has at least p.bce_groups workgroups; every workgroup also takes its share of Adam.
+//
+// Several models at once (a batched step, p.models): their states lie one after another, model k's at
+// k·p.n_stride, so Adam runs over all of them as one flat buffer of models·n_stride elements (each element's
+// arithmetic is what it is alone; the n_stride − n padding elements after each model have a zero gradient and
+// stay as they are); with p.per_model, element i's step size and correction come from model i / n_stride's row
+// of the step row's window of model rows (step_models[k], step.wgsl), else from step. adam_with_bce's BCE takes
+// p.bce_groups workgroups per model: workgroup w sums for model k = w / bce_groups, from its logits at
+// k·p.logits_stride and its images at k·p.x_stride past p.x_off, into partial slot step.partial_slot·p.models + k.
 
 @group(0) @binding(0) var<uniform> p: AdamParams;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
@@ -31,15 +39,28 @@
 @group(0) @binding(7) var<storage, read_write> bce_partials: array<f32>;
 
 fn adam_element(i: u32) {
-    if i >= p.n {
+    if i >= p.models * p.n_stride {
         return;
+    }
+    var step_size = step.adam_step_size;
+    var inv_sqrt_bc2 = step.adam_inv_sqrt_bc2;
+    if p.models > 1u || p.per_model != 0u {
+        let k = i / p.n_stride;
+        if i - k * p.n_stride >= p.n {
+            return;
+        }
+        if p.per_model != 0u {
+            let row = step_models[k];
+            step_size = row.adam_step_size;
+            inv_sqrt_bc2 = row.adam_inv_sqrt_bc2;
+        }
     }
     let g = grad[i];
     let m1 = p.beta1 * m[i] + (1.0 - p.beta1) * g;
     let v1 = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
     m[i] = m1;
     v[i] = v1;
-    param[i] -= step.adam_step_size * m1 / (sqrt(v1) * step.adam_inv_sqrt_bc2 + p.eps);
+    param[i] -= step_size * m1 / (sqrt(v1) * inv_sqrt_bc2 + p.eps);
 }
 
 // Adam on the p.per elements of invocation `first` of a grid of `groups` workgroups.
@@ -62,15 +83,19 @@ fn adam_with_bce(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let w = wg.x + wg.y * groups.x;
-    if w < p.bce_groups {
+    if w < p.bce_groups * p.models {
+        let k = w / p.bce_groups;
+        let b = w - k * p.bce_groups;
+        let l_at = k * p.logits_stride;
+        let x_at = p.x_off + k * p.x_stride;
         let n = p.bce_rows * p.bce_cols;
         var sum = 0.0;
-        for (var i = w * WG + lane.index; i < n; i += p.bce_groups * WG) {
-            sum += bce_term(logits[i], target_x[p.x_off + i]);
+        for (var i = b * WG + lane.index; i < n; i += p.bce_groups * WG) {
+            sum += bce_term(logits[l_at + i], target_x[x_at + i]);
         }
         let total = workgroup_sum(lane, sum);
         if lane.index == 0u {
-            bce_partials[step.partial_slot * p.slot_stride + p.partial_off + w] = total;
+            bce_partials[(step.partial_slot * p.models + k) * p.slot_stride + p.partial_off + b] = total;
         }
     }
     adam_elements(w * WG + lane.index, groups);

@@ -9,7 +9,10 @@
 // It writes one loss partial per workgroup to partials[step.partial_slot · p.slot_stride + p.partial_off +
 // workgroup] (WGSL has no f32 atomics): each step of a submission has its own slot, and one `reduce` at the log
 // point sums them all. With the pipeline constant GRAD = false it computes the loss only (evaluation).
-// Dispatch: (groups, 1, 1) workgroups of WG with groups = min(ceil(n / WG), MAX_PARTIALS) (`loss_groups`) for the
+// Several models at once (a batched step, p.models): model k is the grid's z; its logits and ∂logits start at
+// k·p.logits_stride, its images at k·p.x_stride past p.x_off (0: every model's the same), its partials take slot
+// step.partial_slot·p.models + k.
+// Dispatch: (groups, 1, models) workgroups of WG with groups = min(ceil(n / WG), MAX_PARTIALS) (`loss_groups`) for the
 // workspace's largest batch; each
 // invocation strides over the n elements by WG·groups, then the workgroup sums its values in workgroup memory.
 
@@ -29,18 +32,21 @@ fn bce_logits(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let lid = lane.index;
+    let k = wg.z;
     let n = p.rows * p.cols;
+    let l_at = k * p.logits_stride;
+    let x_at = p.x_off + k * p.x_stride;
     var sum = 0.0;
     for (var i = wg.x * WG + lid; i < n; i += groups.x * WG) {
-        let l = logits[i];
-        let x = target_x[p.x_off + i];
+        let l = logits[l_at + i];
+        let x = target_x[x_at + i];
         sum += bce_term(l, x);
         if GRAD {
-            dlogits[i] = sigmoid(l) - x;
+            dlogits[l_at + i] = sigmoid(l) - x;
         }
     }
     let total = workgroup_sum(lane, sum);
     if lid == 0u {
-        bce_partials[step.partial_slot * p.slot_stride + p.partial_off + wg.x] = total;
+        bce_partials[(step.partial_slot * p.models + k) * p.slot_stride + p.partial_off + wg.x] = total;
     }
 }

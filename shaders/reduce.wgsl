@@ -9,6 +9,10 @@
 // once per log interval (and summed in f64). Dispatch: (terms, slots, 1) workgroups of WG; workgroup (t, s) sums
 // term t of slot s with a strided loop and a tree in workgroup memory (WGSL has no f32 atomics); slots past the
 // step's `partial_slot` belong to no step of this submission and write nothing.
+//
+// A batched step of p.models models: model k of step slot s has partial slot s·p.models + k (the loss kernels
+// put it there), the grid's y counts those (terms, slots·models, 1), and its totals go to the loss log's entries
+// ((step.loss_slot − step.partial_slot)·p.models + y)·p.terms + t: each step's row holds every model's terms.
 
 @group(0) @binding(0) var<uniform> p: ReduceParams;
 @group(0) @binding(1) var<storage, read> partials: array<f32>;
@@ -19,7 +23,7 @@ fn reduce_partials(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
     let lid = lane.index;
     let term = wg.x;
     let slot = wg.y;
-    if slot > step.partial_slot {
+    if slot >= (step.partial_slot + 1u) * p.models {
         return;
     }
     let count = p.counts[term];
@@ -30,6 +34,6 @@ fn reduce_partials(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
     }
     let total = workgroup_sum(lane, sum);
     if lid == 0u {
-        loss_log[(step.loss_slot - step.partial_slot + slot) * p.terms + term] = total;
+        loss_log[((step.loss_slot - step.partial_slot) * p.models + slot) * p.terms + term] = total;
     }
 }

@@ -78,7 +78,8 @@ pub fn required_limits() -> wgpu::Limits {
         max_compute_workgroup_size_x: 256,
         max_compute_workgroup_size_y: 256,
         max_compute_workgroup_storage_size: 16 << 10,
-        max_dynamic_uniform_buffers_per_pipeline_layout: 1,
+        // The step table's row and its models' window (`RowTable`).
+        max_dynamic_uniform_buffers_per_pipeline_layout: 2,
         ..wgpu::Limits::downlevel_defaults()
     }
 }

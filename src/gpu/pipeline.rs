@@ -167,12 +167,18 @@ pub(crate) struct PipelineCache {
 pub(crate) type SharedCache = Mutex<PipelineCache>;
 
 /// A uniform buffer of equal rows spaced by the device's offset alignment, bound as group 1 with a dynamic
-/// offset, so that each recorded dispatch reads its own row (the step table: see `kernels::step`).
+/// offset, so that each recorded dispatch reads its own row (the step table: see `kernels::step`); beside it, a
+/// window of [`WINDOW_SIZE`] bytes per row in a second uniform buffer, bound with its own dynamic offset (the
+/// step's values for each model of a batched step).
 #[derive(Debug)]
 pub struct RowTable {
     pub buffer: wgpu::Buffer,
+    /// Each row's window, `window_stride` bytes after the one before, the first `window_used` of each written.
+    pub windows: wgpu::Buffer,
     bind_group: wgpu::BindGroup,
     stride: u32,
+    window_stride: u32,
+    window_used: u32,
     pub capacity: u32,
     row_size: usize,
 }
@@ -180,42 +186,94 @@ pub struct RowTable {
 /// The size of a [`RowTable`]'s rows: every table of this program holds one kind of row, the step table's.
 pub const ROW_SIZE: usize = 32;
 
+/// The size of a row's window as the shaders bind it: [`crate::kernels::contract::MAX_MODELS`] rows of
+/// [`crate::kernels::ModelStep`].
+pub const WINDOW_SIZE: usize = 8192;
+
 impl RowTable {
-    /// A table of `capacity` rows of [`ROW_SIZE`] bytes.
-    pub fn new(gpu: &Gpu, label: &str, capacity: u32) -> Result<RowTable> {
+    /// A table of `capacity` rows of [`ROW_SIZE`] bytes, and windows of `window` bytes per row (at most
+    /// [`WINDOW_SIZE`]; 0: one window, never written, for the binding).
+    pub fn new(gpu: &Gpu, label: &str, capacity: u32, window: u32) -> Result<RowTable> {
+        assert!(
+            window as usize <= WINDOW_SIZE,
+            "a row window of {window} bytes"
+        );
         let capacity = capacity.max(1);
-        let stride = gpu
-            .device
-            .limits()
-            .min_uniform_buffer_offset_alignment
-            .max(ROW_SIZE as u32);
+        let align = gpu.device.limits().min_uniform_buffer_offset_alignment;
+        let stride = align.max(ROW_SIZE as u32);
         let buffer = gpu.buffer(
             label,
             stride as u64 * capacity as u64,
             wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         )?;
+        // Each row's window where it has one, the last bound for a whole WINDOW_SIZE.
+        let window_stride = if window == 0 {
+            0
+        } else {
+            window.next_multiple_of(align)
+        };
+        let windows = gpu.buffer(
+            &format!("{label}.windows"),
+            window_stride as u64 * (capacity as u64 - 1) + WINDOW_SIZE as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        )?;
         let layout = gpu.rows_layout();
+        let entry = |binding, buffer, size: usize| wgpu::BindGroupEntry {
+            binding,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer,
+                offset: 0,
+                size: wgpu::BufferSize::new(size as u64),
+            }),
+        };
         let bind_group = gpu.scoped(format_args!("binding {label}"), || {
             gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(label),
                 layout: &layout,
-                entries: &[wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &buffer,
-                        offset: 0,
-                        size: wgpu::BufferSize::new(ROW_SIZE as u64),
-                    }),
-                }],
+                entries: &[entry(0, &buffer, ROW_SIZE), entry(1, &windows, WINDOW_SIZE)],
             })
         })?;
         Ok(RowTable {
             buffer,
+            windows,
             bind_group,
             stride,
+            window_stride,
+            window_used: window,
             capacity,
             row_size: ROW_SIZE,
         })
+    }
+
+    /// Queues the windows of rows `first..`: `bytes` holds each row's `window` bytes in turn; they land at the
+    /// next submit.
+    pub fn write_windows(&self, gpu: &Gpu, first: u32, bytes: &[u8]) -> Result<()> {
+        let used = self.window_used as usize;
+        if used == 0 || !bytes.len().is_multiple_of(used) {
+            return Err(Error::shape(
+                "row table",
+                format!("{} bytes of windows of {used} bytes", bytes.len()),
+            ));
+        }
+        let rows = bytes.len() / used;
+        if first as usize + rows > self.capacity as usize {
+            return Err(Error::shape(
+                "row table",
+                format!(
+                    "windows {first}..{} do not fit in a table of {} rows",
+                    first as usize + rows,
+                    self.capacity
+                ),
+            ));
+        }
+        let stride = self.window_stride as usize;
+        let mut spaced = vec![0u8; (rows - 1) * stride + used];
+        for (i, w) in bytes.chunks_exact(used).enumerate() {
+            spaced[i * stride..i * stride + used].copy_from_slice(w);
+        }
+        let at = first as u64 * stride as u64;
+        gpu.queue.write_buffer(&self.windows, at, &spaced);
+        Ok(())
     }
 
     /// Queues rows `first..first + rows.len()`; they land at the next submit.
@@ -252,16 +310,18 @@ impl Gpu {
                 self.device
                     .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                         label: Some("rows.layout"),
-                        entries: &[wgpu::BindGroupLayoutEntry {
-                            binding: 0,
-                            visibility: wgpu::ShaderStages::COMPUTE,
-                            ty: wgpu::BindingType::Buffer {
-                                ty: wgpu::BufferBindingType::Uniform,
-                                has_dynamic_offset: true,
-                                min_binding_size: wgpu::BufferSize::new(ROW_SIZE as u64),
-                            },
-                            count: None,
-                        }],
+                        entries: &[(0, ROW_SIZE), (1, WINDOW_SIZE)].map(|(binding, size)| {
+                            wgpu::BindGroupLayoutEntry {
+                                binding,
+                                visibility: wgpu::ShaderStages::COMPUTE,
+                                ty: wgpu::BindingType::Buffer {
+                                    ty: wgpu::BufferBindingType::Uniform,
+                                    has_dynamic_offset: true,
+                                    min_binding_size: wgpu::BufferSize::new(size as u64),
+                                },
+                                count: None,
+                            }
+                        }),
                     })
             })
             .clone()
@@ -421,7 +481,7 @@ impl Gpu {
             label: label.to_string(),
             pipeline,
             bind_group,
-            rows: rows.map(|t| (t.bind_group.clone(), t.stride)),
+            rows: rows.map(|t| (t.bind_group.clone(), [t.stride, t.window_stride])),
             workgroups,
             flops: 0.0,
             bytes: 0.0,
@@ -467,7 +527,7 @@ pub struct Dispatch {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     /// The row table's bind group and its row stride, for kernels that read per-step values.
-    rows: Option<(wgpu::BindGroup, u32)>,
+    rows: Option<(wgpu::BindGroup, [u32; 2])>,
     pub workgroups: [u32; 3],
     /// The kernel's useful work: floating-point operations and bytes moved (for `vae profile`'s GFLOP/s, GB/s).
     pub flops: f64,
@@ -505,8 +565,8 @@ impl Dispatch {
         pass.push_debug_group(&self.label);
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
-        if let Some((group, stride)) = &self.rows {
-            pass.set_bind_group(1, group, &[row * stride]);
+        if let Some((group, [stride, window])) = &self.rows {
+            pass.set_bind_group(1, group, &[row * stride, row * window]);
         }
         let [x, y, z] = self.workgroups;
         pass.dispatch_workgroups(x, y, z);

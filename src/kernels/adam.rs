@@ -2,7 +2,7 @@
 
 use super::contract::AdamParams;
 use super::loss::PartialsAt;
-use super::{ADAM, Reduction, StepParams, StepTable, WG, check_room, grid};
+use super::{ADAM, Models, Reduction, StepParams, StepTable, WG, check_room, grid};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::gpu::Operand;
@@ -57,7 +57,8 @@ pub fn adam(
     n: u32,
     step: &StepTable,
 ) -> Result<Dispatch> {
-    adam_dispatch(gpu, label, config, [param, grad, m, v], n, None, step)
+    let state = [param, grad, m, v];
+    adam_models(gpu, label, config, (state, n), None, step, Models::ONE)
 }
 
 /// Parameters each Adam invocation updates on a GPU, a grid's invocations apart: 137k invocations for the model's
@@ -102,62 +103,93 @@ pub fn adam_with_bce(
     bce: BceValue,
     step: &StepTable,
 ) -> Result<Dispatch> {
-    adam_dispatch(gpu, label, config, [param, grad, m, v], n, Some(bce), step)
+    let state = [param, grad, m, v];
+    adam_models(gpu, label, config, (state, n), Some(bce), step, Models::ONE)
 }
 
-fn adam_dispatch(
+/// [`adam`] (`bce` None) or [`adam_with_bce`] for each of `models` models in one dispatch: their states one
+/// after another in each buffer, model k's `n` elements at `k × models.params` (the elements between two models'
+/// are padding, which Adam leaves as it is while its gradient is 0), and with `models.per_model` each model's
+/// step size from the step table's model rows. The BCE takes its workgroups per model: model k's logits at
+/// `k × models.px`, its images at `bce.x`'s model stride.
+pub fn adam_models(
     gpu: &Gpu,
     label: &str,
     config: &AdamConfig,
-    state: [&wgpu::Buffer; 4],
-    n: u32,
+    (state, n): ([&wgpu::Buffer; 4], u32),
     bce: Option<BceValue>,
     step: &StepTable,
+    models: Models,
 ) -> Result<Dispatch> {
+    models.check("adam", label, step)?;
+    let n_stride = if models.count > 1 { models.params } else { n };
+    if n_stride < n {
+        return Err(Error::shape(
+            "adam",
+            format!("{label}: models {n_stride} elements apart cannot each hold {n} parameters"),
+        ));
+    }
+    let total = models.count as u64 * n_stride as u64;
     for (what, b) in ["param", "grad", "m", "v"].into_iter().zip(state) {
-        check_room("adam", label, what, b, 0, n as u64)?;
+        check_room("adam", label, what, b, 0, total)?;
     }
     let mut params = AdamParams {
         n,
         beta1: config.beta1,
         beta2: config.beta2,
         eps: config.eps,
+        models: models.count,
+        n_stride,
+        per_model: models.per_model as u32,
         ..Default::default()
     };
     let mut buffers = state.to_vec();
-    // The BCE's workgroups, each one partial: the grid has at least these.
+    // The BCE's workgroups, each one partial, for every model: the grid has at least these.
     let bce_groups = match &bce {
-        Some(b) => b.partials.check(label)?,
+        Some(b) => b.partials.check_models(label, models.count)?,
         None => 0,
     };
+    let all_bce_groups = bce_groups * models.count;
     // Few workgroups only where the kernel has a barrier (the BCE's tree): plain Adam on few workgroups of a CPU
     // adapter measured slower (20–31 ms against 15.5 on many).
     params.per = match super::software_grid(gpu).filter(|_| bce.is_some()) {
-        Some(g) => (n as u64).div_ceil(g.max(bce_groups) as u64 * WG as u64) as u32,
+        Some(g) => total.div_ceil(g.max(all_bce_groups) as u64 * WG as u64) as u32,
         None => ADAM_PER,
     }
     .max(1);
-    let invocations = (n as u64)
+    let invocations = total
         .div_ceil(params.per as u64)
-        .max(bce_groups as u64 * WG as u64);
-    let (mut flops, mut bytes) = (12.0 * n as f64, 28.0 * n as f64);
+        .max(all_bce_groups as u64 * WG as u64);
+    let m = models.count as f64;
+    let (mut flops, mut bytes) = (m * 12.0 * n as f64, m * 28.0 * n as f64);
+    let u32_of = |what: &str, v: u64| {
+        u32::try_from(v).map_err(|_| Error::shape("adam", format!("{label}: {what} {v}")))
+    };
     if let Some(b) = bce {
         let (rows, cols) = b.shape;
         let elems = rows as u64 * cols as u64;
-        for (what, at) in [("logits", b.logits.into()), ("x", b.x)] {
-            let at: Operand = at;
-            check_room("adam", label, what, at.buffer, at.offset as u64, elems)?;
+        let last = models.count as u64 - 1;
+        let (px, xs) = (models.px as u64, b.x.model_stride as u64);
+        if last > 0 && px < elems {
+            return Err(Error::shape(
+                "adam",
+                format!("{label}: models {px} elements apart cannot each hold {elems} logits"),
+            ));
         }
+        check_room("adam", label, "logits", b.logits, last * px, elems)?;
+        let x_last = b.x.offset as u64 + last * xs;
+        check_room("adam", label, "x", b.x.buffer, x_last, elems)?;
         params.bce_rows = rows;
         params.bce_cols = cols;
         params.bce_groups = bce_groups;
         params.partial_off = b.partials.offset;
         params.slot_stride = b.partials.slot_stride;
-        params.x_off = u32::try_from(b.x.offset)
-            .map_err(|_| Error::shape("adam", format!("{label}: x at element {}", b.x.offset)))?;
+        params.x_off = u32_of("x at element", b.x.offset as u64)?;
+        params.logits_stride = u32_of("the logits' model stride", px)?;
+        params.x_stride = u32_of("the images' model stride", xs)?;
         buffers.extend([b.logits, b.x.buffer, b.partials.buffer]);
-        flops += 10.0 * elems as f64;
-        bytes += 8.0 * elems as f64;
+        flops += m * 10.0 * elems as f64;
+        bytes += m * 8.0 * elems as f64;
     }
     let spec = KernelSpec {
         module: Reduction::for_gpu(gpu).module(&ADAM),

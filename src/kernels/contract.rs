@@ -13,6 +13,9 @@ pub const WG: u32 = 256;
 /// The most per-workgroup partials one loss kernel writes (its workgroup count is capped here).
 pub const MAX_PARTIALS: u32 = 256;
 
+/// The most models one batched step trains (a step row's window holds this many rows of `ModelStep`).
+pub const MAX_MODELS: u32 = 256;
+
 /// The most loss terms one reduction handles (`ReduceParams::counts` is a `vec4<u32>`).
 pub const MAX_TERMS: usize = 4;
 
@@ -324,8 +327,16 @@ gpu_struct! {
         pub hidden: u32,
         pub w_off: u32,
         pub b_off: u32,
+        /// Models of a batched dispatch (the grid's z), and whether their kl weight and key come from the step
+        /// table's model rows (1) or from `step` and this struct (0).
+        pub models: u32,
+        pub per_model: u32,
+        /// Elements between two models' copies of z (and ε, ½·ε·σ; their heads are twice as far apart), of h3,
+        /// and of the decoder's weights.
+        pub z_stride: u32,
+        pub h_stride: u32,
+        pub param_stride: u32,
         pub _pad0: u32,
-        pub _pad1: u32,
     }
 }
 
@@ -351,9 +362,11 @@ gpu_struct! {
         pub slot_stride: u32,
         /// bce_logits: where the images start in their buffer (the step's x slot).
         pub x_off: u32,
-        pub _pad0: u32,
-        pub _pad1: u32,
-        pub _pad2: u32,
+        /// Models of a batched dispatch (the grid's z), and the elements between two models' logits (and
+        /// ∂logits) and images (0: one batch of images for every model).
+        pub models: u32,
+        pub logits_stride: u32,
+        pub x_stride: u32,
     }
 }
 
@@ -365,7 +378,9 @@ gpu_struct! {
         pub stride: u32,
         /// Elements between two steps' slots of partials.
         pub slot_stride: u32,
-        pub _pad0: u32,
+        /// Models of a batched step: model k of slot s has the slot s·models + k, and its totals the loss log's
+        /// entries (row · models + k) · terms + t.
+        pub models: u32,
         /// Partials per term; at most MAX_TERMS terms.
         pub counts: [u32; 4],
     }
@@ -390,6 +405,32 @@ gpu_struct! {
         pub x_off: u32,
         /// Parameters each invocation updates, a whole grid of invocations apart.
         pub per: u32,
+        /// Models of a batched dispatch: model k's state starts at k · n_stride (the n_stride − n elements after
+        /// each model's are padding whose gradient stays 0), its logits at k · logits_stride and its images at
+        /// k · x_stride (0: shared). `per_model`: the step size comes from the step table's model rows.
+        pub models: u32,
+        pub n_stride: u32,
+        pub logits_stride: u32,
+        pub x_stride: u32,
+        pub per_model: u32,
+    }
+}
+
+gpu_struct! {
+    /// One model's values at one step of a batched run: model k's row of its step row's window
+    /// (`step_models[k]`, shaders/step.wgsl).
+    pub struct ModelStep {
+        /// Adam's step size with the first-moment bias correction folded in, lr / (1 − β1ᵗ), and the
+        /// second-moment correction 1 / √(1 − β2ᵗ), each computed for this model's learning rate.
+        pub adam_step_size: f32,
+        pub adam_inv_sqrt_bc2: f32,
+        /// This model's weight on the KL term at this step (its β, ramped over its warm-up).
+        pub kl_weight: f32,
+        /// Philox key of this model's noise (its seed's low and high words).
+        pub key_lo: u32,
+        pub key_hi: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
         pub _pad2: u32,
     }
 }
@@ -426,6 +467,7 @@ pub fn structs() -> Vec<StructInfo> {
         LossParams::info(),
         ReduceParams::info(),
         AdamParams::info(),
+        ModelStep::info(),
         IwaeParams::info(),
         HangParams::info(),
     ]
@@ -436,6 +478,7 @@ pub fn constants() -> Vec<(&'static str, u32)> {
     let mut c = vec![
         ("WG", WG),
         ("MAX_PARTIALS", MAX_PARTIALS),
+        ("MAX_MODELS", MAX_MODELS),
         ("MAX_TERMS", MAX_TERMS as u32),
         ("LOSS_TERMS", TERMS as u32),
         ("TERM_BCE", LossTerm::Bce as u32),

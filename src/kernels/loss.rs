@@ -4,7 +4,7 @@
 
 use super::accuracy::{DIV, FLUSH, U, exp_rel, log_abs, strided_tree_additions, sum_error};
 use super::contract::{LossParams, MAX_PARTIALS};
-use super::{LOSS, Reduction, StepTable, WG, check_room};
+use super::{LOSS, Models, Reduction, StepTable, WG, check_room};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::gpu::Operand;
@@ -31,6 +31,12 @@ pub struct PartialsAt<'a> {
 impl PartialsAt<'_> {
     /// Fails unless every slot has room for the partials; returns how many there are (the kernel's workgroups).
     pub fn check(&self, label: &str) -> Result<u32> {
+        self.check_models(label, 1)
+    }
+
+    /// [`PartialsAt::check`] for a batched dispatch of `models` models: step slot s's model k takes slot
+    /// s·models + k, so the buffer must hold `slots × models` slots.
+    pub fn check_models(&self, label: &str, models: u32) -> Result<u32> {
         let groups = self.groups;
         if groups == 0 || groups > MAX_PARTIALS || self.slots == 0 {
             return Err(Error::shape(
@@ -41,74 +47,11 @@ impl PartialsAt<'_> {
                 ),
             ));
         }
-        let last_slot = (self.slots as u64 - 1) * self.slot_stride as u64;
+        let last_slot = (self.slots as u64 * models.max(1) as u64 - 1) * self.slot_stride as u64;
         let first = last_slot + self.offset as u64;
         check_room("loss", label, "partials", self.buffer, first, groups as u64)?;
         Ok(groups)
     }
-}
-
-/// Checks each (name, operand, elements) and the partials' room, then builds the dispatch of a loss entry point
-/// whose bindings are `inputs` in order followed by the partials; the one named "x" may start at an offset.
-#[allow(clippy::too_many_arguments)]
-fn loss_dispatch(
-    gpu: &Gpu,
-    label: &str,
-    entry: &'static str,
-    storage: &'static [Access],
-    inputs: &[(&str, Operand, u64)],
-    partials: PartialsAt,
-    (rows, cols): (u32, u32),
-    grad: bool,
-    step: &StepTable,
-) -> Result<Dispatch> {
-    let n = rows as u64 * cols as u64;
-    if n == 0 {
-        return Err(Error::shape(
-            "loss",
-            format!("{label}: empty ({rows}×{cols})"),
-        ));
-    }
-    for (what, at, elems) in inputs {
-        check_room("loss", label, what, at.buffer, at.offset as u64, *elems)?;
-    }
-    let x_off = inputs
-        .iter()
-        .find(|(what, ..)| *what == "x")
-        .map_or(0, |(_, at, _)| at.offset);
-    let groups = partials.check(label)?;
-    let spec = KernelSpec {
-        module: Reduction::for_gpu(gpu).module(&LOSS),
-        entry,
-        constants: vec![("GRAD", grad as u8 as f64)],
-        storage,
-        uses_rows: true,
-    };
-    let params = LossParams {
-        rows,
-        cols,
-        partial_off: partials.offset,
-        slot_stride: partials.slot_stride,
-        x_off: u32::try_from(x_off)
-            .map_err(|_| Error::shape("loss", format!("{label}: x at element {x_off}")))?,
-        ..Default::default()
-    };
-    let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|(_, at, _)| at.buffer).collect();
-    buffers.push(partials.buffer);
-    gpu.dispatch(
-        label,
-        &spec,
-        &params,
-        &buffers,
-        [groups, 1, 1],
-        Some(&step.rows),
-    )
-    .map(|d| {
-        d.with_work(
-            10.0 * n as f64,
-            4.0 * inputs.iter().map(|(_, _, e)| *e).sum::<u64>() as f64,
-        )
-    })
 }
 
 /// Records BCE-with-logits of `logits` against `x` (both (rows, cols), x from its operand's offset); with `grad`,
@@ -122,31 +65,94 @@ pub fn bce_logits<'a>(
     x: impl Into<Operand<'a>>,
     dlogits: &wgpu::Buffer,
     partials: PartialsAt,
-    (rows, cols): (u32, u32),
+    shape: (u32, u32),
     grad: bool,
     step: &StepTable,
 ) -> Result<Dispatch> {
-    let n = rows as u64 * cols as u64;
-    loss_dispatch(
+    let inputs = (logits, x.into(), dlogits);
+    bce_logits_models(
         gpu,
         label,
-        "bce_logits",
-        &[
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-        ],
-        &[
-            ("logits", logits.into(), n),
-            ("x", x.into(), n),
-            ("dlogits", dlogits.into(), n),
-        ],
+        inputs,
         partials,
-        (rows, cols),
-        grad,
+        (shape, grad),
         step,
+        Models::ONE,
     )
+}
+
+/// [`bce_logits`] for each of `models` models in one dispatch, the grid's z the model: model k's logits and
+/// ∂logits `k × models.px` elements on, its images at `x`'s operand (its model stride: 0 where every model reads
+/// the same batch), its partials in its own slot of the step's.
+pub fn bce_logits_models(
+    gpu: &Gpu,
+    label: &str,
+    (logits, x, dlogits): (&wgpu::Buffer, Operand, &wgpu::Buffer),
+    partials: PartialsAt,
+    ((rows, cols), grad): ((u32, u32), bool),
+    step: &StepTable,
+    models: Models,
+) -> Result<Dispatch> {
+    let n = rows as u64 * cols as u64;
+    if n == 0 {
+        return Err(Error::shape(
+            "loss",
+            format!("{label}: empty ({rows}×{cols})"),
+        ));
+    }
+    if models.count == 0 {
+        return Err(Error::shape("loss", format!("{label}: zero models")));
+    }
+    let last = models.count as u64 - 1;
+    let (px, xs) = (models.px as u64, x.model_stride as u64);
+    if last > 0 && px < n {
+        return Err(Error::shape(
+            "loss",
+            format!("{label}: models {px} elements apart cannot each hold {n} logits"),
+        ));
+    }
+    let x_last = x.offset as u64 + last * xs;
+    check_room("loss", label, "logits", logits, last * px, n)?;
+    check_room("loss", label, "x", x.buffer, x_last, n)?;
+    check_room("loss", label, "dlogits", dlogits, last * px, n)?;
+    let groups = partials.check_models(label, models.count)?;
+    let spec = KernelSpec {
+        module: Reduction::for_gpu(gpu).module(&LOSS),
+        entry: "bce_logits",
+        constants: vec![("GRAD", grad as u8 as f64)],
+        storage: &[
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+        ],
+        uses_rows: true,
+    };
+    let u32_of = |what: &str, v: u64| {
+        u32::try_from(v).map_err(|_| Error::shape("loss", format!("{label}: {what} {v}")))
+    };
+    let params = LossParams {
+        rows,
+        cols,
+        partial_off: partials.offset,
+        slot_stride: partials.slot_stride,
+        x_off: u32_of("x at element", x.offset as u64)?,
+        models: models.count,
+        logits_stride: u32_of("the logits' model stride", px)?,
+        x_stride: u32_of("the images' model stride", xs)?,
+    };
+    gpu.dispatch(
+        label,
+        &spec,
+        &params,
+        &[logits, x.buffer, dlogits, partials.buffer],
+        [groups, 1, models.count],
+        Some(&step.rows),
+    )
+    .map(|d| {
+        let m = models.count as f64;
+        d.with_work(m * 10.0 * n as f64, m * 12.0 * n as f64)
+    })
 }
 
 /// CPU reference for [`bce_logits`]: the summed loss (f64) and σ(l) − x.

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::gpu::pipeline::{Prelude, ShaderSource};
 
 pub use contract::WG;
-pub use step::{StepParams, StepTable};
+pub use step::{ModelStep, StepParams, StepTable};
 
 /// Every module starts with the contract's constants and uniform structs.
 const PRELUDE: Prelude = Prelude {
@@ -331,4 +331,59 @@ pub fn grid(n: u64, wg: u32) -> [u32; 3] {
     let x = groups.min(65_535);
     let y = groups.div_ceil(x);
     [x as u32, y as u32, 1]
+}
+
+/// How the models of a batched dispatch lie in their buffers (the training step of several models at once; see
+/// `model::net`): `count` models, model k's copy of each per-model buffer `k × stride` elements after model 0's,
+/// the stride by kind: `params` for parameters, gradients and Adam's moments, `h` for a hidden layer's
+/// activations, `z` for the latent ones (z, ε, ½·ε·σ; μ | log σ² and their gradient take `2 × z`), `px` for the
+/// pixels' (logits, ∂logits). The images of a batch are one copy for every model. With `per_model`, each
+/// model's Adam step size, KL weight and noise key come from the step table's model rows
+/// ([`StepTable::with_models`]); a single model's dispatches read them from its step row and its parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Models {
+    pub count: u32,
+    pub per_model: bool,
+    pub params: u32,
+    pub h: u32,
+    pub z: u32,
+    pub px: u32,
+}
+
+impl Models {
+    /// One model, its values from its step row: what every dispatch outside a batched step records.
+    pub const ONE: Models = Models {
+        count: 1,
+        per_model: false,
+        params: 0,
+        h: 0,
+        z: 0,
+        px: 0,
+    };
+
+    /// Fails unless the step table has model rows for these models, where they read them.
+    pub(crate) fn check(&self, op: &'static str, label: &str, step: &StepTable) -> Result<()> {
+        if self.count == 0 {
+            return Err(Error::shape(op, format!("{label}: zero models")));
+        }
+        if self.per_model && step.models != self.count {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "{label}: {} models read their values from a step table with model rows for {}",
+                    self.count, step.models
+                ),
+            ));
+        }
+        if !self.per_model && self.count > 1 {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "{label}: {} models would share one step row's values; they read model rows",
+                    self.count
+                ),
+            ));
+        }
+        Ok(())
+    }
 }

@@ -7,17 +7,21 @@ use crate::gpu::Gpu;
 use crate::gpu::{Access, Dispatch, KernelSpec};
 
 /// Where the partials of a submission's steps are: `slots` slots `slot_stride` elements apart, each holding one
-/// block of partials per term, `stride` apart, `counts[t]` of them for term t.
+/// block of partials per term, `stride` apart, `counts[t]` of them for term t. A batched step of `models` models
+/// has `models` slots per step slot (model k of step slot s in slot s·models + k), and every step's row of the
+/// loss log holds each model's terms in turn.
 #[derive(Clone, Copy, Debug)]
 pub struct PartialsLayout<'a> {
     pub slots: u32,
     pub slot_stride: u32,
     pub stride: u32,
     pub counts: &'a [u32],
+    pub models: u32,
 }
 
-/// Records, for each slot s up to the step row's `partial_slot` and each term t,
-/// `log[(step.loss_slot − step.partial_slot + s) · terms + t] = Σ partials[s·slot_stride + t·stride ..][..counts[t]]`:
+/// Records, for each slot s up to the step row's `partial_slot` and each term t (one model),
+/// `log[(step.loss_slot − step.partial_slot + s) · terms + t] = Σ partials[s·slot_stride + t·stride ..][..counts[t]]`
+/// (several: see [`PartialsLayout`]):
 /// one dispatch at the end of a submission, recorded with its last step's row, turns every step's partials into
 /// its row of the loss log.
 pub fn reduce(
@@ -33,8 +37,14 @@ pub fn reduce(
         slot_stride,
         stride,
         counts,
+        models,
     } = at;
     let terms = counts.len();
+    if models == 0 {
+        return Err(Error::shape("reduce", format!("{label}: zero models")));
+    }
+    // Model slots: each step slot's models in turn.
+    let slots = slots.saturating_mul(models);
     if terms == 0 || terms > MAX_TERMS {
         return Err(Error::shape(
             "reduce",
@@ -63,10 +73,10 @@ pub fn reduce(
         0,
         (slots as u64 - 1) * slot_stride as u64 + stride as u64 * terms as u64,
     )?;
-    if log.size() < step.capacity() as u64 * terms as u64 * 4 {
+    if log.size() < step.capacity() as u64 * models as u64 * terms as u64 * 4 {
         return Err(Error::shape(
             "reduce",
-            format!("{label}: the loss log needs {terms} floats per step-table row"),
+            format!("{label}: the loss log needs {terms} floats per model and step-table row"),
         ));
     }
     let mut c = [0u32; 4];
@@ -75,8 +85,8 @@ pub fn reduce(
         terms: terms as u32,
         stride,
         slot_stride,
+        models,
         counts: c,
-        ..Default::default()
     };
     let spec = KernelSpec {
         module: Reduction::for_gpu(gpu).module(&REDUCE),

@@ -6,7 +6,7 @@
 use super::accuracy::{COS_ABS, FLUSH, SQRT, U, log_abs};
 use super::contract::{PhiloxWordsParams, ReparamParams};
 use super::loss::PartialsAt;
-use super::{PHILOX, REPARAM, Reduction, StepTable, WG, check_room};
+use super::{Models, PHILOX, REPARAM, Reduction, StepTable, WG, check_room};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::gpu::{Access, Dispatch, KernelSpec};
@@ -38,7 +38,16 @@ pub fn reparam(
     noise: (u64, u32),
     step: &StepTable,
 ) -> Result<Dispatch> {
-    record(gpu, label, heads, out, kl, grad, shape, noise, step, None)
+    reparam_models(
+        gpu,
+        label,
+        (heads, out),
+        kl,
+        (grad, shape, noise),
+        step,
+        None,
+        Models::ONE,
+    )
 }
 
 /// The key of the choice between [`reparam_decode`] ("fused") and the reparameterization and fc3's forward pass
@@ -79,33 +88,34 @@ pub fn reparam_decode(
     step: &StepTable,
     decode: Decode,
 ) -> Result<Dispatch> {
-    record(
+    reparam_models(
         gpu,
         label,
-        heads,
-        out,
+        (heads, out),
         kl,
-        grad,
-        shape,
-        noise,
+        (grad, shape, noise),
         step,
         Some(decode),
+        Models::ONE,
     )
 }
 
+/// [`reparam`] (`decode` None) or [`reparam_decode`] for each of `models` models in one dispatch, the grid's z
+/// the model: model k's heads, outputs, decoder weights and decoder output at its offsets ([`Models`]), its
+/// partials in its own slot of the step's, and with `models.per_model` its KL weight and noise key from the step
+/// table's model rows (`noise`'s seed is then unused).
 #[allow(clippy::too_many_arguments)]
-fn record(
+pub fn reparam_models(
     gpu: &Gpu,
     label: &str,
-    heads: &wgpu::Buffer,
-    out: ReparamOut,
+    (heads, out): (&wgpu::Buffer, ReparamOut),
     kl: PartialsAt,
-    grad: bool,
-    (rows, latent): (u32, u32),
-    (seed, stream): (u64, u32),
+    (grad, (rows, latent), (seed, stream)): (bool, (u32, u32), (u64, u32)),
     step: &StepTable,
     decode: Option<Decode>,
+    models: Models,
 ) -> Result<Dispatch> {
+    models.check("reparam", label, step)?;
     let n = rows as u64 * latent as u64;
     if n == 0 {
         return Err(Error::shape(
@@ -120,14 +130,23 @@ fn record(
         coef,
     } = out;
     let grad_n = if grad { n } else { 0 };
-    for (what, buf, elems) in [
-        ("heads", heads, 2 * n),
-        ("z", z, n),
-        ("eps", eps, n),
-        ("heads' gradient", dheads, 2 * grad_n),
-        ("½·ε·σ", coef, grad_n),
+    // The last model's copies, `last × stride` past the first's; each model's must not run into the next's.
+    let last = models.count as u64 - 1;
+    let (zs, hs, ps) = (models.z as u64, models.h as u64, models.params as u64);
+    if last > 0 && zs < n {
+        return Err(Error::shape(
+            "reparam",
+            format!("{label}: models {zs} elements apart cannot each hold {n} of z"),
+        ));
+    }
+    for (what, buf, first, elems) in [
+        ("heads", heads, 2 * last * zs, 2 * n),
+        ("z", z, last * zs, n),
+        ("eps", eps, last * zs, n),
+        ("heads' gradient", dheads, 2 * last * zs, 2 * grad_n),
+        ("½·ε·σ", coef, last * zs, grad_n),
     ] {
-        check_room("reparam", label, what, buf, 0, elems)?;
+        check_room("reparam", label, what, buf, first, elems)?;
     }
     let hidden = decode.map_or(0, |d| d.hidden);
     if let Some(d) = decode {
@@ -137,11 +156,19 @@ fn record(
             label,
             "decoder weight",
             d.params,
-            d.weight as u64,
+            d.weight as u64 + last * ps,
             h * w,
         )?;
-        check_room("reparam", label, "decoder bias", d.params, d.bias as u64, h)?;
-        check_room("reparam", label, "decoder output", d.h, 0, rows as u64 * h)?;
+        let bias = d.bias as u64 + last * ps;
+        check_room("reparam", label, "decoder bias", d.params, bias, h)?;
+        let out = rows as u64 * h;
+        if last > 0 && hs < out {
+            return Err(Error::shape(
+                "reparam",
+                format!("{label}: models {hs} elements apart cannot each hold {out} of h3"),
+            ));
+        }
+        check_room("reparam", label, "decoder output", d.h, last * hs, out)?;
         if hidden == 0 {
             return Err(Error::shape(
                 "reparam",
@@ -149,7 +176,7 @@ fn record(
             ));
         }
     }
-    let groups = kl.check(label)?;
+    let groups = kl.check_models(label, models.count)?;
     let [key_lo, key_hi] = philox::key(seed);
     let spec = KernelSpec {
         module: Reduction::for_gpu(gpu).module(&REPARAM),
@@ -171,6 +198,9 @@ fn record(
         ],
         uses_rows: true,
     };
+    let u32_of = |what: &str, v: u64| {
+        u32::try_from(v).map_err(|_| Error::shape("reparam", format!("{label}: {what} {v}")))
+    };
     let params = ReparamParams {
         rows,
         latent,
@@ -182,6 +212,11 @@ fn record(
         hidden,
         w_off: decode.map_or(0, |d| d.weight as u32),
         b_off: decode.map_or(0, |d| d.bias as u32),
+        models: models.count,
+        per_model: models.per_model as u32,
+        z_stride: u32_of("z's model stride", zs)?,
+        h_stride: u32_of("h3's model stride", hs)?,
+        param_stride: u32_of("the parameters' model stride", ps)?,
         ..Default::default()
     };
     // reparam_forward binds heads and z again where the decoder's operands go (it never reads them).
@@ -192,13 +227,14 @@ fn record(
         &spec,
         &params,
         &[heads, z, eps, dheads, coef, kl.buffer, weights, h],
-        [groups, 1, 1],
+        [groups, 1, models.count],
         Some(&step.rows),
     )
     .map(|d| {
+        let m = models.count as f64;
         d.with_work(
-            40.0 * n as f64 + 2.0 * h_elems * latent as f64,
-            (16.0 + 16.0 * grad_n as f64 / n as f64) * n as f64 + 4.0 * h_elems,
+            m * (40.0 * n as f64 + 2.0 * h_elems * latent as f64),
+            m * ((16.0 + 16.0 * grad_n as f64 / n as f64) * n as f64 + 4.0 * h_elems),
         )
     })
 }

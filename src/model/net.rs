@@ -21,14 +21,15 @@ use crate::gpu::{Dispatch, Gpu, Plan};
 use crate::kernels::adam::BceValue;
 use crate::kernels::contract::{LossTerm, MAX_PARTIALS, TERMS};
 use crate::kernels::gather::{Binarize, ByteMatrix, gather};
-use crate::kernels::loss::{PartialsAt, bce_logits, loss_groups};
-use crate::kernels::matmul::{Epilogue, Layout as Mm, Part, matmul, matmul_pair, unpaired};
+use crate::kernels::loss::{PartialsAt, bce_logits_models, loss_groups};
+use crate::kernels::matmul::{Epilogue, Layout as Mm, Part, matmul_pair, matmul_part, unpaired};
 use crate::kernels::reduce::{PartialsLayout, reduce};
-use crate::kernels::reparam::{Decode, ReparamOut, decode_fused, reparam, reparam_decode};
-use crate::kernels::{StepTable, strided_groups};
+use crate::kernels::reparam::{Decode, ReparamOut, decode_fused, reparam_models};
+use crate::kernels::{Models, StepTable, strided_groups};
 use crate::model::{Layout, Linear, ModelConfig};
 
-/// Parameters, gradients and Adam's moments, each one flat buffer in [`Layout`] order.
+/// Parameters, gradients and Adam's moments, each one flat buffer in [`Layout`] order; for several models of one
+/// shape trained together (a sweep), each buffer holds every model's copy, model k's at `k × stride`.
 pub struct Net {
     pub config: ModelConfig,
     pub layout: Layout,
@@ -36,21 +37,61 @@ pub struct Net {
     pub grads: wgpu::Buffer,
     pub m: wgpu::Buffer,
     pub v: wgpu::Buffer,
+    /// Models in the buffers (1 but for a sweep).
+    pub models: u32,
+    /// Elements between two models' copies: the layout's length, rounded up to 64 (256 bytes) where there are
+    /// several, so every model's tensors align as model 0's do (and take the same kernels).
+    pub stride: usize,
+}
+
+/// Elements between two copies of `len` elements of different models in one buffer: 64-element (256-byte)
+/// aligned, so that each model's copies are aligned for vec4 loads and storage offsets exactly where model 0's
+/// are, and every model takes the kernels model 0 takes.
+pub fn model_stride(len: usize) -> usize {
+    len.next_multiple_of(64)
 }
 
 impl Net {
     pub fn new(gpu: &Gpu, config: ModelConfig, params: &[f32]) -> Result<Net> {
+        Net::batched(gpu, config, &[params])
+    }
+
+    /// Several models of one shape, model k's parameters `params[k]`, trained by one batched step.
+    pub fn batched(gpu: &Gpu, config: ModelConfig, params: &[&[f32]]) -> Result<Net> {
         let layout = config.layout();
-        assert_eq!(params.len(), layout.len, "parameter count");
-        let zeros = vec![0f32; layout.len];
+        assert!(!params.is_empty(), "a net of no models");
+        let models = params.len();
+        let stride = if models == 1 {
+            layout.len
+        } else {
+            model_stride(layout.len)
+        };
+        let mut all = vec![0f32; models * stride];
+        for (k, p) in params.iter().enumerate() {
+            assert_eq!(p.len(), layout.len, "parameter count");
+            all[k * stride..k * stride + layout.len].copy_from_slice(p);
+        }
+        let zeros = vec![0f32; all.len()];
         Ok(Net {
             config,
             layout,
-            params: gpu.storage_init("params", params)?,
+            params: gpu.storage_init("params", &all)?,
             grads: gpu.storage_init("grads", &zeros)?,
             m: gpu.storage_init("adam.m", &zeros)?,
             v: gpu.storage_init("adam.v", &zeros)?,
+            models: models as u32,
+            stride,
         })
+    }
+
+    /// Where model `k`'s copy starts in each of the buffers.
+    pub fn model_offset(&self, k: u32) -> usize {
+        k as usize * self.stride
+    }
+
+    /// The model stride of a parameter operand: 0 for one model (one copy).
+    fn per_model(&self) -> usize {
+        if self.models > 1 { self.stride } else { 0 }
     }
 }
 
@@ -75,8 +116,12 @@ pub struct Workspace {
     pub coef: wgpu::Buffer,
     pub dheads: wgpu::Buffer,
     pub dh1: wgpu::Buffer,
-    /// Loss partials: `slots` slots of [`SLOT`] elements, each `MAX_PARTIALS` per term in [`LossTerm`] order.
+    /// Loss partials: `slots` slots of [`SLOT`] elements, each `MAX_PARTIALS` per term in [`LossTerm`] order
+    /// (several models: `slots × models`, model k of step slot s in slot s·models + k).
     pub partials: wgpu::Buffer,
+    /// Models whose activations the workspace holds (every one's batch of images the same, in `x`), and the
+    /// elements between two models' copies of each kind of activation (see [`Models`]; `params` unused here).
+    pub models: Models,
 }
 
 /// Elements of one step's slot in a workspace's partials.
@@ -101,6 +146,19 @@ impl Workspace {
         Workspace::with_inputs(gpu, name, config, rows, slots, 0)
     }
 
+    /// [`Workspace::with_inputs`] for `models` models trained together (a sweep): one input batch per step for
+    /// all of them, and each model's own activations.
+    pub fn batched(
+        gpu: &Gpu,
+        name: &str,
+        config: ModelConfig,
+        (rows, slots): (u32, u32),
+        x_len: u64,
+        models: u32,
+    ) -> Result<Workspace> {
+        Workspace::build(gpu, name, config, (rows, slots), x_len, models.max(1))
+    }
+
     /// [`Workspace::new`] with `x_len` elements for input batches, as many as fit (at least one): the batches of
     /// several steps, gathered ahead of them in one dispatch (training).
     pub fn with_inputs(
@@ -110,6 +168,17 @@ impl Workspace {
         rows: u32,
         slots: u32,
         x_len: u64,
+    ) -> Result<Workspace> {
+        Workspace::build(gpu, name, config, (rows, slots), x_len, 1)
+    }
+
+    fn build(
+        gpu: &Gpu,
+        name: &str,
+        config: ModelConfig,
+        (rows, slots): (u32, u32),
+        x_len: u64,
+        count: u32,
     ) -> Result<Workspace> {
         let slots = slots.max(1);
         let x_stride = x_stride(rows, config.pixels);
@@ -122,24 +191,47 @@ impl Workspace {
             config.latent as usize,
         );
         let buf = |what: &str, len: usize| gpu.storage::<f32>(&format!("{name}.{what}"), len);
+        // One model: each buffer exactly its size. Several: each model's copy 64-aligned as model 0's.
+        let (m, per) = (count as usize, |len: usize| match count {
+            1 => len,
+            _ => model_stride(len),
+        });
+        let (hs, zs, ps) = (per(r * h), per(r * l), per(r * p));
+        let u = |v: usize| {
+            u32::try_from(v).map_err(|_| {
+                crate::error::Error::Invalid(format!(
+                    "an activation of {v} elements per model is past what a kernel addresses (2³² elements); \
+                     use a smaller batch"
+                ))
+            })
+        };
+        let models = Models {
+            count,
+            per_model: count > 1,
+            params: 0,
+            h: u(hs)?,
+            z: u(zs)?,
+            px: u(ps)?,
+        };
         Ok(Workspace {
             rows,
             slots,
             x: buf("x", x_len as usize)?,
             x_slots,
             x_stride,
-            h1: buf("h1", r * h)?,
-            heads: buf("heads", r * 2 * l)?,
-            z: buf("z", r * l)?,
-            eps: buf("eps", r * l)?,
-            h3: buf("h3", r * h)?,
-            logits: buf("logits", r * p)?,
-            dlogits: buf("dlogits", r * p)?,
-            dh3: buf("dh3", r * h)?,
-            coef: buf("coef", r * l)?,
-            dheads: buf("dheads", r * 2 * l)?,
-            dh1: buf("dh1", r * h)?,
-            partials: buf("partials", slots as usize * SLOT as usize)?,
+            h1: buf("h1", m * hs)?,
+            heads: buf("heads", m * 2 * zs)?,
+            z: buf("z", m * zs)?,
+            eps: buf("eps", m * zs)?,
+            h3: buf("h3", m * hs)?,
+            logits: buf("logits", m * ps)?,
+            dlogits: buf("dlogits", m * ps)?,
+            dh3: buf("dh3", m * hs)?,
+            coef: buf("coef", m * zs)?,
+            dheads: buf("dheads", m * 2 * zs)?,
+            dh1: buf("dh1", m * hs)?,
+            partials: buf("partials", slots as usize * m * SLOT as usize)?,
+            models,
         })
     }
 }
@@ -153,21 +245,63 @@ impl Workspace {
 }
 
 fn weight(net: &Net, l: Linear) -> Operand<'_> {
-    Operand::at(&net.params, l.weight)
+    Operand::at(&net.params, l.weight).per_model(net.per_model())
 }
 
 fn bias(net: &Net, l: Linear) -> Operand<'_> {
-    Operand::at(&net.params, l.bias())
+    Operand::at(&net.params, l.bias()).per_model(net.per_model())
 }
 
-/// Y (rows, out) = X·Wᵀ (+ epilogue) for layer `l`.
-fn linear_forward(
+/// Which kind of activation a workspace buffer holds, for its model stride.
+#[derive(Clone, Copy)]
+enum Act {
+    /// A hidden layer's (rows, hidden).
+    Hidden,
+    /// The heads' (rows, 2·latent).
+    Heads,
+    /// The latent (rows, latent).
+    Latent,
+    /// The pixels' (rows, pixels).
+    Pixels,
+}
+
+impl Workspace {
+    /// An activation buffer of this workspace as an operand, each model's copy at its stride.
+    fn act<'a>(&self, buffer: &'a wgpu::Buffer, kind: Act) -> Operand<'a> {
+        let m = &self.models;
+        let stride = match (m.count, kind) {
+            (1, _) => 0,
+            (_, Act::Hidden) => m.h,
+            (_, Act::Heads) => 2 * m.z,
+            (_, Act::Latent) => m.z,
+            (_, Act::Pixels) => m.px,
+        };
+        Operand::at(buffer, 0).per_model(stride as usize)
+    }
+}
+
+/// How the dispatches of `net` and `ws` lie over their models: the workspace's activation strides, the net's
+/// parameter stride, and whether each model's step values come from the step table's model rows (where it has
+/// them: training; an evaluation's one model reads its step row).
+pub fn models(net: &Net, ws: &Workspace, step: &StepTable) -> Models {
+    assert_eq!(
+        net.models, ws.models.count,
+        "a net and a workspace of different model counts"
+    );
+    Models {
+        params: net.per_model() as u32,
+        per_model: step.models > 0,
+        ..ws.models
+    }
+}
+
+/// Y (rows, out) = X·Wᵀ (+ epilogue) for layer `l`, for each of the net's models.
+fn linear_forward<'a>(
     gpu: &Gpu,
-    net: &Net,
+    net: &'a Net,
     l: Linear,
     rows: u32,
-    x: Operand,
-    y: &wgpu::Buffer,
+    (x, y): (Operand<'a>, Operand<'a>),
     relu: bool,
 ) -> Result<Dispatch> {
     let epi = if relu {
@@ -178,25 +312,25 @@ fn linear_forward(
     linear_forward_with(gpu, net, l, rows, (x, y), epi)
 }
 
-/// Y (rows, out) = X·Wᵀ with the epilogue `epi` for layer `l`.
-fn linear_forward_with(
+/// Y (rows, out) = X·Wᵀ with the epilogue `epi` for layer `l`, for each of the net's models.
+fn linear_forward_with<'a>(
     gpu: &Gpu,
-    net: &Net,
+    net: &'a Net,
     l: Linear,
     rows: u32,
-    (x, y): (Operand, &wgpu::Buffer),
-    epi: Epilogue<Operand>,
+    (x, y): (Operand<'a>, Operand<'a>),
+    epi: Epilogue<Operand<'a>>,
 ) -> Result<Dispatch> {
-    matmul(
-        gpu,
-        &format!("{}.forward", l.name),
-        Mm::NT,
-        (rows, l.out, l.inp),
-        x,
-        weight(net, l),
-        y.into(),
-        epi,
-    )
+    let part = Part {
+        layout: Mm::NT,
+        dims: (rows, l.out, l.inp),
+        a: x,
+        b: weight(net, l),
+        c: y,
+        epilogue: epi,
+        models: net.models,
+    };
+    one(gpu, &format!("{}.forward", l.name), part)
 }
 
 /// ∂W (out, in) = ∂Yᵀ·X and ∂b, into the gradient buffer at the layer's offsets.
@@ -204,17 +338,17 @@ fn weight_grad<'a>(
     net: &'a Net,
     l: Linear,
     rows: u32,
-    dy: &'a wgpu::Buffer,
+    dy: Operand<'a>,
     x: Operand<'a>,
 ) -> Part<'a> {
     Part {
         layout: Mm::TN,
         dims: (l.out, l.inp, rows),
-        a: dy.into(),
+        a: dy,
         b: x,
-        c: Operand::at(&net.grads, l.weight),
+        c: Operand::at(&net.grads, l.weight).per_model(net.per_model()),
         epilogue: Epilogue::BiasGrad { offset: l.bias() },
-        models: 1,
+        models: net.models,
     }
 }
 
@@ -223,46 +357,39 @@ fn input_grad<'a>(
     net: &'a Net,
     l: Linear,
     rows: u32,
-    dy: &'a wgpu::Buffer,
-    dx: &'a wgpu::Buffer,
+    (dy, dx): (Operand<'a>, Operand<'a>),
     epi: Epilogue<Operand<'a>>,
 ) -> Part<'a> {
     Part {
         layout: Mm::NN,
         dims: (rows, l.inp, l.out),
-        a: dy.into(),
+        a: dy,
         b: weight(net, l),
-        c: dx.into(),
+        c: dx,
         epilogue: epi,
-        models: 1,
+        models: net.models,
     }
 }
 
-/// The ReLU backward's epilogue: keep ∂X where the layer's forward output `x` is positive.
-fn mask(x: &wgpu::Buffer) -> Epilogue<Operand<'_>> {
-    Epilogue::ReluMask(x.into())
-}
-
-/// One product as its own dispatch.
+/// One product (for each of its models) as its own dispatch.
 fn one(gpu: &Gpu, label: &str, p: Part) -> Result<Dispatch> {
-    matmul(gpu, label, p.layout, p.dims, p.a, p.b, p.c, p.epilogue)
+    matmul_part(gpu, label, p)
 }
 
 /// A layer's whole backward pass in one dispatch: its weight gradient (from ∂Y and its input X) and its input
 /// gradient (∂Y·W with `epi`), independent products of the same ∂Y. Two dispatches where tuning found the pair
 /// slower than its products apart (see [`crate::tune::tune`]).
-#[allow(clippy::too_many_arguments)]
 fn layer_backward<'a>(
     gpu: &Gpu,
     net: &'a Net,
     l: Linear,
     rows: u32,
-    dy: &'a wgpu::Buffer,
-    (x, dx): (&'a wgpu::Buffer, &'a wgpu::Buffer),
+    dy: Operand<'a>,
+    (x, dx): (Operand<'a>, Operand<'a>),
     epi: Epilogue<Operand<'a>>,
 ) -> Result<Vec<Dispatch>> {
-    let first = weight_grad(net, l, rows, dy, x.into());
-    let second = input_grad(net, l, rows, dy, dx, epi);
+    let first = weight_grad(net, l, rows, dy, x);
+    let second = input_grad(net, l, rows, (dy, dx), epi);
     if unpaired(gpu, &first, &second) {
         return Ok(vec![
             one(gpu, &format!("{}.weight_grad", l.name), first)?,
@@ -331,9 +458,10 @@ pub fn forward_from(
     } = net.layout;
     let latent = net.config.latent;
     let noise = (src.seed, src.stream);
+    let (h1, hd) = (ws.act(&ws.h1, Act::Hidden), ws.act(&ws.heads, Act::Heads));
     let mut dispatches = vec![
-        linear_forward(gpu, net, fc1, rows, x, &ws.h1, true)?,
-        linear_forward(gpu, net, heads, rows, (&ws.h1).into(), &ws.heads, false)?,
+        linear_forward(gpu, net, fc1, rows, (x, h1), true)?,
+        linear_forward(gpu, net, heads, rows, (h1, hd), false)?,
     ];
     if decode_fused(gpu) {
         dispatches.push(reparam_and_fc3(
@@ -355,28 +483,30 @@ pub fn forward_from(
             step,
             grad,
         )?);
+        let z = ws.act(&ws.z, Act::Latent);
+        let h3 = ws.act(&ws.h3, Act::Hidden);
         dispatches.push(linear_forward(
             gpu,
             net,
             net.layout.fc3,
             rows,
-            (&ws.z).into(),
-            &ws.h3,
+            (z, h3),
             true,
         )?);
     }
-    let h3 = (&ws.h3).into();
+    let h3 = ws.act(&ws.h3, Act::Hidden);
+    let logits = ws.act(&ws.logits, Act::Pixels);
     dispatches.push(if grad {
         // Training: the logits and, in the same epilogue, the BCE's gradient (its value is summed in
         // the step's last dispatch, `adam_with_bce`).
         let epi = Epilogue::BiasBce {
             bias: bias(net, fc4),
             x,
-            grad: (&ws.dlogits).into(),
+            grad: ws.act(&ws.dlogits, Act::Pixels),
         };
-        linear_forward_with(gpu, net, fc4, rows, (h3, &ws.logits), epi)?
+        linear_forward_with(gpu, net, fc4, rows, (h3, logits), epi)?
     } else {
-        linear_forward(gpu, net, fc4, rows, h3, &ws.logits, false)?
+        linear_forward(gpu, net, fc4, rows, (h3, logits), false)?
     });
     Ok(Plan::from(dispatches))
 }
@@ -422,17 +552,17 @@ fn reparam_and_fc3(
         "reparam.kl+fc3.forward"
     };
     let kl = partials(gpu, ws, net.config, LossTerm::Kl);
-    reparam_decode(
+    let out = (&ws.heads, reparam_out(ws));
+    let batch = models(net, ws, step);
+    reparam_models(
         gpu,
         label,
-        &ws.heads,
-        reparam_out(ws),
+        out,
         kl,
-        grad,
-        shape,
-        noise,
+        (grad, shape, noise),
         step,
-        decode,
+        Some(decode),
+        batch,
     )
 }
 
@@ -463,7 +593,9 @@ pub fn reparam_forward(
     } else {
         "reparam.kl"
     };
-    reparam(gpu, label, &ws.heads, out, kl, grad, shape, noise, step)
+    let batch = models(net, ws, step);
+    let at = (&ws.heads, out);
+    reparam_models(gpu, label, at, kl, (grad, shape, noise), step, None, batch)
 }
 
 /// Where a loss term's partials go in the workspace: as many as the largest batch needs, in the step's slot.
@@ -503,18 +635,9 @@ pub fn losses(
 ) -> Result<Plan> {
     let at = partials(gpu, ws, net.config, LossTerm::Bce);
     let shape = (rows, net.config.pixels);
-    let (logits, dlogits) = (&ws.logits, &ws.dlogits);
-    let bce = bce_logits(
-        gpu,
-        "bce.forward",
-        logits,
-        x,
-        dlogits,
-        at,
-        shape,
-        false,
-        step,
-    )?;
+    let inputs = (&ws.logits, x, &ws.dlogits);
+    let batch = models(net, ws, step);
+    let bce = bce_logits_models(gpu, "bce.forward", inputs, at, (shape, false), step, batch)?;
     Ok(Plan::from(vec![bce]))
 }
 
@@ -530,24 +653,21 @@ pub fn backward(gpu: &Gpu, net: &Net, ws: &Workspace, x: Operand, rows: u32) -> 
         fc4,
         ..
     } = net.layout;
-    let kl_grad = Epilogue::KlGrad((&ws.coef).into());
-    let fc1_grad = weight_grad(net, fc1, rows, &ws.dh1, x);
-    let mut dispatches = layer_backward(
-        gpu,
-        net,
-        fc4,
-        rows,
-        &ws.dlogits,
-        (&ws.h3, &ws.dh3),
-        mask(&ws.h3),
-    )?;
+    let (h1, h3) = (ws.act(&ws.h1, Act::Hidden), ws.act(&ws.h3, Act::Hidden));
+    let (dh1, dh3) = (ws.act(&ws.dh1, Act::Hidden), ws.act(&ws.dh3, Act::Hidden));
+    let (z, dheads) = (ws.act(&ws.z, Act::Latent), ws.act(&ws.dheads, Act::Heads));
+    let dlogits = ws.act(&ws.dlogits, Act::Pixels);
+    let kl_grad = Epilogue::KlGrad(ws.act(&ws.coef, Act::Latent));
+    let fc1_grad = weight_grad(net, fc1, rows, dh1, x);
+    let relu_mask = Epilogue::ReluMask;
+    let mut dispatches = layer_backward(gpu, net, fc4, rows, dlogits, (h3, dh3), relu_mask(h3))?;
     dispatches.extend(layer_backward(
         gpu,
         net,
         fc3,
         rows,
-        &ws.dh3,
-        (&ws.z, &ws.dheads),
+        dh3,
+        (z, dheads),
         kl_grad,
     )?);
     dispatches.extend(layer_backward(
@@ -555,9 +675,9 @@ pub fn backward(gpu: &Gpu, net: &Net, ws: &Workspace, x: Operand, rows: u32) -> 
         net,
         heads,
         rows,
-        &ws.dheads,
-        (&ws.h1, &ws.dh1),
-        mask(&ws.h1),
+        dheads,
+        (h1, dh1),
+        relu_mask(h1),
     )?);
     dispatches.push(one(gpu, "fc1.weight_grad", fc1_grad)?);
     Ok(Plan::from(dispatches))
@@ -579,6 +699,7 @@ pub fn reduce_losses(
         slot_stride: SLOT,
         stride: MAX_PARTIALS,
         counts: &counts,
+        models: net.models,
     };
     let reduce = reduce(gpu, "loss.reduce", &ws.partials, at, log, step)?;
     Ok(Plan::from(vec![reduce]))
@@ -587,8 +708,10 @@ pub fn reduce_losses(
 /// Decodes the latent codes in `z` (rows, latent) to logits in `ws.logits`.
 pub fn decode(gpu: &Gpu, net: &Net, ws: &Workspace, rows: u32) -> Result<Plan> {
     let Layout { fc3, fc4, .. } = net.layout;
+    let (z, h3) = (ws.act(&ws.z, Act::Latent), ws.act(&ws.h3, Act::Hidden));
+    let logits = ws.act(&ws.logits, Act::Pixels);
     Ok(Plan::from(vec![
-        linear_forward(gpu, net, fc3, rows, (&ws.z).into(), &ws.h3, true)?,
-        linear_forward(gpu, net, fc4, rows, (&ws.h3).into(), &ws.logits, false)?,
+        linear_forward(gpu, net, fc3, rows, (z, h3), true)?,
+        linear_forward(gpu, net, fc4, rows, (h3, logits), false)?,
     ]))
 }

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 
 /// The most models one sweep trains in one batched step; a larger grid is split into several sweeps.
-pub const MAX_MODELS: usize = 256;
+pub const MAX_MODELS: usize = crate::kernels::contract::MAX_MODELS as usize;
 
 /// One model of a sweep: what differs between the models (shapes, data and schedule are shared).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -104,7 +104,14 @@ impl LossSum {
 
     /// Adds the loss log's rows for batches of `rows` examples (one row of [`TERMS`] floats per batch).
     pub fn add(&mut self, log: &[f32], rows: &[u32]) {
-        for (row, &r) in log.chunks_exact(TERMS).zip(rows) {
+        self.add_model(log, rows, (0, 1));
+    }
+
+    /// [`LossSum::add`] for model `k` of `models` trained together: each batch's row holds [`TERMS`] floats per
+    /// model, model by model.
+    pub fn add_model(&mut self, log: &[f32], rows: &[u32], (k, models): (usize, usize)) {
+        for (row, &r) in log.chunks_exact(TERMS * models).zip(rows) {
+            let row = &row[k * TERMS..(k + 1) * TERMS];
             self.bce += row[LossTerm::Bce.column()] as f64;
             self.kl += row[LossTerm::Kl.column()] as f64;
             self.examples += r as u64;
@@ -112,8 +119,10 @@ impl LossSum {
     }
 }
 
-/// The first non-finite value of a loss log holding rows of [`TERMS`]: (row, term).
-pub fn first_non_finite(log: &[f32]) -> Option<(usize, LossTerm)> {
+/// The first non-finite value of a loss log holding rows of [`TERMS`] per model for `models` models: (row,
+/// model, term).
+pub fn first_non_finite(log: &[f32], models: usize) -> Option<(usize, usize, LossTerm)> {
     let at = log.iter().position(|v| !v.is_finite())?;
-    Some((at / TERMS, LossTerm::ALL[at % TERMS]))
+    let (row, term) = (at / TERMS, at % TERMS);
+    Some((row / models, row % models, LossTerm::ALL[term]))
 }

@@ -46,6 +46,8 @@ impl TrainConfig {
                 ..Default::default()
             },
             seed: s.seed,
+            // One model: its data are its own seed's, as before a sweep could share them.
+            data_seed: s.seed,
             beta: s.beta,
             kl_warmup: s.kl_warmup,
             binarize: s.binarize,
@@ -149,15 +151,15 @@ impl Run<'_> {
         let start = Instant::now();
         let end = self.trainer.train_epoch(epoch, |done, sum| {
             bar.set_position(done as u64);
-            if sum.examples > 0 {
-                bar.set_message(format!("loss {:.2}", sum.per_example().0));
+            if sum[0].examples > 0 {
+                bar.set_message(format!("loss {:.2}", sum[0].per_example().0));
             }
         })?;
         self.trainer.gpu.wait()?;
         let seconds = start.elapsed().as_secs_f64() + std::mem::take(&mut self.resumed_seconds);
         bar.finish_and_clear();
         let train = match end {
-            EpochEnd::Done(sum) => sum,
+            EpochEnd::Done(sum) => sum[0],
             EpochEnd::Interrupted => return Err(self.interrupted(epoch, seconds)),
         };
         let test = self.evaluator.evaluate()?;
@@ -264,7 +266,7 @@ impl Run<'_> {
             step: self.trainer.step,
             epoch,
             epoch_step: self.trainer.epoch_step,
-            partial: self.trainer.partial,
+            partial: self.trainer.partial[0],
             partial_seconds,
             settings: self.settings.clone(),
             image: Some((self.image.0 as u32, self.image.1 as u32)),
@@ -401,7 +403,7 @@ pub fn train(opts: &TrainOptions) -> Result<Vec<EpochStats>> {
     if let Some(ck) = ck {
         trainer.restore(&ck.m, &ck.v, ck.step)?;
         trainer.epoch_step = ck.epoch_step;
-        trainer.partial = ck.partial;
+        trainer.partial = vec![ck.partial];
         // The earlier epochs' rows, so the new metrics.csv tells the whole run.
         lines.extend(
             ck.metrics

@@ -12,22 +12,27 @@ use crate::data::mnist::Split;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Plan};
 use crate::kernels::MAX_STEP_DISPATCHES;
-use crate::kernels::adam::{AdamConfig, adam, adam_bce_fused, adam_with_bce};
+use crate::kernels::adam::{AdamConfig, adam_bce_fused, adam_models};
 use crate::kernels::contract::TERMS;
 use crate::kernels::gather::{Batches, Binarize, ByteMatrix, gather_batches};
 use crate::kernels::matmul::Product;
-use crate::kernels::philox::{Philox, stream};
-use crate::kernels::{StepParams, StepTable};
+use crate::kernels::philox::{self, Philox, stream};
+use crate::kernels::{ModelStep, StepParams, StepTable};
 use crate::model::ModelConfig;
 use crate::model::net::{self, Net, Source, Workspace};
 
-/// What a training run is.
+/// What a training run is (for several models trained together, their shared settings, and the first model's own:
+/// see [`ModelRun`]).
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
     pub model: ModelConfig,
     pub batch: u32,
     pub adam: AdamConfig,
+    /// The seed of the model's noise (its initial parameters are the caller's, usually from the same seed).
     pub seed: u64,
+    /// The seed of the data: each epoch's shuffle and the dynamic binarization's noise, shared by models trained
+    /// together (`vae train` takes its --seed unless told otherwise).
+    pub data_seed: u64,
     /// Weight on the KL term once warmed up (β of a β-VAE; 1: the ELBO).
     pub beta: f32,
     /// Epochs over which the KL weight ramps linearly from 0 to `beta` (0: no warm-up).
@@ -39,10 +44,46 @@ pub struct TrainConfig {
     pub log_interval: u32,
 }
 
+/// What may differ between models trained together in one batched step (a sweep): the seed of the model's noise,
+/// its KL weight and warm-up, and its learning rate. A model's run in a sweep computes what its run alone
+/// computes, to the bit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ModelRun {
+    pub seed: u64,
+    pub beta: f32,
+    pub kl_warmup: f32,
+    pub lr: f32,
+}
+
+impl ModelRun {
+    /// The one model of a run of `config`.
+    pub fn of(config: &TrainConfig) -> ModelRun {
+        ModelRun {
+            seed: config.seed,
+            beta: config.beta,
+            kl_warmup: config.kl_warmup,
+            lr: config.adam.lr,
+        }
+    }
+
+    /// The KL weight of step `i` (0-based) of `epoch` (1-based) of `steps`: β, ramped linearly over the warm-up
+    /// epochs.
+    pub fn kl_weight(&self, epoch: u32, i: u32, steps: u32) -> f32 {
+        let (beta, warmup) = (self.beta, self.kl_warmup);
+        if warmup <= 0.0 {
+            return beta;
+        }
+        let progress = (epoch - 1) as f64 + (i + 1) as f64 / steps as f64;
+        (beta as f64 * (progress / warmup as f64).min(1.0)) as f32
+    }
+}
+
 pub struct Trainer<'a> {
     pub gpu: &'a Gpu,
     pub net: &'a Net,
     pub config: TrainConfig,
+    /// The models trained together, in the net's order (one for `vae train`).
+    pub runs: Vec<ModelRun>,
     /// The training images; the step plans read them.
     data: ByteMatrix,
     index: wgpu::Buffer,
@@ -65,8 +106,8 @@ pub struct Trainer<'a> {
     pub step: u32,
     /// Steps of the current epoch already taken (0 at an epoch boundary; more after an interrupted run resumes).
     pub epoch_step: u32,
-    /// The current epoch's training loss so far (restored with `epoch_step`).
-    pub partial: LossSum,
+    /// The current epoch's training loss so far, per model (restored with `epoch_step`).
+    pub partial: Vec<LossSum>,
     n: u32,
     /// The current epoch's step-table rows, as `begin_epoch` wrote them.
     rows: Vec<StepParams>,
@@ -83,8 +124,8 @@ struct InFlight {
 }
 
 impl EpochEnd {
-    /// The epoch's loss; an interrupt is an error here (benchmarks and tests, which do not checkpoint).
-    pub fn finished(self) -> Result<LossSum> {
+    /// The epoch's loss per model; an interrupt is an error here (benchmarks and tests, which do not checkpoint).
+    pub fn finished(self) -> Result<Vec<LossSum>> {
         match self {
             EpochEnd::Done(sum) => Ok(sum),
             EpochEnd::Interrupted => Err(Error::Interrupted("the epoch did not finish".into())),
@@ -93,10 +134,10 @@ impl EpochEnd {
 }
 
 /// How an epoch of training ended.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum EpochEnd {
-    /// Every step was taken: the epoch's training loss.
-    Done(LossSum),
+    /// Every step was taken: the epoch's training loss, per model.
+    Done(Vec<LossSum>),
     /// Stopped at a step boundary because the user asked (Ctrl-C); `Trainer::epoch_step` steps are done.
     Interrupted,
 }
@@ -120,20 +161,20 @@ fn step_plan(
     steps: &StepTable,
     config: &AdamConfig,
 ) -> Result<Plan> {
-    let state = (&net.params, &net.grads, &net.m, &net.v);
-    let n = net.layout.len as u32;
+    let state = (
+        [&net.params, &net.grads, &net.m, &net.v],
+        net.layout.len as u32,
+    );
     let x = ws.x_at(slot);
+    let models = net::models(net, ws, steps);
     let last = if adam_bce_fused(gpu) {
         let bce = net::bce_value(gpu, net, ws, x, rows);
-        Plan::from(vec![adam_with_bce(
-            gpu, "adam+bce", config, state, n, bce, steps,
-        )?])
+        let adam = adam_models(gpu, "adam+bce", config, state, Some(bce), steps, models)?;
+        Plan::from(vec![adam])
     } else {
         // The BCE's value in a loss kernel of its own (the same partials to the bit), then Adam alone.
-        let (p, g, m, v) = state;
-        net::losses(gpu, net, ws, x, rows, steps)?.then(Plan::from(vec![adam(
-            gpu, "adam", config, p, g, m, v, n, steps,
-        )?]))
+        let adam = adam_models(gpu, "adam", config, state, None, steps, models)?;
+        net::losses(gpu, net, ws, x, rows, steps)?.then(Plan::from(vec![adam]))
     };
     Ok(
         net::forward_from(gpu, net, ws, src, x, (rows, true), steps)?
@@ -167,6 +208,27 @@ impl<'a> Trainer<'a> {
         config: TrainConfig,
         train: &Split,
     ) -> Result<Trainer<'a>> {
+        let runs = vec![ModelRun::of(&config)];
+        Trainer::batched(gpu, net, config, runs, train)
+    }
+
+    /// [`Trainer::new`] for the models of `net` trained together in one batched step, model k with the settings
+    /// `runs[k]`, every model over the same batches (`config`'s data seed) with `config`'s other settings.
+    pub fn batched(
+        gpu: &'a Gpu,
+        net: &'a Net,
+        config: TrainConfig,
+        runs: Vec<ModelRun>,
+        train: &Split,
+    ) -> Result<Trainer<'a>> {
+        if runs.len() != net.models as usize {
+            return Err(Error::Invalid(format!(
+                "{} model settings for a net of {} models",
+                runs.len(),
+                net.models
+            )));
+        }
+        let models = net.models;
         let n = train.n as u32;
         if config.batch == 0 || config.batch > n {
             return Err(Error::Invalid(format!(
@@ -177,17 +239,30 @@ impl<'a> Trainer<'a> {
         let data = ByteMatrix::upload(gpu, "train.images", &train.images, net.config.pixels)?;
         let index = gpu.storage::<u32>("train.index", n as usize)?;
         let sizes = batches(n, config.batch);
-        let steps = StepTable::new(gpu, sizes.len() as u32)?;
-        let log = gpu.storage::<f32>("train.loss_log", sizes.len() * TERMS)?;
+        // Model rows for several models; one model reads its values from its step rows, as it always has (on
+        // lavapipe the model rows' reads cost a single model's epoch 15–20%). Each model's values are computed
+        // the same way in both places, so a model trained among others computes what it computes alone
+        // (tests/sweep.rs).
+        let rows_for = if models > 1 { models } else { 0 };
+        let steps = StepTable::with_models(gpu, sizes.len() as u32, rows_for)?;
+        let log = gpu.storage::<f32>("train.loss_log", sizes.len() * models as usize * TERMS)?;
         // One slot of loss partials per step of a submission.
         let slots = config.log_interval.max(1).min(sizes.len() as u32);
         let x_len = x_len(gpu, config.batch, net.config.pixels);
-        let ws = Workspace::with_inputs(gpu, "train", net.config, config.batch, slots, x_len)?;
+        let ws = Workspace::batched(
+            gpu,
+            "train",
+            net.config,
+            (config.batch, slots),
+            x_len,
+            models,
+        )?;
         let ahead = ws.x_slots.min(sizes.len() as u32);
         let mut trainer = Trainer {
             gpu,
             net,
             config,
+            runs,
             data,
             index,
             steps,
@@ -200,7 +275,7 @@ impl<'a> Trainer<'a> {
             ws,
             step: 0,
             epoch_step: 0,
-            partial: LossSum::default(),
+            partial: vec![LossSum::default(); models as usize],
             n,
             rows: Vec::new(),
             pace: Pace::for_run(),
@@ -219,10 +294,11 @@ impl<'a> Trainer<'a> {
         let src = Source {
             data: &self.data,
             index: &self.index,
-            seed: config.seed,
+            // One model's noise key; several models' come from their model rows.
+            seed: self.runs[0].seed,
             stream: stream::TRAIN_NOISE,
             binarize: config.binarize.then_some(Binarize {
-                seed: config.seed,
+                seed: config.data_seed,
                 stream: stream::BINARIZE_TRAIN,
             }),
         };
@@ -266,42 +342,64 @@ impl<'a> Trainer<'a> {
         self.plans[0].all().flat_map(products).collect()
     }
 
-    /// The KL weight of step `i` (0-based) of `epoch` (1-based): β, ramped linearly over the warm-up epochs.
-    pub fn kl_weight(&self, epoch: u32, i: u32, steps: u32) -> f32 {
-        let (beta, warmup) = (self.config.beta, self.config.kl_warmup);
-        if warmup <= 0.0 {
-            return beta;
+    /// Adam's settings for the model `run`: the run's, with its learning rate.
+    fn model_adam(&self, run: &ModelRun) -> AdamConfig {
+        AdamConfig {
+            lr: run.lr,
+            ..self.config.adam
         }
-        let progress = (epoch - 1) as f64 + (i + 1) as f64 / steps as f64;
-        (beta as f64 * (progress / warmup as f64).min(1.0)) as f32
     }
 
-    /// Continues from a checkpoint's optimizer state: Adam's moments and its step count.
+    /// The KL weight of the first model at step `i` (0-based) of `epoch` (1-based): see [`ModelRun::kl_weight`].
+    pub fn kl_weight(&self, epoch: u32, i: u32, steps: u32) -> f32 {
+        self.runs[0].kl_weight(epoch, i, steps)
+    }
+
+    /// Continues from a checkpoint's optimizer state: Adam's moments and its step count (one model).
     pub fn restore(&mut self, m: &[f32], v: &[f32], step: u32) -> Result<()> {
-        if m.len() != self.net.layout.len || v.len() != self.net.layout.len {
-            return Err(Error::Invalid(
-                "optimizer state does not match the model".into(),
-            ));
-        }
-        let queue = &self.gpu.queue;
-        queue.write_buffer(&self.net.m, 0, bytemuck::cast_slice(m));
-        queue.write_buffer(&self.net.v, 0, bytemuck::cast_slice(v));
+        self.restore_model(0, m, v)?;
         self.step = step;
         Ok(())
     }
 
-    /// Adam's moments, read back (checkpoints only).
+    /// Continues model `k` from its optimizer state (Adam's moments); the step count is the run's.
+    pub fn restore_model(&mut self, k: u32, m: &[f32], v: &[f32]) -> Result<()> {
+        if m.len() != self.net.layout.len || v.len() != self.net.layout.len || k >= self.net.models
+        {
+            return Err(Error::Invalid(
+                "optimizer state does not match the model".into(),
+            ));
+        }
+        let at = (self.net.model_offset(k) * 4) as u64;
+        let queue = &self.gpu.queue;
+        queue.write_buffer(&self.net.m, at, bytemuck::cast_slice(m));
+        queue.write_buffer(&self.net.v, at, bytemuck::cast_slice(v));
+        Ok(())
+    }
+
+    /// Adam's moments, read back (checkpoints only): the first model's.
     pub fn moments(&self) -> Result<(Vec<f32>, Vec<f32>)> {
-        let n = self.net.layout.len;
+        self.moments_of(0)
+    }
+
+    /// Model `k`'s Adam moments, read back (checkpoints only).
+    pub fn moments_of(&self, k: u32) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (at, n) = (self.net.model_offset(k), self.net.layout.len);
         Ok((
-            self.gpu.read(&self.net.m, 0, n)?,
-            self.gpu.read(&self.net.v, 0, n)?,
+            self.gpu.read(&self.net.m, at, n)?,
+            self.gpu.read(&self.net.v, at, n)?,
         ))
     }
 
-    /// The parameters, read back (log points and checkpoints only).
+    /// The parameters, read back (log points and checkpoints only): the first model's.
     pub fn params(&self) -> Result<Vec<f32>> {
-        self.gpu.read(&self.net.params, 0, self.net.layout.len)
+        self.params_of(0)
+    }
+
+    /// Model `k`'s parameters, read back (log points and checkpoints only).
+    pub fn params_of(&self, k: u32) -> Result<Vec<f32>> {
+        let at = self.net.model_offset(k);
+        self.gpu.read(&self.net.params, at, self.net.layout.len)
     }
 
     pub fn n_train(&self) -> u32 {
@@ -315,7 +413,8 @@ impl<'a> Trainer<'a> {
     /// Uploads the epoch's shuffled order and its step-table rows; returns the batch sizes. `train_epoch` calls
     /// it; `vae profile` records the steps itself.
     pub fn begin_epoch(&mut self, epoch: u32) -> Result<Vec<u32>> {
-        let order = Philox::with_lane(self.config.seed, stream::SHUFFLE, epoch).permutation(self.n);
+        let order =
+            Philox::with_lane(self.config.data_seed, stream::SHUFFLE, epoch).permutation(self.n);
         let gpu = self.gpu;
         gpu.queue
             .write_buffer(&self.index, 0, bytemuck::cast_slice(&order));
@@ -325,22 +424,43 @@ impl<'a> Trainer<'a> {
         // Submissions start at `epoch_step` and hold `slots` steps each; each step's partials take its place.
         let (start, slots) = (self.epoch_step, self.ws.slots);
         self.x_start = start;
-        let rows: Vec<StepParams> = (0..sizes.len() as u32)
+        let count = sizes.len() as u32;
+        let rows: Vec<StepParams> = (0..count)
             .map(|i| {
                 let t = base + i + 1;
                 let mut row = StepParams {
                     batch_offset: i * self.config.batch,
                     loss_slot: i,
                     rng_step: t,
-                    kl_weight: self.kl_weight(epoch, i, sizes.len() as u32),
+                    kl_weight: self.kl_weight(epoch, i, count),
                     partial_slot: i.saturating_sub(start) % slots,
                     ..Default::default()
                 };
-                self.config.adam.fill(&mut row, t);
+                self.model_adam(&self.runs[0]).fill(&mut row, t);
                 row
             })
             .collect();
+        // Each model's values at each step: what its step rows would hold were it trained alone.
+        let model_rows: Vec<ModelStep> = (0..count)
+            .flat_map(|i| self.runs.iter().map(move |r| (i, r)))
+            .map(|(i, run)| {
+                let adam = self.model_adam(run);
+                let (adam_step_size, adam_inv_sqrt_bc2) = adam.step_fields(base + i + 1);
+                let [key_lo, key_hi] = philox::key(run.seed);
+                ModelStep {
+                    adam_step_size,
+                    adam_inv_sqrt_bc2,
+                    kl_weight: run.kl_weight(epoch, i, count),
+                    key_lo,
+                    key_hi,
+                    ..Default::default()
+                }
+            })
+            .collect();
         self.steps.write(gpu, 0, &rows)?;
+        if self.steps.models > 0 {
+            self.steps.write_models(gpu, 0, &model_rows)?;
+        }
         self.rows = rows;
         Ok(sizes)
     }
@@ -378,9 +498,11 @@ impl<'a> Trainer<'a> {
         &self.reduce
     }
 
-    /// Rows `first..first + count` of the loss log (BCE and KL of each step), read back: log points only.
+    /// Rows `first..first + count` of the loss log (BCE and KL of each step, for each model in turn), read back:
+    /// log points only.
     pub fn loss_rows(&self, first: usize, count: usize) -> Result<Vec<f32>> {
-        self.gpu.read(&self.log, first * TERMS, count * TERMS)
+        let row = self.net.models as usize * TERMS;
+        self.gpu.read(&self.log, first * row, count * row)
     }
 
     /// Steps between log points, and the most one submission holds: the log interval, or the epoch where that
@@ -452,17 +574,20 @@ impl<'a> Trainer<'a> {
     /// epoch's training losses), checked, and added to the epoch's; the step counts move on.
     fn log_point(&mut self, epoch: u32, sizes: &[u32], first: usize, end: usize) -> Result<()> {
         let log = self.loss_rows(first, end - first)?;
-        if let Some((row, term)) = first_non_finite(&log) {
+        let models = self.net.models as usize;
+        if let Some((row, model, term)) = first_non_finite(&log, models) {
             // A non-finite loss means non-finite parameters from that step on: stop before they are saved.
             return Err(Error::NonFinite {
                 step: self.step + row as u32 + 1,
                 seen: self.step + (end - first) as u32,
                 epoch,
                 what: term.describe(),
-                lr: self.config.adam.lr,
+                lr: self.runs[model].lr,
             });
         }
-        self.partial.add(&log, &sizes[first..end]);
+        for (k, sum) in self.partial.iter_mut().enumerate() {
+            sum.add_model(&log, &sizes[first..end], (k, models));
+        }
         self.step += (end - first) as u32;
         self.epoch_step += (end - first) as u32;
         Ok(())
@@ -477,7 +602,7 @@ impl<'a> Trainer<'a> {
     pub fn train_epoch(
         &mut self,
         epoch: u32,
-        mut progress: impl FnMut(u32, &LossSum),
+        mut progress: impl FnMut(u32, &[LossSum]),
     ) -> Result<EpochEnd> {
         let sizes = self.begin_epoch(epoch)?;
         let (total, interval) = (sizes.len(), self.ws.slots as usize);
@@ -523,7 +648,8 @@ impl<'a> Trainer<'a> {
                 progress(done, &self.partial);
             }
         }
-        let sum = std::mem::take(&mut self.partial);
+        let fresh = vec![LossSum::default(); self.partial.len()];
+        let sum = std::mem::replace(&mut self.partial, fresh);
         self.epoch_step = 0;
         Ok(EpochEnd::Done(sum))
     }

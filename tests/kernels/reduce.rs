@@ -28,6 +28,7 @@ fn reduce_terms_into_their_step_slot() {
             slot_stride: 0,
             stride: stride as u32,
             counts: &counts,
+            models: 1,
         };
         let d = reduce(gpu, "reduce", &pb, at, &log, &table).unwrap();
         run(&[&d], 2);
@@ -60,6 +61,7 @@ fn one_slot(stride: u32, counts: &[u32]) -> PartialsLayout<'_> {
         slot_stride: 0,
         stride,
         counts,
+        models: 1,
     }
 }
 
@@ -86,6 +88,7 @@ fn reduce_every_slot_of_a_submission_into_its_steps_rows() {
             slot_stride: slot_stride as u32,
             stride: stride as u32,
             counts: &counts,
+            models: 1,
         };
         run(&[&reduce(gpu, "reduce", &pb, at, &log, &table).unwrap()], 0);
         let got = read(&log, 0, 8 * counts.len());
