@@ -15,7 +15,7 @@ use vae_wgpu::kernels::{FUSIONS, MAX_STEP_DISPATCHES, fused, strided_groups};
 use vae_wgpu::model::ModelConfig;
 use vae_wgpu::model::net::Net;
 use vae_wgpu::model::reference::loss_and_grad;
-use vae_wgpu::training::trainer::{TrainConfig, Trainer};
+use vae_wgpu::training::trainer::{ModelRun, TrainConfig, Trainer};
 use vae_wgpu::tune;
 
 /// `diff <= tol`: false for a NaN difference.
@@ -71,6 +71,28 @@ fn gpu_step_matches_cpu_reference_at_batch_128_1_and_partial() {
     steps_match_the_reference("default kernels, batch 128", 128, 128, 1);
     steps_match_the_reference("default kernels, batch 1", 1, 2, 1);
     steps_match_the_reference("default kernels, 128 then 50", 128, 178, 1);
+}
+
+/// Three models in one batched step (issue 25), with different seeds, β, learning rates and a KL warm-up on one:
+/// each model's step against the reference, over an epoch of a full and a partial batch and a second epoch (the
+/// warm-up's KL weight changing every step, then at β).
+#[test]
+fn gpu_step_matches_cpu_reference_for_three_models_at_once() {
+    let _choices = CHOICES.lock().unwrap_or_else(|p| p.into_inner());
+    let gpu = common::gpu();
+    gpu.clear_choices();
+    let runs = [
+        (11, 1.0, 0.0, 1e-3),
+        (12, 0.25, 1.5, 3e-3),
+        (13, 4.0, 0.0, 2e-4),
+    ]
+    .map(|(seed, beta, kl_warmup, lr)| ModelRun {
+        seed,
+        beta,
+        kl_warmup,
+        lr,
+    });
+    models_steps_match_the_reference("default kernels, 3 models", (128, 178, 2), &runs);
 }
 
 /// The step with each layer's weight and input gradients apart, as tuning chooses where a pair is slower than
@@ -165,24 +187,46 @@ fn gpu_step_matches_cpu_reference_with_the_other_fusions() {
 /// records it (its plan, then the submission's loss reduction) and checked against the CPU reference (see the
 /// comments inside for each tolerance).
 fn steps_match_the_reference(kernel: &str, batch: u32, n_train: u32, epochs: u32) {
+    let one = ModelRun {
+        seed: 11,
+        beta: 1.0,
+        kl_warmup: 0.0,
+        lr: AdamConfig::default().lr,
+    };
+    models_steps_match_the_reference(kernel, (batch, n_train, epochs), &[one]);
+}
+
+/// [`steps_match_the_reference`] for the models `runs` trained together in one batched step: each model's
+/// losses, gradients and Adam update against the reference from its own parameters and ε, with its own KL weight
+/// (warm-up included) and learning rate.
+fn models_steps_match_the_reference(
+    kernel: &str,
+    (batch, n_train, epochs): (u32, u32, u32),
+    runs: &[ModelRun],
+) {
     let gpu = common::gpu();
     let model = ModelConfig::new(784, 400, 20).unwrap();
-    let seed = 11;
+    let data_seed = 11;
     let train = random_split(n_train as usize, 784, 1);
-    let adam = AdamConfig::default();
+    let first = runs[0];
     let config = TrainConfig {
         model,
         batch,
-        adam,
-        seed,
-        data_seed: seed,
-        beta: 1.0,
-        kl_warmup: 0.0,
+        adam: AdamConfig {
+            lr: first.lr,
+            ..Default::default()
+        },
+        seed: first.seed,
+        data_seed,
+        beta: first.beta,
+        kl_warmup: first.kl_warmup,
         binarize: false,
         log_interval: 1,
     };
-    let net = Net::new(gpu, model, &model.init(seed)).unwrap();
-    let mut trainer = Trainer::new(gpu, &net, config, &train).unwrap();
+    let init: Vec<Vec<f32>> = runs.iter().map(|r| model.init(r.seed)).collect();
+    let init: Vec<&[f32]> = init.iter().map(|p| p.as_slice()).collect();
+    let net = Net::batched(gpu, model, &init).unwrap();
+    let mut trainer = Trainer::batched(gpu, &net, config, runs.to_vec(), &train).unwrap();
     let used: Vec<String> = trainer.products().into_iter().map(|(_, k)| k).collect();
     let full_and_partial = if n_train.is_multiple_of(batch) { 1 } else { 2 };
     // fc3's forward pass is a product of its own unless the reparameterization computes it.
@@ -198,15 +242,23 @@ fn steps_match_the_reference(kernel: &str, batch: u32, n_train: u32, epochs: u32
         assert!(used.iter().all(|k| k == kernel), "{kernel}: {used:?}");
     }
     let n = model.layout().len;
-    let read = |b: &wgpu::Buffer, len: usize| -> Vec<f32> { gpu.read(b, 0, len).unwrap() };
+    // Model k's state `k × stride` into the net's buffers, its ε `k × z` into the workspace's.
+    let (stride, z) = (net.stride, trainer.ws.models.z as usize);
+    let read =
+        |b: &wgpu::Buffer, at: usize, len: usize| -> Vec<f32> { gpu.read(b, at, len).unwrap() };
     let mut t = 0u32;
     for epoch in 1..=epochs {
         let sizes = trainer.begin_epoch(epoch).unwrap();
-        let order = Philox::with_lane(seed, stream::SHUFFLE, epoch).permutation(n_train);
+        let order = Philox::with_lane(data_seed, stream::SHUFFLE, epoch).permutation(n_train);
         for (i, &rows) in sizes.iter().enumerate() {
             t += 1;
-            let p0 = read(&trainer.net.params, n);
-            let (m0, v0) = (read(&trainer.net.m, n), read(&trainer.net.v, n));
+            let before: Vec<_> = (0..runs.len())
+                .map(|k| {
+                    let at = k * stride;
+                    let (p, m) = (read(&net.params, at, n), read(&net.m, at, n));
+                    (p, m, read(&net.v, at, n))
+                })
+                .collect();
             // The gather of the next batches where this step's is the first of them (x slot 0), the step's plan
             // for its x slot, and the loss reduction.
             let plans = trainer.recorded(i as u32, rows);
@@ -215,51 +267,62 @@ fn steps_match_the_reference(kernel: &str, batch: u32, n_train: u32, epochs: u32
             // As `train_epoch` counts: the next epoch's rows start from here.
             trainer.step += 1;
             let log = trainer.loss_rows(i, 1).unwrap();
-            let (bce, kl) = (log[0] as f64, log[1] as f64);
-            let grads = read(&trainer.net.grads, n);
-            let p1 = read(&trainer.net.params, n);
-            let eps = read(&trainer.ws.eps, (rows * 20) as usize);
-            let first = i * batch as usize;
-            let x: Vec<f64> = gather_cpu(&train.images, 784, &order, first, rows as usize)
+            let start = i * batch as usize;
+            let x: Vec<f64> = gather_cpu(&train.images, 784, &order, start, rows as usize)
                 .iter()
                 .map(|&v| v as f64)
                 .collect();
-            let p0d: Vec<f64> = p0.iter().map(|&v| v as f64).collect();
-            let epsd: Vec<f64> = eps.iter().map(|&v| v as f64).collect();
-            let want = loss_and_grad(model, &p0d, &x, &epsd, rows as usize, 1.0);
-            let step = format!("{kernel} epoch {epoch} step {t} ({rows} rows)");
-            // The BCE's summation: the workspace's (full batch's) loss workgroups over this batch's terms.
-            let groups = strided_groups(gpu, loss_groups(batch as u64 * 784));
-            let bce_sum = partials_sum_error(rows as u64 * 784, groups, want.bce);
-            check_step(&step, model, &want, (bce, kl, bce_sum), &grads);
+            for (k, (run, (p0, m0, v0))) in runs.iter().zip(before).enumerate() {
+                let (bce, kl) = (log[2 * k] as f64, log[2 * k + 1] as f64);
+                let grads = read(&net.grads, k * stride, n);
+                let p1 = read(&net.params, k * stride, n);
+                let eps = read(&trainer.ws.eps, k * z, (rows * 20) as usize);
+                let p0d: Vec<f64> = p0.iter().map(|&v| v as f64).collect();
+                let epsd: Vec<f64> = eps.iter().map(|&v| v as f64).collect();
+                let kl_weight = run.kl_weight(epoch, i as u32, sizes.len() as u32);
+                let want = loss_and_grad(model, &p0d, &x, &epsd, rows as usize, kl_weight as f64);
+                let step = format!(
+                    "{kernel} epoch {epoch} step {t} ({rows} rows), model {k} of {} (KL weight {kl_weight}, lr {})",
+                    runs.len(),
+                    run.lr
+                );
+                // The BCE's summation: the workspace's (full batch's) loss workgroups over this batch's terms.
+                let groups = strided_groups(gpu, loss_groups(batch as u64 * 784));
+                let bce_sum = partials_sum_error(rows as u64 * 784, groups, want.bce);
+                check_step(&step, model, &want, (bce, kl, bce_sum), &grads);
 
-            // Adam: from the GPU's state and gradients, the CPU update must agree to the adam kernel test's bounds.
-            let (mut p, mut m, mut v) = (p0.clone(), m0, v0);
-            adam_cpu(&adam, t, &mut p, &grads, &mut m, &mut v);
-            // Counted as `!within(..)`, so that a NaN parameter (never within anything) is a mismatch.
-            let bad = (0..n)
-                .filter(|&i| {
-                    let diff = (p1[i] as f64 - p[i] as f64).abs();
-                    !within(
-                        diff,
-                        2e-9 + 1e-6 * (p[i] as f64).abs() + 1e-6 * adam.lr as f64,
-                    )
-                })
-                .count();
-            assert_eq!(
-                bad, 0,
-                "{step}: {bad} parameters differ from the CPU Adam update"
-            );
-            // And the step moved the parameters: most of those with a gradient (batch 1 leaves fc1's columns of
-            // black pixels without one; Adam's momentum can cancel a later step's gradient).
-            let stuck = (0..n)
-                .filter(|&i| grads[i] != 0.0 && p1[i] == p0[i])
-                .count();
-            let with_grad = grads.iter().filter(|&&g| g != 0.0).count();
-            assert!(
-                with_grad > 0 && stuck < with_grad / 2,
-                "{step}: {stuck} of {with_grad} did not move"
-            );
+                // Adam: from the GPU's state and gradients, the CPU update must agree to the adam kernel test's bounds.
+                let adam = AdamConfig {
+                    lr: run.lr,
+                    ..Default::default()
+                };
+                let (mut p, mut m, mut v) = (p0.clone(), m0, v0);
+                adam_cpu(&adam, t, &mut p, &grads, &mut m, &mut v);
+                // Counted as `!within(..)`, so that a NaN parameter (never within anything) is a mismatch.
+                let bad = (0..n)
+                    .filter(|&i| {
+                        let diff = (p1[i] as f64 - p[i] as f64).abs();
+                        !within(
+                            diff,
+                            2e-9 + 1e-6 * (p[i] as f64).abs() + 1e-6 * adam.lr as f64,
+                        )
+                    })
+                    .count();
+                assert_eq!(
+                    bad, 0,
+                    "{step}: {bad} parameters differ from the CPU Adam update"
+                );
+                // And the step moved the parameters: most of those with a gradient (batch 1 leaves fc1's columns of
+                // black pixels without one; Adam's momentum can cancel a later step's gradient).
+                let stuck = (0..n)
+                    .filter(|&i| grads[i] != 0.0 && p1[i] == p0[i])
+                    .count();
+                let with_grad = grads.iter().filter(|&&g| g != 0.0).count();
+                assert!(
+                    with_grad > 0 && stuck < with_grad / 2,
+                    "{step}: {stuck} of {with_grad} did not move"
+                );
+            }
         }
     }
 }
