@@ -45,6 +45,10 @@ enum Command {
     },
     /// Train the VAE on MNIST (or any IDX set of 8-bit images), writing metrics.csv and pictures per epoch.
     Train(Box<train::TrainArgs>),
+    /// Train a grid of models (every --beta × --seeds × --lr) together in one batched step over the same batches,
+    /// each written to its own directory as `vae train` writes a run, with sweep.csv, sweep.png and
+    /// rate_distortion.png beside them.
+    Sweep(Box<train::SweepArgs>),
     /// The test-set ELBO of a checkpoint (with its BCE and KL parts) and, with --iw-samples, an importance-
     /// sampled estimate of log p(x).
     Eval {
@@ -201,6 +205,7 @@ fn run(command: Command) -> vae_wgpu::Result<()> {
         Command::Devices { backend } => devices(backend),
         Command::Fetch { data, mirrors } => fetch(&data, &mirrors),
         Command::Train(args) => train::train(*args),
+        Command::Sweep(args) => train::sweep(*args),
         Command::Eval { common, iw_samples } => model::eval(common, iw_samples),
         Command::Sample { common, n, seed } => model::sample(common, n, seed),
         Command::Reconstruct { common, n } => model::reconstruct(common, n),

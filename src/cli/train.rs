@@ -1,14 +1,18 @@
-//! `vae train`: its options, converted once into the library's [`TrainOptions`].
+//! `vae train` and `vae sweep`: their options, converted once into the library's [`TrainOptions`] and
+//! [`SweepOptions`].
 
 use std::path::PathBuf;
 
+use vae_wgpu::training::grid::Grid;
 use vae_wgpu::training::options::TrainOptions;
 use vae_wgpu::training::run;
+use vae_wgpu::training::sweep::{self, SweepOptions};
 
 use super::args::{GpuArgs, TuneArgs};
 
+/// What `vae train` and `vae sweep` share: the data, the output, the schedule and the model's shape.
 #[derive(clap::Args)]
-pub struct TrainArgs {
+pub struct RunArgs {
     /// Directory with the four IDX files (gzipped or not); missing files are downloaded there.
     #[arg(long, default_value = "data/mnist")]
     data: PathBuf,
@@ -27,16 +31,6 @@ pub struct TrainArgs {
     /// Units of the encoder's and decoder's hidden layers [default: 400].
     #[arg(long)]
     hidden: Option<u32>,
-    /// Adam's learning rate [default: 0.001].
-    #[arg(long, allow_negative_numbers = true)]
-    lr: Option<f32>,
-    /// Seed of the initialization, the shuffling and the noise; the same seed on the same adapter gives the same
-    /// losses [default: 1].
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Weight on the KL term (β-VAE); 1 trains the ELBO [default: 1].
-    #[arg(long, allow_negative_numbers = true)]
-    beta: Option<f32>,
     /// Epochs over which the KL weight ramps linearly from 0 to --beta [default: 0, no warm-up].
     #[arg(long, value_name = "EPOCHS", allow_negative_numbers = true)]
     kl_warmup: Option<f32>,
@@ -44,9 +38,6 @@ pub struct TrainArgs {
     /// log-likelihood literature; the test set is binarized once, the same way every epoch.
     #[arg(long)]
     binarize: bool,
-    /// Continue the run saved in this checkpoint (its settings are kept; --epochs is the total).
-    #[arg(long, value_name = "CHECKPOINT")]
-    resume: Option<PathBuf>,
     /// Use only the first N training examples (quick runs and tests).
     #[arg(long, value_name = "N")]
     train_samples: Option<usize>,
@@ -60,42 +51,115 @@ pub struct TrainArgs {
     #[arg(long = "mirror", value_name = "URL")]
     mirrors: Vec<String>,
     #[command(flatten)]
-    tune: TuneArgs,
-    #[command(flatten)]
     gpu: GpuArgs,
 }
 
-impl From<TrainArgs> for TrainOptions {
-    fn from(a: TrainArgs) -> Self {
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Adam's learning rate [default: 0.001].
+    #[arg(long, allow_negative_numbers = true)]
+    lr: Option<f32>,
+    /// Seed of the initialization, the shuffling and the noise; the same seed on the same adapter gives the same
+    /// losses [default: 1].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Seed of the shuffling and the binarization only, where it differs from --seed: the models of a `vae sweep`
+    /// share one, and `vae train --seed S --data-seed D` trains one of them alone [default: --seed].
+    #[arg(long, value_name = "SEED")]
+    data_seed: Option<u64>,
+    /// Weight on the KL term (β-VAE); 1 trains the ELBO [default: 1].
+    #[arg(long, allow_negative_numbers = true)]
+    beta: Option<f32>,
+    /// Continue the run saved in this checkpoint (its settings are kept; --epochs is the total).
+    #[arg(long, value_name = "CHECKPOINT")]
+    resume: Option<PathBuf>,
+    #[command(flatten)]
+    tune: TuneArgs,
+}
+
+/// `vae sweep`'s own options: the grid.
+#[derive(clap::Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// KL weights to train, comma-separated (e.g. 0.25,0.5,1,2,4).
+    #[arg(long, default_value = "1", allow_hyphen_values = true)]
+    beta: String,
+    /// Seeds to train (initialization and noise), comma-separated (e.g. 1,2,3).
+    #[arg(long, default_value = "1", allow_hyphen_values = true)]
+    seeds: String,
+    /// Adam's learning rates, comma-separated.
+    #[arg(long, default_value = "0.001", allow_hyphen_values = true)]
+    lr: String,
+    /// Seed of the shuffling and the binarization, shared by every model [default: the first of --seeds].
+    #[arg(long, value_name = "SEED")]
+    data_seed: Option<u64>,
+}
+
+impl RunArgs {
+    /// The options these give, the per-model ones unset.
+    fn options(self, tune: vae_wgpu::tune::TuneMode) -> TrainOptions {
         TrainOptions {
-            gpu: (&a.gpu).into(),
-            tune: (&a.tune).into(),
-            data: a.data,
-            out: a.out,
-            epochs: a.epochs,
-            batch_size: a.batch_size,
-            latent: a.latent,
-            hidden: a.hidden,
-            lr: a.lr,
-            seed: a.seed,
-            beta: a.beta,
-            kl_warmup: a.kl_warmup,
-            binarize: a.binarize,
-            resume: a.resume,
-            train_samples: a.train_samples,
-            test_samples: a.test_samples,
-            log_interval: a.log_interval,
-            mirrors: a.mirrors,
+            gpu: (&self.gpu).into(),
+            tune,
+            data: self.data,
+            out: self.out,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            latent: self.latent,
+            hidden: self.hidden,
+            lr: None,
+            seed: None,
+            data_seed: None,
+            beta: None,
+            kl_warmup: self.kl_warmup,
+            binarize: self.binarize,
+            resume: None,
+            train_samples: self.train_samples,
+            test_samples: self.test_samples,
+            log_interval: self.log_interval,
+            mirrors: self.mirrors,
             verbose: true,
         }
     }
 }
 
-pub fn train(args: TrainArgs) -> vae_wgpu::Result<()> {
-    // Ctrl-C stops at the next step boundary with a checkpoint there; without a handler it would kill the run
-    // and lose the epoch so far.
+impl From<TrainArgs> for TrainOptions {
+    fn from(a: TrainArgs) -> Self {
+        TrainOptions {
+            lr: a.lr,
+            seed: a.seed,
+            data_seed: a.data_seed,
+            beta: a.beta,
+            resume: a.resume,
+            ..a.run.options((&a.tune).into())
+        }
+    }
+}
+
+/// Installs the Ctrl-C handler: Ctrl-C stops at the next step boundary; without a handler it would kill the run
+/// and lose the epoch so far.
+fn catch_ctrl_c() {
     if let Err(e) = vae_wgpu::interrupt::install() {
         eprintln!("warning: Ctrl-C will not checkpoint before stopping ({e})");
     }
+}
+
+pub fn train(args: TrainArgs) -> vae_wgpu::Result<()> {
+    catch_ctrl_c();
     run::train(&args.into()).map(|_| ())
+}
+
+pub fn sweep(args: SweepArgs) -> vae_wgpu::Result<()> {
+    // The grid first: a bad list is refused before anything is loaded.
+    let grid = Grid::parse(&args.beta, &args.seeds, &args.lr)?;
+    catch_ctrl_c();
+    let opts = SweepOptions {
+        train: args.run.options(vae_wgpu::tune::TuneMode::Off),
+        grid,
+        data_seed: args.data_seed,
+    };
+    sweep::sweep(&opts).map(|_| ())
 }

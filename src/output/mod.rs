@@ -3,3 +3,4 @@
 pub mod images;
 pub mod pictures;
 pub mod plots;
+pub mod sweep;

@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use crate::error::{Error, Result};
 use crate::output::images::write_png;
 
-fn fonts() {
+pub(crate) fn fonts() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The embedded font is valid TrueType; failing to parse it would be a build defect, not a user error.
@@ -18,7 +18,7 @@ fn fonts() {
     });
 }
 
-fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
+pub(crate) fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Io {
         what: format!("drawing {}", path.display()),
         message: e.to_string(),
@@ -26,7 +26,7 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 /// Renders `draw` on a white RGB canvas of `size` and writes it to `path`.
-fn render(
+pub(crate) fn render(
     path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(

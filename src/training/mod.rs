@@ -13,4 +13,5 @@ pub mod pace;
 pub mod plans;
 pub mod run;
 pub mod settings;
+pub mod sweep;
 pub mod trainer;

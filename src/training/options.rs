@@ -24,6 +24,8 @@ pub struct TrainOptions {
     pub hidden: Option<u32>,
     pub lr: Option<f32>,
     pub seed: Option<u64>,
+    /// The seed of the shuffle and the binarization, where not `seed` (to match a model of a sweep).
+    pub data_seed: Option<u64>,
     pub beta: Option<f32>,
     pub kl_warmup: Option<f32>,
     pub binarize: bool,
@@ -120,6 +122,16 @@ impl TrainOptions {
             s.lr = lr;
         }
         take!(seed, "--seed");
+        if let Some(d) = self.data_seed {
+            if resume.is_some() && d != base.data_seed() {
+                return Err(invalid(format!(
+                    "--data-seed {d} does not match the checkpoint's {}: a resumed run continues over the batches it started with; leave the option out, or start a new run",
+                    base.data_seed()
+                )));
+            }
+            // The same as the seed is no separate data seed: the checkpoint says nothing of it.
+            s.data_seed = (d != s.seed).then_some(d);
+        }
         take!(beta, "--beta");
         take!(kl_warmup, "--kl-warmup");
         if resume.is_none() {

@@ -46,8 +46,7 @@ impl TrainConfig {
                 ..Default::default()
             },
             seed: s.seed,
-            // One model: its data are its own seed's, as before a sweep could share them.
-            data_seed: s.seed,
+            data_seed: s.data_seed(),
             beta: s.beta,
             kl_warmup: s.kl_warmup,
             binarize: s.binarize,
@@ -275,26 +274,36 @@ impl Run<'_> {
         })
     }
 
-    /// reconstruction_<epoch>.png (test images over their reconstructions) and sample_<epoch>.png.
+    /// reconstruction_<epoch>.png and sample_<epoch>.png.
     fn pictures(&self, epoch: u32) -> Result<()> {
-        let tile = self.image;
-        let px = tile.0 * tile.1;
-        let (x, recon) = self.evaluator.reconstructions()?;
-        let n = x.len() / px;
-        let mut grid = Grid::new(2, RECON_IMAGES as usize, tile);
-        for i in 0..n {
-            grid.put(i, &x[i * px..(i + 1) * px]);
-            grid.put(RECON_IMAGES as usize + i, &recon[i * px..(i + 1) * px]);
-        }
-        grid.save(&self.out.join(format!("reconstruction_{epoch}.png")))?;
-        let samples = self.evaluator.samples()?;
-        let side = (SAMPLE_IMAGES as f64).sqrt() as usize;
-        let mut grid = Grid::new(side, side, tile);
-        for i in 0..SAMPLE_IMAGES as usize {
-            grid.put(i, &samples[i * px..(i + 1) * px]);
-        }
-        grid.save(&self.out.join(format!("sample_{epoch}.png")))
+        epoch_pictures(&self.evaluator, self.image, self.out, epoch)
     }
+}
+
+/// reconstruction_<epoch>.png (test images over their reconstructions) and sample_<epoch>.png in `out`, from the
+/// evaluator's network as it is now.
+pub(super) fn epoch_pictures(
+    evaluator: &Evaluator,
+    tile: (usize, usize),
+    out: &Path,
+    epoch: u32,
+) -> Result<()> {
+    let px = tile.0 * tile.1;
+    let (x, recon) = evaluator.reconstructions()?;
+    let n = x.len() / px;
+    let mut grid = Grid::new(2, RECON_IMAGES as usize, tile);
+    for i in 0..n {
+        grid.put(i, &x[i * px..(i + 1) * px]);
+        grid.put(RECON_IMAGES as usize + i, &recon[i * px..(i + 1) * px]);
+    }
+    grid.save(&out.join(format!("reconstruction_{epoch}.png")))?;
+    let samples = evaluator.samples()?;
+    let side = (SAMPLE_IMAGES as f64).sqrt() as usize;
+    let mut grid = Grid::new(side, side, tile);
+    for i in 0..SAMPLE_IMAGES as usize {
+        grid.put(i, &samples[i * px..(i + 1) * px]);
+    }
+    grid.save(&out.join(format!("sample_{epoch}.png")))
 }
 
 /// Distinct products, by key, in first-seen order.
@@ -309,7 +318,7 @@ pub fn distinct(products: impl IntoIterator<Item = (Product, String)>) -> Vec<Pr
 
 /// The kernel of each product, by key, and each pair's choice where the device has one (a pair run as two
 /// dispatches, or with a kernel of its own).
-fn kernels_used(
+pub(super) fn kernels_used(
     gpu: &Gpu,
     products: impl IntoIterator<Item = (Product, String)>,
 ) -> BTreeMap<String, String> {

@@ -13,6 +13,9 @@ pub struct Settings {
     pub hidden: u32,
     pub lr: f32,
     pub seed: u64,
+    /// The seed of the shuffle and the training set's binarization where it is not `seed` (a sweep's models
+    /// share one: `vae train --data-seed`, `vae sweep`).
+    pub data_seed: Option<u64>,
     pub beta: f32,
     pub kl_warmup: f32,
     pub binarize: bool,
@@ -28,6 +31,7 @@ impl Settings {
         hidden: 400,
         lr: 1e-3,
         seed: 1,
+        data_seed: None,
         beta: 1.0,
         kl_warmup: 0.0,
         binarize: false,
@@ -38,7 +42,9 @@ impl Settings {
     /// As checkpoint metadata (string values, as safetensors keeps them).
     pub fn to_meta(&self) -> Vec<(&'static str, String)> {
         let count = |v: Option<usize>| v.map_or("all".to_string(), |n| n.to_string());
-        vec![
+        // A run whose data follow its seed writes no data_seed, as before there was one.
+        let data_seed = self.data_seed.map(|d| ("data_seed", d.to_string()));
+        let mut meta = vec![
             ("batch_size", self.batch_size.to_string()),
             ("latent", self.latent.to_string()),
             ("hidden", self.hidden.to_string()),
@@ -49,7 +55,14 @@ impl Settings {
             ("binarize", self.binarize.to_string()),
             ("train_samples", count(self.train_samples)),
             ("test_samples", count(self.test_samples)),
-        ]
+        ];
+        meta.extend(data_seed);
+        meta
+    }
+
+    /// The seed of the data: the shuffle and the training set's binarization.
+    pub fn data_seed(&self) -> u64 {
+        self.data_seed.unwrap_or(self.seed)
     }
 
     /// Parses the metadata [`Settings::to_meta`] wrote; the error names the key that is missing or invalid.
@@ -75,6 +88,10 @@ impl Settings {
             hidden: parse("hidden", get("hidden")?)?,
             lr: parse("lr", get("lr")?)?,
             seed: parse("seed", get("seed")?)?,
+            data_seed: match meta.get("data_seed") {
+                Some(v) => Some(parse("data_seed", v.trim())?),
+                None => None,
+            },
             beta: parse("beta", get("beta")?)?,
             kl_warmup: parse("kl_warmup", get("kl_warmup")?)?,
             binarize: parse("binarize", get("binarize")?)?,
@@ -103,6 +120,7 @@ mod tests {
             train_samples: Some(2048),
             binarize: true,
             lr: 3e-4,
+            data_seed: Some(7),
             ..Settings::DEFAULT
         };
         let meta: BTreeMap<String, String> = s

@@ -1,0 +1,186 @@
+//! `vae sweep` end to end on a subset of MNIST (issue 25): a 2 × 2 grid writes a run per model as `vae train`
+//! writes one, whose losses and checkpoint equal the matching `vae train` run's to the bit, and which `vae train
+//! --resume` continues; sweep.csv and both pictures; and bad grids refused before anything is written.
+
+mod common;
+use common::{mnist_dir, scratch};
+use std::path::Path;
+use std::process::{Command, Output};
+
+const VAE: &str = env!("CARGO_BIN_EXE_vae");
+
+fn vae(args: &[&str]) -> Output {
+    Command::new(VAE).args(args).output().expect("run vae")
+}
+
+#[track_caller]
+fn ok(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "vae failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The shared options of the runs compared here: a small model, a subset, every batch but the last full.
+const SHAPE: [&str; 8] = [
+    "--hidden",
+    "64",
+    "--train-samples",
+    "1000",
+    "--test-samples",
+    "300",
+    "--kl-warmup",
+    "1",
+];
+
+/// metrics.csv without its timing columns (epoch_seconds, samples_per_second).
+fn losses(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("metrics.csv")).expect("metrics.csv");
+    text.lines()
+        .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The checkpoint's tensor bytes (after the safetensors header, which holds the settings).
+fn tensors(dir: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(dir.join("checkpoint.safetensors")).expect("a checkpoint");
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + n..].to_vec()
+}
+
+#[test]
+fn a_sweep_writes_each_model_as_vae_train_would_and_the_pictures() {
+    let data = mnist_dir();
+    let data = data.to_str().unwrap();
+    let root = scratch("sweep_cli");
+    let sweep_out = root.join("sweep");
+    let mut args = vec![
+        "sweep",
+        "--data",
+        data,
+        "--out",
+        sweep_out.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--beta",
+        "0.5,2",
+        "--seeds",
+        "1,2",
+    ];
+    args.extend(SHAPE);
+    let stdout = ok(&vae(&args));
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("epoch")).count(),
+        2,
+        "{stdout}"
+    );
+    let dirs = [
+        "beta0.5-seed1-lr0.001",
+        "beta0.5-seed2-lr0.001",
+        "beta2-seed1-lr0.001",
+        "beta2-seed2-lr0.001",
+    ];
+    for d in dirs {
+        for f in [
+            "metrics.csv",
+            "checkpoint.safetensors",
+            "sample_2.png",
+            "manifold.png",
+        ] {
+            assert!(sweep_out.join(d).join(f).is_file(), "{d}/{f}");
+        }
+    }
+    for f in ["sweep.png", "rate_distortion.png"] {
+        assert!(sweep_out.join(f).is_file(), "{f}");
+    }
+    let csv = std::fs::read_to_string(sweep_out.join("sweep.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 4 * 2, "{csv}");
+
+    // The last model alone: seed 2, β 2, over the sweep's batches (its data seed, the first of --seeds).
+    let alone = root.join("alone");
+    let mut args = vec![
+        "train",
+        "--data",
+        data,
+        "--out",
+        alone.to_str().unwrap(),
+        "--no-tune",
+        "--epochs",
+        "2",
+        "--beta",
+        "2",
+        "--seed",
+        "2",
+        "--data-seed",
+        "1",
+    ];
+    args.extend(SHAPE);
+    ok(&vae(&args));
+    let member = sweep_out.join("beta2-seed2-lr0.001");
+    assert_eq!(
+        losses(&member),
+        losses(&alone),
+        "the sweep's model and the run alone"
+    );
+    assert_eq!(
+        tensors(&member),
+        tensors(&alone),
+        "their checkpoints' tensors"
+    );
+    // And the models differ from each other.
+    assert_ne!(
+        losses(&member),
+        losses(&sweep_out.join("beta2-seed1-lr0.001"))
+    );
+
+    // `vae train --resume` continues a sweep's model as it continues the run alone.
+    for dir in [&member, &alone] {
+        let ck = dir.join("checkpoint.safetensors");
+        ok(&vae(&[
+            "train",
+            "--data",
+            data,
+            "--resume",
+            ck.to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap(),
+            "--epochs",
+            "3",
+        ]));
+    }
+    assert_eq!(losses(&member), losses(&alone), "after resuming both");
+    assert_eq!(losses(&member).lines().count(), 4);
+}
+
+#[test]
+fn bad_grids_are_refused_before_anything_is_written() {
+    let root = scratch("sweep_cli_bad");
+    let out = root.join("never");
+    let (betas, seeds) = (
+        (0..17).map(|b| b.to_string()).collect::<Vec<_>>().join(","),
+        (0..16).map(|s| s.to_string()).collect::<Vec<_>>().join(","),
+    );
+    let cases: [(&[&str], &str); 5] = [
+        (&["--beta", ""], "--beta"),
+        (&["--beta", "1,-2"], "--beta"),
+        (&["--seeds", "1,2,1"], "--seeds"),
+        (&["--lr", "0.001,1e-3"], "--lr"),
+        (&["--beta", &betas, "--seeds", &seeds], "272 models"),
+    ];
+    for (grid, says) in cases {
+        let mut args = vec![
+            "sweep",
+            "--out",
+            out.to_str().unwrap(),
+            "--data",
+            "no/such/dir",
+        ];
+        args.extend(grid);
+        let o = vae(&args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{grid:?} was accepted");
+        assert!(stderr.contains(says), "{grid:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{grid:?}: {stderr}");
+        assert!(!out.exists(), "{grid:?} wrote {}", out.display());
+    }
+}
