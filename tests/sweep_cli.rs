@@ -66,6 +66,7 @@ fn a_sweep_writes_each_model_as_vae_train_would_and_the_pictures() {
         "0.5,2",
         "--seeds",
         "1,2",
+        "--no-tune",
     ];
     args.extend(SHAPE);
     let stdout = ok(&vae(&args));
@@ -150,6 +151,55 @@ fn a_sweep_writes_each_model_as_vae_train_would_and_the_pictures() {
     }
     assert_eq!(losses(&member), losses(&alone), "after resuming both");
     assert_eq!(losses(&member).lines().count(), 4);
+}
+
+/// Tuning times the step's products at the sweep's model count: the cache holds them under keys ending in ` x2`,
+/// beside none of a single model's step (the evaluation's single-model products are not tuned, as in
+/// `vae train`).
+#[test]
+fn a_sweep_tunes_at_its_model_count() {
+    let data = mnist_dir();
+    let root = scratch("sweep_cli_tune");
+    let cache = root.join("choices.txt");
+    let out = root.join("sweep");
+    ok(&vae(&[
+        "sweep",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--seeds",
+        "1,2",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "64",
+        "--train-samples",
+        "256",
+        "--test-samples",
+        "64",
+        "--tune-cache",
+        cache.to_str().unwrap(),
+    ]));
+    let text = std::fs::read_to_string(&cache).expect("the tuning cache");
+    let keyed: Vec<&str> = text.lines().filter(|l| l.contains(" x2")).collect();
+    assert!(keyed.len() >= 4, "{text}");
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("784") && !l.starts_with('#'))
+            .all(|l| l.contains(" x2")),
+        "a product tuned for one model: {text}"
+    );
+    // The checkpoint records the kernels under the single model's keys, for `vae train --resume`.
+    let ck = std::fs::read(out.join("beta1-seed1-lr0.001/checkpoint.safetensors")).unwrap();
+    let n = u64::from_le_bytes(ck[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8_lossy(&ck[8..8 + n]);
+    assert!(
+        header.contains("784") && !header.contains(" x2"),
+        "{header}"
+    );
 }
 
 #[test]

@@ -30,6 +30,7 @@ fn product(m: u32, n: u32, k: u32) -> Product {
         layout: Layout::NT,
         epilogue: EpilogueKind::Bias,
         shape: (m, n, k),
+        models: 1,
     }
 }
 
@@ -61,6 +62,45 @@ fn the_fastest_correct_candidate_is_chosen() {
             .iter()
             .all(|(r, _)| r.outcome.as_ref().unwrap().error_ratio <= 1.0)
     );
+}
+
+/// A sweep's product is timed at its model count, each model with its own operands (as the batched step lays
+/// them out), with every epilogue: every candidate builds, computes model 0 within the bound and is timed, and
+/// the product's key names the count.
+#[test]
+fn a_batched_product_is_tuned_at_its_model_count() {
+    let gpu = common::gpu();
+    for epilogue in [
+        EpilogueKind::Bias,
+        EpilogueKind::BiasGrad,
+        EpilogueKind::ReluMask,
+        EpilogueKind::KlGrad,
+        EpilogueKind::BiasBce,
+    ] {
+        let layout = match epilogue {
+            EpilogueKind::BiasGrad => Layout::TN,
+            EpilogueKind::ReluMask | EpilogueKind::KlGrad => Layout::NN,
+            _ => Layout::NT,
+        };
+        let p = Product {
+            layout,
+            epilogue,
+            models: 3,
+            ..product(9, 13, 21)
+        };
+        assert!(p.key().ends_with(" x3"), "{}", p.key());
+        let rows = tune::tune_product(gpu, &p, &Kernel::CANDIDATES, 2).unwrap();
+        let bad: Vec<_> = rows
+            .iter()
+            .filter(|r| {
+                !r.outcome
+                    .as_ref()
+                    .is_ok_and(|o| o.error_ratio <= 1.0 && o.median_us > 0.0)
+            })
+            .collect();
+        assert!(bad.is_empty(), "{epilogue:?}: {bad:?}");
+        assert_eq!(rows.iter().filter(|r| r.chosen).count(), 1);
+    }
 }
 
 /// Pairs run apart only where that is faster, and no more of them than the step has room for: the ones that

@@ -162,6 +162,21 @@ enum BenchWhat {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Epochs of M models trained together in one batched step (as `vae sweep` trains them), against M runs of
+    /// one: the epoch time, samples/s summed over the models, and the ratio.
+    Sweep {
+        #[command(flatten)]
+        model: BenchModel,
+        /// Model counts to time (comma-separated); one model is always timed, as the baseline.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+        models: Vec<u32>,
+        /// Untimed epochs first.
+        #[arg(long, default_value_t = 1)]
+        warmup: u32,
+        /// Timed epochs (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        reps: u32,
+    },
     /// Every matmul of one training step (read from the step's plan), in GFLOP/s, and a large square.
     Matmul {
         #[command(flatten)]
@@ -238,6 +253,12 @@ fn run(command: Command) -> vae_wgpu::Result<()> {
                 reps,
                 seed,
             } => perf::epoch(&gpu, &tune, &model, &batch_sizes, warmup, reps, seed),
+            BenchWhat::Sweep {
+                model,
+                models,
+                warmup,
+                reps,
+            } => perf::sweep(&gpu, &model, &models, (warmup, reps)),
             BenchWhat::Matmul {
                 model,
                 square,

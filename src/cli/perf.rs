@@ -252,6 +252,7 @@ pub fn matmul(
             layout: Layout::NT,
             epilogue: EpilogueKind::None,
             shape: (square, square, square),
+            models: 1,
         };
         let k = Kernel::default_for(&gpu, square, square).name();
         products.push((p, gpu.choice(&products_key(square)).unwrap_or(k)));
@@ -510,6 +511,72 @@ pub fn profile(
     );
     if let Some(c) = &p.captured {
         println!("{c}");
+    }
+    Ok(())
+}
+
+/// `vae bench sweep`: whole epochs of M models trained together in one batched step (untuned kernels, as
+/// `vae sweep` trains), for each M of `models`: the epoch's median time, the samples per second summed over the
+/// models, and the ratio of the epoch to M epochs of one model (below 1: the batched step beats M runs one after
+/// another). M = 1 is timed first as the baseline.
+pub fn sweep(
+    args: &GpuArgs,
+    m: &BenchModel,
+    models: &[u32],
+    (warmup, reps): (u32, u32),
+) -> Result<()> {
+    let most = vae_wgpu::training::grid::MAX_MODELS as u32;
+    if let Some(bad) = models.iter().find(|&&c| c == 0 || c > most) {
+        return Err(Error::Invalid(format!(
+            "--models {bad}: each count must be between 1 and {most}"
+        )));
+    }
+    if reps == 0 {
+        return Err(Error::Invalid("--reps 0: time at least 1 epoch".into()));
+    }
+    let gpu = Gpu::new(GpuOptions {
+        timestamps: false,
+        ..args.into()
+    })?;
+    gpu.clear_choices();
+    let train = bench_data(m);
+    let model = ModelConfig::new(train.pixels() as u32, m.hidden, m.latent)?;
+    println!(
+        "sweep benchmark on {} ({} training examples, {}-{}-{}, batch {}, untuned kernels, median of {reps} epochs after {warmup})",
+        gpu.info, train.n, model.pixels, model.hidden, model.latent, m.batch_size
+    );
+    println!(
+        "{:>6} {:>12} {:>16} {:>12} {:>16}  runs (ms)",
+        "models", "epoch ms", "samples/s (sum)", "ms / model", "vs M runs of 1"
+    );
+    let mut one_ms = None;
+    for &count in std::iter::once(&1).chain(models.iter().filter(|&&c| c != 1)) {
+        let init: Vec<Vec<f32>> = (0..count).map(|k| model.init(1 + k as u64)).collect();
+        let init: Vec<&[f32]> = init.iter().map(|p| p.as_slice()).collect();
+        let net = Net::batched(&gpu, model, &init)?;
+        let runs = (0..count)
+            .map(|k| vae_wgpu::training::trainer::ModelRun {
+                seed: 1 + k as u64,
+                beta: 1.0,
+                kl_warmup: 0.0,
+                lr: 1e-3,
+            })
+            .collect();
+        let config = bench::bench_config(model, m.batch_size, train.n);
+        let mut trainer = Trainer::batched(&gpu, &net, config, runs, &train)?;
+        let row = bench::epoch_bench(&mut trainer, warmup, reps)?;
+        let base = *one_ms.get_or_insert(row.median_ms);
+        if count == 1 || models.contains(&count) {
+            let times: Vec<String> = row.runs.iter().map(|r| format!("{r:.1}")).collect();
+            println!(
+                "{count:>6} {:>12.1} {:>16.0} {:>12.2} {:>16.3}  {}",
+                row.median_ms,
+                row.samples_per_second * count as f64,
+                row.median_ms / count as f64,
+                row.median_ms / (count as f64 * base),
+                times.join(" ")
+            );
+        }
     }
     Ok(())
 }

@@ -96,6 +96,8 @@ pub struct SweepArgs {
     /// Seed of the shuffling and the binarization, shared by every model [default: the first of --seeds].
     #[arg(long, value_name = "SEED")]
     data_seed: Option<u64>,
+    #[command(flatten)]
+    tune: TuneArgs,
 }
 
 impl RunArgs {
@@ -157,7 +159,7 @@ pub fn sweep(args: SweepArgs) -> vae_wgpu::Result<()> {
     let grid = Grid::parse(&args.beta, &args.seeds, &args.lr)?;
     catch_ctrl_c();
     let opts = SweepOptions {
-        train: args.run.options(vae_wgpu::tune::TuneMode::Off),
+        train: args.run.options((&args.tune).into()),
         grid,
         data_seed: args.data_seed,
     };

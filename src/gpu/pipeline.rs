@@ -518,6 +518,8 @@ pub struct Workload {
     pub family: &'static str,
     pub dims: [u32; 3],
     pub codes: [u32; 2],
+    /// Models the dispatch computes at once (1 but in a sweep's batched step).
+    pub models: u32,
 }
 
 /// One kernel launch, bound and sized, ready to be recorded any number of times.

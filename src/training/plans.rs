@@ -77,6 +77,7 @@ pub fn products(plan: &Plan) -> impl Iterator<Item = (Product, String)> + '_ {
                 layout: Layout::from_code(w.codes[0])?,
                 epilogue: EpilogueKind::from_code(w.codes[1])?,
                 shape: (w.dims[0], w.dims[1], w.dims[2]),
+                models: w.models,
             };
             Some((product, d.kernel.clone().unwrap_or_default()))
         })

@@ -3,8 +3,10 @@
 //! writes a run (metrics.csv, the checkpoint, the pictures), with the sweep's own sweep.csv and pictures beside.
 //!
 //! A model of a sweep computes what `vae train --seed S --beta B --lr L --data-seed D` computes with the same
-//! kernels, to the bit: the sweep takes the untuned kernels (tuning at a sweep's model count is not built yet),
-//! so `vae train --no-tune` is the run it matches, and its checkpoint resumes with `vae train --resume`.
+//! kernels, to the bit. Tuning times the step's products at the sweep's model count (their keys in the choices
+//! and the cache end in ` xM`), so a tuned sweep may take other kernels than a tuned run alone; with `--no-tune`
+//! on both they take the same. Each model's checkpoint records the kernels the sweep took under the single
+//! model's keys, so `vae train --resume` continues it with them.
 //! Evaluation runs model by model, on one single-model network that each model's parameters are copied into.
 
 use std::collections::BTreeMap;
@@ -18,7 +20,7 @@ use super::metrics::{EpochStats, METRICS_HEADER, metrics_line, progress_bar};
 use super::options::{TrainOptions, load_data, model_for};
 use super::outdir::{check_out, default_out_dir, prepare_out};
 use super::plans::LossSum;
-use super::run::{check_sizes, epoch_pictures, kernels_used};
+use super::run::{check_sizes, distinct, epoch_pictures, kernels_used};
 use super::settings::Settings;
 use super::trainer::{EpochEnd, ModelRun, TrainConfig, Trainer};
 use crate::atomic::write_atomic;
@@ -29,6 +31,7 @@ use crate::model::inference::Inference;
 use crate::model::net::{Net, model_stride};
 use crate::output::pictures::end_of_training;
 use crate::output::sweep::{SweepModel, rate_distortion_png, sweep_png};
+use crate::tune;
 
 /// Everything `vae sweep` is told: the shared options (as `vae train` takes them; their --lr, --seed and --beta
 /// unused), the grid, and the data seed every model shares (default: the grid's first seed).
@@ -125,14 +128,13 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<Vec<EpochStats>>> {
     for m in &members {
         check_out(&m.out, false)?;
     }
+    // Timestamps where the adapter has them, for tuning (as `vae train`).
     let gpu = Gpu::new(GpuOptions {
-        timestamps: false,
+        timestamps: true,
         ..t.gpu.clone()
     })?;
     check_sizes(&gpu, model, base.batch_size)?;
     check_models_fit(&gpu, model, base.batch_size, members.len())?;
-    // The sweep's kernels are the untuned defaults, under every key.
-    gpu.clear_choices();
     let init: Vec<Vec<f32>> = points.iter().map(|p| model.init(p.seed)).collect();
     let init: Vec<&[f32]> = init.iter().map(|p| p.as_slice()).collect();
     let net = Net::batched(&gpu, model, &init)?;
@@ -149,7 +151,12 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<Vec<EpochStats>>> {
         data_seed,
         ..TrainConfig::new(model, &members[0].settings, t.log_interval)
     };
-    let trainer = Trainer::batched(&gpu, &net, config, runs, &train)?;
+    let mut trainer = Trainer::batched(&gpu, &net, config, runs, &train)?;
+    // The step's products at this model count, tuned (or from the cache) as `vae train` tunes its own.
+    let products = distinct(trainer.products());
+    let room = trainer.pair_room();
+    let chosen = tune::choose(&gpu, &products, &t.tune, room, |w| eprintln!("{w}"))?;
+    trainer.rebuild_plans()?;
     // One single-model network for evaluation, and an evaluator per seed (its test noise and binarization).
     let eval_net = Net::new(&gpu, model, init[0])?;
     let mut evaluators: BTreeMap<u64, Evaluator> = BTreeMap::new();
@@ -185,7 +192,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<Vec<EpochStats>>> {
     if t.verbose {
         eprintln!(
             "sweeping {} models of {}-{}-{} in one batched step on {} ({} train / {} test examples, batch {}, \
-             data seed {data_seed}, data {}), untuned kernels, writing to {}",
+             data seed {data_seed}, data {}), writing to {}",
             members.len(),
             model.pixels,
             model.hidden,
@@ -197,6 +204,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<Vec<EpochStats>>> {
             base.data_kind(),
             out.display()
         );
+        eprintln!("{}", chosen.line());
     }
     let mut sweep = SweepRun {
         gpu: &gpu,

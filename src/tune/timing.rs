@@ -11,6 +11,7 @@ use crate::kernels::matmul::{
 };
 use crate::kernels::philox::{Philox, stream};
 use crate::kernels::{Reduction, StepTable};
+use crate::model::net::model_stride;
 
 /// One timed matmul.
 #[derive(Clone, Debug)]
@@ -52,9 +53,10 @@ pub fn dispatch_bench(
     let (m, _, k) = first.shape;
     let mut rng = Philox::new(42, stream::TEST_INPUT);
     let mut random = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.range(-1.0, 1.0)).collect() };
-    // One A for all parts: a pair's two products read the same ∂Y, as (k, m) and (m, k).
+    // One A for all parts: a pair's two products read the same ∂Y, as (k, m) and (m, k). Several models (a
+    // sweep's product) each read their own copy of every operand, as in the batched step.
     let a = random(m as usize * k as usize);
-    let a_buf = gpu.storage_init(&format!("{}.a", first.name), &a)?;
+    let a_buf = gpu.storage_init(&format!("{}.a", first.name), &copies(&a, first.models))?;
     let operands = parts
         .iter()
         .map(|p| Operands::new(gpu, p, &mut random))
@@ -114,8 +116,27 @@ pub fn dispatch_bench(
     })
 }
 
+/// `models` copies of `v`, each [`model_stride`] of its length after the one before (as a batched step lays
+/// models out); `v` itself for one model.
+fn copies(v: &[f32], models: u32) -> Vec<f32> {
+    if models <= 1 {
+        return v.to_vec();
+    }
+    let stride = model_stride(v.len());
+    let mut all = vec![0f32; stride * models as usize];
+    for c in all.chunks_mut(stride) {
+        c[..v.len()].copy_from_slice(v);
+    }
+    all
+}
+
+/// The model stride of an operand of `len` elements for `models` models (0: one copy).
+fn stride_of(len: usize, models: u32) -> usize {
+    if models <= 1 { 0 } else { model_stride(len) }
+}
+
 /// One product's operands for [`dispatch_bench`], on the device and on the host (for the check): B and the
-/// epilogue's operand random, C poisoned.
+/// epilogue's operand random, C poisoned; for several models, a copy of each per model (model 0's checked).
 struct Operands {
     product: Product,
     b: Vec<f32>,
@@ -145,7 +166,12 @@ impl Operands {
         };
         // C, then the bias gradient's m elements after it; under KlGrad, C is (m, 2n) and the product is added to
         // its first n columns, which start at zero so that they hold the product itself.
-        let c_buf = gpu.storage::<f32>(&format!("{name}.c"), 2 * mu * nu + mu)?;
+        let models = product.models.max(1);
+        let c_len = 2 * mu * nu + mu;
+        let c_buf = gpu.storage::<f32>(
+            &format!("{name}.c"),
+            stride_of(c_len, models).max(c_len) * models as usize,
+        )?;
         let kl_grad = product.epilogue == EpilogueKind::KlGrad;
         gpu.fill(&c_buf, if kl_grad { 0.0 } else { f32::NAN });
         // The BCE epilogue's images and gradient (its logits are C, checked as a bias add's).
@@ -156,11 +182,15 @@ impl Operands {
         };
         Ok(Operands {
             product: product.clone(),
-            b_buf: gpu.storage_init(&format!("{name}.b"), &b)?,
-            aux_buf: gpu.storage_init(&format!("{name}.aux"), &aux)?,
+            b_buf: gpu.storage_init(&format!("{name}.b"), &copies(&b, models))?,
+            aux_buf: gpu.storage_init(&format!("{name}.aux"), &copies(&aux, models))?,
             c_buf,
+            // The images are one batch for every model, as in the step.
             x_buf: gpu.storage_init(&format!("{name}.x"), &vec![0.5f32; bce_len])?,
-            grad_buf: gpu.storage::<f32>(&format!("{name}.dlogits"), bce_len)?,
+            grad_buf: gpu.storage::<f32>(
+                &format!("{name}.dlogits"),
+                stride_of(bce_len, models).max(bce_len) * models as usize,
+            )?,
             b,
             aux,
         })
@@ -168,8 +198,13 @@ impl Operands {
 
     /// The product as a dispatch's part, reading A from `a`.
     fn part<'a>(&'a self, a: &'a wgpu::Buffer) -> Part<'a> {
-        let (m, n, _) = self.product.shape;
-        let aux = Operand::from(&self.aux_buf);
+        let (m, n, k) = self.product.shape;
+        let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+        let models = self.product.models.max(1);
+        let per = |buffer: &'a wgpu::Buffer, len: usize| {
+            Operand::from(buffer).per_model(stride_of(len, models))
+        };
+        let aux = per(&self.aux_buf, self.aux.len());
         let epilogue = match self.product.epilogue {
             EpilogueKind::None => Epilogue::None,
             EpilogueKind::Bias => Epilogue::Bias(aux),
@@ -182,17 +217,17 @@ impl Operands {
             EpilogueKind::BiasBce => Epilogue::BiasBce {
                 bias: aux,
                 x: (&self.x_buf).into(),
-                grad: (&self.grad_buf).into(),
+                grad: per(&self.grad_buf, mu * nu),
             },
         };
         Part {
             layout: self.product.layout,
             dims: self.product.shape,
-            a: a.into(),
-            b: (&self.b_buf).into(),
-            c: (&self.c_buf).into(),
+            a: per(a, mu * ku),
+            b: per(&self.b_buf, self.b.len()),
+            c: per(&self.c_buf, 2 * mu * nu + mu),
             epilogue,
-            models: 1,
+            models,
         }
     }
 

@@ -34,12 +34,18 @@ pub struct Product {
     pub epilogue: EpilogueKind,
     /// (m, n, k).
     pub shape: (u32, u32, u32),
+    /// Models computed at once (a sweep's batched step; 1 otherwise): tuned and keyed apart, since M models'
+    /// workgroups fill a GPU differently from one model's.
+    pub models: u32,
 }
 
 impl Product {
     /// The product's key in the kernel choices.
     pub fn key(&self) -> String {
-        product_key(self.layout, self.shape, self.epilogue)
+        super::with_models(
+            product_key(self.layout, self.shape, self.epilogue),
+            self.models,
+        )
     }
 
     /// The key without the batch dimension (m of a forward or input gradient, k of a weight gradient): the
@@ -50,6 +56,9 @@ impl Product {
             Layout::TN => format!("{m}x{n}x*"),
             _ => format!("*x{n}x{k}"),
         };
-        format!("{:?} {dims} {:?}", self.layout, self.epilogue)
+        super::with_models(
+            format!("{:?} {dims} {:?}", self.layout, self.epilogue),
+            self.models,
+        )
     }
 }

@@ -27,8 +27,12 @@ use candidates::{REJECTED_BY_TEST_FAULT, fault_armed, vec4_kernel};
 /// A part's key in the kernel choices (see [`product_key`]): a batched product's names its model count too, since
 /// M models' workgroups fill a GPU differently from one model's.
 fn part_key(p: &Part) -> String {
-    let key = product_key(p.layout, p.dims, p.epilogue.kind());
-    match p.models {
+    with_models(product_key(p.layout, p.dims, p.epilogue.kind()), p.models)
+}
+
+/// `key` for a product of `models` models: the single model's key, with ` xM` after it for M > 1.
+pub fn with_models(key: String, models: u32) -> String {
+    match models {
         1 => key,
         m => format!("{key} x{m}"),
     }
@@ -541,6 +545,7 @@ fn matmul_parts_with(gpu: &Gpu, kernel: Kernel, label: &str, parts: &[Part]) -> 
         family: MATMUL.name,
         dims: [p.dims.0, p.dims.1, p.dims.2],
         codes: [p.layout.code(), p.epilogue.kind().code()],
+        models: p.models,
     };
     let d = gpu.dispatch(label, &spec, &params, &buffers, workgroups, None)?;
     let mut d = d
