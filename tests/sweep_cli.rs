@@ -202,6 +202,52 @@ fn a_sweep_tunes_at_its_model_count() {
     );
 }
 
+/// A sweep too large for the device's memory is refused before training, with the largest model count that fits
+/// (a device of 24 MB, simulated: a few of these small models fit, eight do not), and writes nothing.
+#[test]
+fn a_sweep_too_large_for_the_memory_names_the_most_models_that_fit() {
+    let data = mnist_dir();
+    let out = scratch("sweep_cli_memory").join("sweep");
+    let o = Command::new(VAE)
+        .args([
+            "sweep",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--seeds",
+            "1,2,3,4",
+            "--beta",
+            "1,2",
+            "--hidden",
+            "64",
+            "--train-samples",
+            "1000",
+            "--test-samples",
+            "100",
+            "--epochs",
+            "1",
+            "--no-tune",
+        ])
+        .env("VAE_TEST_FAULT", "memory:24000000")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    let fit: u32 = stderr
+        .split(" model")
+        .next()
+        .and_then(|s| s.rsplit(". ").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no model count in: {stderr}"));
+    assert!((1..8).contains(&fit), "{stderr}");
+    assert!(
+        stderr.contains("at once is the most that fits on this device now (8 do not)"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "wrote {}", out.display());
+}
+
 #[test]
 fn bad_grids_are_refused_before_anything_is_written() {
     let root = scratch("sweep_cli_bad");

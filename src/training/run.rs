@@ -523,7 +523,7 @@ fn build_for_device<'a>(
 
 /// The largest value in 1..`failed` for which `fits` holds (`fits` is taken to be monotone: what fits, fits
 /// smaller), found by halving down from `failed` and then bisecting; `None` if not even 1 fits.
-fn largest_fitting(failed: u32, fits: impl Fn(u32) -> bool) -> Option<u32> {
+pub(super) fn largest_fitting(failed: u32, fits: impl Fn(u32) -> bool) -> Option<u32> {
     let mut hi = failed; // does not fit
     let mut lo = hi / 2;
     while lo > 0 && !fits(lo) {

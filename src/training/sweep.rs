@@ -20,7 +20,7 @@ use super::metrics::{EpochStats, METRICS_HEADER, metrics_line, progress_bar};
 use super::options::{TrainOptions, load_data, model_for};
 use super::outdir::{check_out, default_out_dir, prepare_out};
 use super::plans::LossSum;
-use super::run::{check_sizes, distinct, epoch_pictures, kernels_used};
+use super::run::{check_sizes, distinct, epoch_pictures, kernels_used, largest_fitting};
 use super::settings::Settings;
 use super::trainer::{EpochEnd, ModelRun, TrainConfig, Trainer};
 use crate::atomic::write_atomic;
@@ -137,7 +137,6 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<Vec<EpochStats>>> {
     check_models_fit(&gpu, model, base.batch_size, members.len())?;
     let init: Vec<Vec<f32>> = points.iter().map(|p| model.init(p.seed)).collect();
     let init: Vec<&[f32]> = init.iter().map(|p| p.as_slice()).collect();
-    let net = Net::batched(&gpu, model, &init)?;
     let runs: Vec<ModelRun> = members
         .iter()
         .map(|m| ModelRun {
@@ -151,6 +150,29 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<Vec<EpochStats>>> {
         data_seed,
         ..TrainConfig::new(model, &members[0].settings, t.log_interval)
     };
+    // The device's memory, tried up front: out of it, the error names the largest model count that builds.
+    let fits = |count: u32| -> Result<()> {
+        gpu.release_dropped()?;
+        let c = count as usize;
+        let net = Net::batched(&gpu, model, &init[..c])?;
+        let runs = runs[..c].to_vec();
+        Trainer::batched(&gpu, &net, config.clone(), runs, &train).map(|_| ())
+    };
+    if let Err(e @ Error::OutOfMemory { .. }) = fits(members.len() as u32) {
+        let advice = match largest_fitting(members.len() as u32, |c| fits(c).is_ok()) {
+            Some(c) => format!(
+                "{c} model{} at once is the most that fits on this device now ({} do not): split the grid",
+                if c == 1 { "" } else { "s" },
+                members.len()
+            ),
+            None => {
+                "not even one model fits: see vae train's advice for this model and batch".into()
+            }
+        };
+        return Err(e.advising(advice));
+    }
+    gpu.release_dropped()?;
+    let net = Net::batched(&gpu, model, &init)?;
     let mut trainer = Trainer::batched(&gpu, &net, config, runs, &train)?;
     // The step's products at this model count, tuned (or from the cache) as `vae train` tunes its own.
     let products = distinct(trainer.products());
