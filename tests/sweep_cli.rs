@@ -280,3 +280,101 @@ fn bad_grids_are_refused_before_anything_is_written() {
         assert!(!out.exists(), "{grid:?} wrote {}", out.display());
     }
 }
+
+/// `vae sweep` with `args` on the shared small shape, 2 models (seeds 1 and 2), into `out`.
+fn sweep_cmd(out: &Path, args: &[&str]) -> Command {
+    let data = mnist_dir();
+    let mut cmd = Command::new(VAE);
+    cmd.args([
+        "sweep",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .args(args);
+    cmd
+}
+
+/// The models' directories of the 2-model sweeps below.
+const PAIR: [&str; 2] = ["beta1-seed1-lr0.001", "beta1-seed2-lr0.001"];
+
+/// Ctrl-C mid-epoch writes every model's checkpoint at that step; `vae sweep --resume` continues the sweep from
+/// there and, resumed again at an epoch boundary, ends where a straight sweep ends, to the bit, for every model.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_and_resumed_sweep_equals_a_straight_one() {
+    let root = scratch("sweep_cli_resume");
+    let grid = ["--seeds", "1,2", "--no-tune", "--log-interval", "3"];
+    let shape = [&SHAPE[..], &grid[..]].concat();
+    let straight = root.join("straight");
+    let o = sweep_cmd(&straight, &[&shape[..], &["--epochs", "3"]].concat())
+        .output()
+        .unwrap();
+    ok(&o);
+
+    // 8 steps an epoch (1000 examples, batch 128); Ctrl-C at the log point after step 11 (log points every 3 steps), in epoch 2.
+    let out = root.join("interrupted");
+    let stderr_file = root.join("interrupted.stderr");
+    let mut child = sweep_cmd(&out, &[&shape[..], &["--epochs", "3"]].concat())
+        .stderr(std::fs::File::create(&stderr_file).unwrap())
+        .env("VAE_TEST_FAULT", "stall-after-step:11")
+        .spawn()
+        .unwrap();
+    let text = || std::fs::read_to_string(&stderr_file).unwrap_or_default();
+    let start = std::time::Instant::now();
+    while !text().contains("stalled at") {
+        assert!(start.elapsed().as_secs() < 120, "never stalled: {}", text());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let s = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(s.success());
+    let status = child.wait().unwrap();
+    let e = text();
+    assert_eq!(status.code(), Some(130), "{e}");
+    assert!(
+        e.contains("written at step 11 (epoch 2, step 3 of 8)") && e.contains("--resume"),
+        "{e}"
+    );
+
+    // Resumed mid-epoch up to epoch 2, then at the epoch boundary up to 3.
+    for epochs in ["2", "3"] {
+        let o = Command::new(VAE)
+            .args([
+                "sweep",
+                "--data",
+                mnist_dir().to_str().unwrap(),
+                "--resume",
+                out.to_str().unwrap(),
+            ])
+            .args(["--epochs", epochs])
+            .output()
+            .unwrap();
+        ok(&o);
+    }
+    for d in PAIR {
+        assert_eq!(losses(&out.join(d)), losses(&straight.join(d)), "{d}");
+        assert_eq!(tensors(&out.join(d)), tensors(&straight.join(d)), "{d}");
+    }
+    let csv = |dir: &Path| std::fs::read_to_string(dir.join("sweep.csv")).unwrap();
+    assert_eq!(csv(&out), csv(&straight), "sweep.csv tells the whole sweep");
+
+    // A grid with --resume is refused: the resumed sweep has its models.
+    let o = Command::new(VAE)
+        .args([
+            "sweep",
+            "--resume",
+            out.to_str().unwrap(),
+            "--beta",
+            "2",
+            "--epochs",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("do not go with --resume"));
+}

@@ -258,7 +258,7 @@ fn run(command: Command) -> vae_wgpu::Result<()> {
                 models,
                 warmup,
                 reps,
-            } => perf::sweep(&gpu, &model, &models, (warmup, reps)),
+            } => perf::sweep(&gpu, &tune, &model, &models, (warmup, reps)),
             BenchWhat::Matmul {
                 model,
                 square,

@@ -521,6 +521,7 @@ pub fn profile(
 /// another). M = 1 is timed first as the baseline.
 pub fn sweep(
     args: &GpuArgs,
+    tune: &TuneArgs,
     m: &BenchModel,
     models: &[u32],
     (warmup, reps): (u32, u32),
@@ -535,14 +536,13 @@ pub fn sweep(
         return Err(Error::Invalid("--reps 0: time at least 1 epoch".into()));
     }
     let gpu = Gpu::new(GpuOptions {
-        timestamps: false,
+        timestamps: true,
         ..args.into()
     })?;
-    gpu.clear_choices();
     let train = bench_data(m);
     let model = ModelConfig::new(train.pixels() as u32, m.hidden, m.latent)?;
     println!(
-        "sweep benchmark on {} ({} training examples, {}-{}-{}, batch {}, untuned kernels, median of {reps} epochs after {warmup})",
+        "sweep benchmark on {} ({} training examples, {}-{}-{}, batch {}, median of {reps} epochs after {warmup}; kernels tuned at each model count unless --no-tune)",
         gpu.info, train.n, model.pixels, model.hidden, model.latent, m.batch_size
     );
     println!(
@@ -551,6 +551,12 @@ pub fn sweep(
     );
     let mut one_ms = None;
     for &count in std::iter::once(&1).chain(models.iter().filter(|&&c| c != 1)) {
+        let fits =
+            vae_wgpu::training::sweep::check_models_fit(&gpu, model, m.batch_size, count as usize);
+        if let Err(e) = fits {
+            println!("{count:>6}  does not fit: {e}");
+            continue;
+        }
         let init: Vec<Vec<f32>> = (0..count).map(|k| model.init(1 + k as u64)).collect();
         let init: Vec<&[f32]> = init.iter().map(|p| p.as_slice()).collect();
         let net = Net::batched(&gpu, model, &init)?;
@@ -564,6 +570,7 @@ pub fn sweep(
             .collect();
         let config = bench::bench_config(model, m.batch_size, train.n);
         let mut trainer = Trainer::batched(&gpu, &net, config, runs, &train)?;
+        tuned(&gpu, &mut trainer, tune)?;
         let row = bench::epoch_bench(&mut trainer, warmup, reps)?;
         let base = *one_ms.get_or_insert(row.median_ms);
         if count == 1 || models.contains(&count) {

@@ -79,23 +79,26 @@ pub struct TrainArgs {
     tune: TuneArgs,
 }
 
-/// `vae sweep`'s own options: the grid.
+/// `vae sweep`'s own options: the grid, or the sweep to resume.
 #[derive(clap::Args)]
 pub struct SweepArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// KL weights to train, comma-separated (e.g. 0.25,0.5,1,2,4).
-    #[arg(long, default_value = "1", allow_hyphen_values = true)]
-    beta: String,
-    /// Seeds to train (initialization and noise), comma-separated (e.g. 1,2,3).
-    #[arg(long, default_value = "1", allow_hyphen_values = true)]
-    seeds: String,
-    /// Adam's learning rates, comma-separated.
-    #[arg(long, default_value = "0.001", allow_hyphen_values = true)]
-    lr: String,
+    /// KL weights to train, comma-separated (e.g. 0.25,0.5,1,2,4) [default: 1].
+    #[arg(long, allow_hyphen_values = true)]
+    beta: Option<String>,
+    /// Seeds to train (initialization and noise), comma-separated (e.g. 1,2,3) [default: 1].
+    #[arg(long, allow_hyphen_values = true)]
+    seeds: Option<String>,
+    /// Adam's learning rates, comma-separated [default: 0.001].
+    #[arg(long, allow_hyphen_values = true)]
+    lr: Option<String>,
     /// Seed of the shuffling and the binarization, shared by every model [default: the first of --seeds].
     #[arg(long, value_name = "SEED")]
     data_seed: Option<u64>,
+    /// Continue the sweep in this directory (its models and settings are kept; --epochs is the total).
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
     #[command(flatten)]
     tune: TuneArgs,
 }
@@ -155,11 +158,27 @@ pub fn train(args: TrainArgs) -> vae_wgpu::Result<()> {
 }
 
 pub fn sweep(args: SweepArgs) -> vae_wgpu::Result<()> {
+    let grid_given = args.beta.is_some() || args.seeds.is_some() || args.lr.is_some();
+    if args.resume.is_some() && (grid_given || args.data_seed.is_some()) {
+        return Err(vae_wgpu::Error::Invalid(
+            "--beta, --seeds, --lr and --data-seed do not go with --resume: a resumed sweep continues the models it \
+             has; leave them out, or start a new sweep"
+                .into(),
+        ));
+    }
     // The grid first: a bad list is refused before anything is loaded.
-    let grid = Grid::parse(&args.beta, &args.seeds, &args.lr)?;
+    let list = |v: &Option<String>, default: &str| v.clone().unwrap_or_else(|| default.into());
+    let grid = Grid::parse(
+        &list(&args.beta, "1"),
+        &list(&args.seeds, "1"),
+        &list(&args.lr, "0.001"),
+    )?;
     catch_ctrl_c();
     let opts = SweepOptions {
-        train: args.run.options((&args.tune).into()),
+        train: TrainOptions {
+            resume: args.resume,
+            ..args.run.options((&args.tune).into())
+        },
         grid,
         data_seed: args.data_seed,
     };

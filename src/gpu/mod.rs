@@ -243,6 +243,14 @@ impl Gpu {
         self.choices_lock().clear();
     }
 
+    /// Every kernel choice the device holds now, by key (a resumed sweep sets them again).
+    pub fn choices_snapshot(&self) -> Vec<(String, String)> {
+        self.choices_lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     fn choices_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
         self.choices.lock().unwrap_or_else(|p| p.into_inner())
     }

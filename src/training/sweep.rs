@@ -8,6 +8,8 @@
 //! on both they take the same. Each model's checkpoint records the kernels the sweep took under the single
 //! model's keys, so `vae train --resume` continues it with them.
 //! Evaluation runs model by model, on one single-model network that each model's parameters are copied into.
+//! Ctrl-C writes every model's checkpoint at the step reached; `vae sweep --resume DIR` continues the sweep from
+//! its manifest (`sweep.txt`: the data seed, the models in order, the kernel choices) and the checkpoints.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -69,7 +71,7 @@ fn member_settings(base: &Settings, p: GridPoint, data_seed: u64) -> Settings {
 
 /// Fails before anything is allocated where M models' buffers pass what the device allows one buffer (every
 /// model's parameters live in one), naming the largest model count that fits.
-fn check_models_fit(gpu: &Gpu, model: ModelConfig, batch: u32, models: usize) -> Result<()> {
+pub fn check_models_fit(gpu: &Gpu, model: ModelConfig, batch: u32, models: usize) -> Result<()> {
     let limits = gpu.device.limits();
     let limit = limits
         .max_buffer_size
@@ -98,23 +100,171 @@ fn check_models_fit(gpu: &Gpu, model: ModelConfig, batch: u32, models: usize) ->
     Ok(())
 }
 
-/// Runs `vae sweep`; returns each model's per-epoch statistics, in grid order.
-pub fn sweep(opts: &SweepOptions) -> Result<Vec<Vec<EpochStats>>> {
-    let t = &opts.train;
-    t.check()?;
-    if t.resume.is_some() {
-        return Err(Error::Invalid(
-            "vae sweep does not resume yet: continue any one model with vae train --resume <model dir>/checkpoint.safetensors"
-                .into(),
-        ));
+/// The sweep's manifest in its directory: its data seed, its models' directories in order, and the kernel
+/// choices it took (under their batched keys): what `vae sweep --resume` reads back.
+const MANIFEST: &str = "sweep.txt";
+
+/// What a sweep's manifest holds.
+struct Manifest {
+    data_seed: u64,
+    dirs: Vec<String>,
+    choices: Vec<(String, String)>,
+}
+
+impl Manifest {
+    fn text(&self) -> String {
+        let mut s = String::from(
+            "# vae sweep: the data seed, the models in order and the kernel choices (vae sweep --resume reads this)\n",
+        );
+        s += &format!("data_seed {}\n", self.data_seed);
+        for d in &self.dirs {
+            s += &format!("model {d}\n");
+        }
+        for (k, v) in &self.choices {
+            s += &format!("choice {k}\t{v}\n");
+        }
+        s
     }
+
+    fn read(dir: &Path) -> Result<Manifest> {
+        let path = dir.join(MANIFEST);
+        let bad = |why: String| Error::Data {
+            path: path.display().to_string(),
+            message: format!("{why}: --resume takes the directory a vae sweep wrote"),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+        let (mut data_seed, mut dirs, mut choices) = (None, Vec::new(), Vec::new());
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            match line.split_once(' ') {
+                Some(("data_seed", v)) => {
+                    data_seed = Some(
+                        v.trim()
+                            .parse()
+                            .map_err(|_| bad(format!("data_seed {v:?}")))?,
+                    )
+                }
+                Some(("model", d)) if !d.contains('/') && !d.contains("..") => {
+                    dirs.push(d.to_string())
+                }
+                Some(("choice", kv)) => match kv.split_once('\t') {
+                    Some((k, v)) => choices.push((k.to_string(), v.to_string())),
+                    None => return Err(bad(format!("a choice without its kernel: {kv:?}"))),
+                },
+                _ => return Err(bad(format!("an unreadable line {line:?}"))),
+            }
+        }
+        match (data_seed, dirs.is_empty()) {
+            (Some(data_seed), false) => Ok(Manifest {
+                data_seed,
+                dirs,
+                choices,
+            }),
+            _ => Err(bad("no data seed or no models".into())),
+        }
+    }
+}
+
+/// Where a sweep starts: new (its grid) or resumed (its directory's models, each from its checkpoint).
+struct Start {
+    out: PathBuf,
+    data_seed: u64,
+    base: Settings,
+    members: Vec<Member>,
+    checkpoints: Vec<Checkpoint>,
+    choices: Option<Vec<(String, String)>>,
+    /// sweep.csv's rows so far.
+    csv: Vec<String>,
+}
+
+/// A resumed sweep's start: the manifest, each model's checkpoint (all at one step, of one shape and shared
+/// settings), and the options given, which must agree with them.
+fn resumed(t: &TrainOptions, dir: &Path) -> Result<Start> {
+    if let Some(out) = &t.out
+        && !super::outdir::resumes_in(&dir.join(MANIFEST), out)
+    {
+        return Err(Error::Invalid(format!(
+            "--out {} is not the sweep being resumed ({}): a resumed sweep writes where it started; leave --out out",
+            out.display(),
+            dir.display()
+        )));
+    }
+    let manifest = Manifest::read(dir)?;
+    let checkpoints = manifest
+        .dirs
+        .iter()
+        .map(|d| Checkpoint::load(&dir.join(d).join("checkpoint.safetensors")))
+        .collect::<Result<Vec<_>>>()?;
+    let first = &checkpoints[0];
+    // The options given must agree with the sweep's shared settings, as `vae train --resume` checks its own.
+    let base = t.settings(Some(first))?;
+    for (d, ck) in manifest.dirs.iter().zip(&checkpoints) {
+        let shared = Settings {
+            seed: base.seed,
+            beta: base.beta,
+            lr: base.lr,
+            data_seed: base.data_seed,
+            ..ck.settings.clone()
+        };
+        if shared != base
+            || (ck.step, ck.epoch, ck.epoch_step) != (first.step, first.epoch, first.epoch_step)
+        {
+            return Err(Error::Data {
+                path: dir.join(d).display().to_string(),
+                message: format!(
+                    "this model's checkpoint is not of the same sweep as {}'s (its shared settings or its step \
+                     differ): resume it alone with vae train --resume",
+                    manifest.dirs[0]
+                ),
+            });
+        }
+    }
+    let members = manifest
+        .dirs
+        .iter()
+        .zip(&checkpoints)
+        .map(|(d, ck)| Member {
+            point: GridPoint {
+                beta: ck.settings.beta,
+                seed: ck.settings.seed,
+                lr: ck.settings.lr,
+            },
+            settings: ck.settings.clone(),
+            out: dir.join(d),
+            lines: ck
+                .metrics
+                .lines()
+                .skip(1)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect(),
+            history: Vec::new(),
+        })
+        .collect();
+    let csv = std::fs::read_to_string(dir.join("sweep.csv"))
+        .map(|t| t.lines().skip(1).map(String::from).collect())
+        .unwrap_or_default();
+    Ok(Start {
+        out: dir.to_path_buf(),
+        data_seed: manifest.data_seed,
+        base,
+        members,
+        checkpoints,
+        choices: Some(manifest.choices),
+        csv,
+    })
+}
+
+/// A new sweep's start: the grid's models over the shared settings.
+fn fresh(opts: &SweepOptions) -> Result<Start> {
+    let t = &opts.train;
     let points = opts.grid.points();
     let data_seed = opts.data_seed.unwrap_or(points[0].seed);
     let base = t.settings(None)?;
-    let (train, test) = load_data(t, &base)?;
-    let model = model_for(&train, &base, None)?;
     let out = t.out.clone().unwrap_or_else(default_out_dir);
-    let members: Vec<Member> = points
+    let members = points
         .iter()
         .map(|&p| Member {
             point: p,
@@ -124,9 +274,49 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<Vec<EpochStats>>> {
             history: Vec::new(),
         })
         .collect();
-    check_out(&out, false)?;
+    Ok(Start {
+        out,
+        data_seed,
+        base,
+        members,
+        checkpoints: Vec::new(),
+        choices: None,
+        csv: Vec::new(),
+    })
+}
+
+/// Runs `vae sweep` (with `opts.train.resume`, the sweep in that directory continued); returns each model's
+/// per-epoch statistics of the epochs it trained, in grid order.
+pub fn sweep(opts: &SweepOptions) -> Result<Vec<Vec<EpochStats>>> {
+    let t = &opts.train;
+    t.check()?;
+    let Start {
+        out,
+        data_seed,
+        base,
+        members,
+        checkpoints,
+        choices,
+        csv,
+    } = match &t.resume {
+        Some(dir) => resumed(t, dir)?,
+        None => fresh(opts)?,
+    };
+    let resuming = !checkpoints.is_empty();
+    let first_epoch = checkpoints.first().map_or(0, |c| c.epoch) + 1;
+    if first_epoch > t.epochs {
+        return Err(Error::Invalid(format!(
+            "the sweep has already trained {} epochs and --epochs is {}: --epochs is the total, so ask for more",
+            first_epoch - 1,
+            t.epochs
+        )));
+    }
+    let points: Vec<GridPoint> = members.iter().map(|m| m.point).collect();
+    let (train, test) = load_data(t, &base)?;
+    let model = model_for(&train, &base, None)?;
+    check_out(&out, resuming)?;
     for m in &members {
-        check_out(&m.out, false)?;
+        check_out(&m.out, resuming)?;
     }
     // Timestamps where the adapter has them, for tuning (as `vae train`).
     let gpu = Gpu::new(GpuOptions {
@@ -135,7 +325,10 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<Vec<EpochStats>>> {
     })?;
     check_sizes(&gpu, model, base.batch_size)?;
     check_models_fit(&gpu, model, base.batch_size, members.len())?;
-    let init: Vec<Vec<f32>> = points.iter().map(|p| model.init(p.seed)).collect();
+    let init: Vec<Vec<f32>> = match resuming {
+        true => checkpoints.iter().map(|c| c.params.clone()).collect(),
+        false => points.iter().map(|p| model.init(p.seed)).collect(),
+    };
     let init: Vec<&[f32]> = init.iter().map(|p| p.as_slice()).collect();
     let runs: Vec<ModelRun> = members
         .iter()
@@ -174,11 +367,33 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<Vec<EpochStats>>> {
     gpu.release_dropped()?;
     let net = Net::batched(&gpu, model, &init)?;
     let mut trainer = Trainer::batched(&gpu, &net, config, runs, &train)?;
-    // The step's products at this model count, tuned (or from the cache) as `vae train` tunes its own.
-    let products = distinct(trainer.products());
-    let room = trainer.pair_room();
-    let chosen = tune::choose(&gpu, &products, &t.tune, room, |w| eprintln!("{w}"))?;
+    // The step's products at this model count, tuned (or from the cache) as `vae train` tunes its own; a resumed
+    // sweep takes the choices it started with, so it continues exactly.
+    let chosen = match &choices {
+        Some(c) => {
+            gpu.clear_choices();
+            gpu.set_choices(c.iter().cloned());
+            format!(
+                "kernels: {} choices from {}",
+                c.len(),
+                out.join(MANIFEST).display()
+            )
+        }
+        None => {
+            let products = distinct(trainer.products());
+            let room = trainer.pair_room();
+            tune::choose(&gpu, &products, &t.tune, room, |w| eprintln!("{w}"))?.line()
+        }
+    };
     trainer.rebuild_plans()?;
+    if resuming {
+        for (k, ck) in checkpoints.iter().enumerate() {
+            trainer.restore_model(k as u32, &ck.m, &ck.v)?;
+        }
+        trainer.step = checkpoints[0].step;
+        trainer.epoch_step = checkpoints[0].epoch_step;
+        trainer.partial = checkpoints.iter().map(|c| c.partial).collect();
+    }
     // One single-model network for evaluation, and an evaluator per seed (its test noise and binarization).
     let eval_net = Net::new(&gpu, model, init[0])?;
     let mut evaluators: BTreeMap<u64, Evaluator> = BTreeMap::new();
@@ -209,8 +424,14 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<Vec<EpochStats>>> {
     .collect();
     let _locks = std::iter::once(&out)
         .chain(members.iter().map(|m| &m.out))
-        .map(|dir| prepare_out(dir, false))
+        .map(|dir| prepare_out(dir, resuming))
         .collect::<Result<Vec<_>>>()?;
+    let manifest = Manifest {
+        data_seed,
+        dirs: members.iter().map(|m| m.point.dir_name()).collect(),
+        choices: gpu.choices_snapshot(),
+    };
+    write_atomic(&out.join(MANIFEST), manifest.text().as_bytes())?;
     if t.verbose {
         eprintln!(
             "sweeping {} models of {}-{}-{} in one batched step on {} ({} train / {} test examples, batch {}, \
@@ -226,7 +447,16 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<Vec<EpochStats>>> {
             base.data_kind(),
             out.display()
         );
-        eprintln!("{}", chosen.line());
+        if resuming {
+            eprintln!(
+                "resuming at epoch {first_epoch}{}",
+                match checkpoints[0].epoch_step {
+                    0 => String::new(),
+                    s => format!(" after step {s}"),
+                }
+            );
+        }
+        eprintln!("{chosen}");
     }
     let mut sweep = SweepRun {
         gpu: &gpu,
@@ -238,9 +468,10 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<Vec<EpochStats>>> {
         image: (train.rows, train.cols),
         kernels,
         verbose: t.verbose,
-        csv: Vec::new(),
+        csv,
+        resumed_seconds: checkpoints.first().map_or(0.0, |c| c.partial_seconds),
     };
-    for epoch in 1..=t.epochs {
+    for epoch in first_epoch..=t.epochs {
         sweep.epoch(epoch, t.epochs)?;
     }
     let params: Vec<Vec<f32>> = (0..sweep.members.len() as u32)
@@ -297,12 +528,15 @@ struct SweepRun<'a> {
     verbose: bool,
     /// sweep.csv's rows so far.
     csv: Vec<String>,
+    /// Training time of an interrupted epoch before this run resumed it.
+    resumed_seconds: f64,
 }
 
 impl SweepRun<'_> {
     /// Trains every model one epoch in the batched step, then evaluates and writes each, and prints one line.
     fn epoch(&mut self, epoch: u32, epochs: u32) -> Result<()> {
         let bar = progress_bar(self.verbose, self.trainer.steps_per_epoch(), epoch, epochs);
+        bar.set_position(self.trainer.epoch_step as u64);
         let start = Instant::now();
         let end = self.trainer.train_epoch(epoch, |done, sums| {
             bar.set_position(done as u64);
@@ -313,18 +547,11 @@ impl SweepRun<'_> {
             }
         })?;
         self.gpu.wait()?;
-        let seconds = start.elapsed().as_secs_f64();
+        let seconds = start.elapsed().as_secs_f64() + std::mem::take(&mut self.resumed_seconds);
         bar.finish_and_clear();
         let sums = match end {
             EpochEnd::Done(sums) => sums,
-            EpochEnd::Interrupted => {
-                return Err(Error::Interrupted(format!(
-                    "stopped in epoch {epoch}; each model's checkpoint of epoch {} is in its directory under {} \
-                     (continue one with vae train --resume)",
-                    epoch - 1,
-                    self.out.display()
-                )));
-            }
+            EpochEnd::Interrupted => return Err(self.interrupted(epoch, seconds)),
         };
         let n = self.trainer.n_train();
         for (k, sum) in sums.into_iter().enumerate() {
@@ -355,6 +582,46 @@ impl SweepRun<'_> {
             );
         }
         Ok(())
+    }
+
+    /// Model `k`'s state after `epoch` whole epochs (and, mid-epoch, the steps and loss of the next one so far),
+    /// read back from the GPU: a checkpoint that `vae train --resume` and `vae sweep --resume` continue.
+    fn checkpoint(&self, k: usize, epoch: u32, partial_seconds: f64) -> Result<Checkpoint> {
+        let m = &self.members[k];
+        let (mm, vv) = self.trainer.moments_of(k as u32)?;
+        Ok(Checkpoint {
+            model: self.trainer.net.config,
+            params: self.trainer.params_of(k as u32)?,
+            m: mm,
+            v: vv,
+            step: self.trainer.step,
+            epoch,
+            epoch_step: self.trainer.epoch_step,
+            partial: self.trainer.partial[k],
+            partial_seconds,
+            settings: m.settings.clone(),
+            image: Some((self.image.0 as u32, self.image.1 as u32)),
+            metrics: metrics_csv(&m.lines),
+            kernels: self.kernels.clone(),
+        })
+    }
+
+    /// Ctrl-C in `epoch`: every model's checkpoint at the step the epoch reached, and the error that says so.
+    fn interrupted(&self, epoch: u32, seconds: f64) -> Error {
+        let (done, of) = (self.trainer.epoch_step, self.trainer.steps_per_epoch());
+        let saved = (0..self.members.len()).try_for_each(|k| {
+            let path = self.members[k].out.join("checkpoint.safetensors");
+            self.checkpoint(k, epoch - 1, seconds)?.save(&path)
+        });
+        match saved {
+            Ok(()) => Error::Interrupted(format!(
+                "each model's checkpoint written at step {} (epoch {epoch}, step {done} of {of}); continue the sweep \
+                 with vae sweep --resume {}, or one model with vae train --resume <its directory>/checkpoint.safetensors",
+                self.trainer.step,
+                self.out.display()
+            )),
+            Err(e) => e,
+        }
     }
 
     /// Model `k`'s end of `epoch`: its test loss (its parameters copied into the evaluation network), its
@@ -392,23 +659,9 @@ impl SweepRun<'_> {
         m.lines.push(metrics_line(&stats, n));
         m.history.push(stats);
         write_atomic(&m.out.join("metrics.csv"), metrics_csv(&m.lines).as_bytes())?;
-        let (mm, vv) = self.trainer.moments_of(k as u32)?;
-        Checkpoint {
-            model: net.config,
-            params: self.trainer.params_of(k as u32)?,
-            m: mm,
-            v: vv,
-            step: self.trainer.step,
-            epoch,
-            epoch_step: 0,
-            partial: LossSum::default(),
-            partial_seconds: 0.0,
-            settings: m.settings.clone(),
-            image: Some((self.image.0 as u32, self.image.1 as u32)),
-            metrics: metrics_csv(&m.lines),
-            kernels: self.kernels.clone(),
-        }
-        .save(&m.out.join("checkpoint.safetensors"))?;
+        self.checkpoint(k, epoch, 0.0)?
+            .save(&self.members[k].out.join("checkpoint.safetensors"))?;
+        let m = &self.members[k];
         epoch_pictures(evaluator, self.image, &m.out, epoch)?;
         let (_, tb, tk) = train.per_example();
         let (_, vb, vk) = test.per_example();
