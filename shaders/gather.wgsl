@@ -15,6 +15,10 @@
 // (i, step.rng_step + g, p.stream, 0) under key (p.key_lo, p.key_hi), so every step sees a fresh binarization that
 // the CPU can repeat, whichever dispatch gathered it.
 //
+// A sweep whose models differ in their binarization (p.models > 0) gathers each model's own batches: model k is
+// the grid's z, its batches start at k · p.model_stride, and it is binarized where step_models[k].binarize says
+// (the same noise for every model that is, keyed by the data's seed). Otherwise one batch serves every model.
+//
 // Dispatch: one invocation per element of the batches, WG (256) per workgroup, workgroups on a 2-D grid (`grid` in
 // src/kernels/mod.rs). An index past the dataset writes NaN, so a host bug cannot pass for data.
 
@@ -72,7 +76,7 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     if at >= p.index_len {
         return;
     }
-    let out = g * p.stride + i;
+    let out = gid.z * p.model_stride + g * p.stride + i;
     let row = index[at];
     if row >= p.data_rows {
         x[out] = bitcast<f32>(0x7fc00000u);
@@ -81,7 +85,11 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let byte = row * p.cols + c;
     let value = (data[byte >> 2u] >> ((byte & 3u) * 8u)) & 0xffu;
     let scaled = byte_to_unit(value);
-    if BINARIZE {
+    var binarize = BINARIZE;
+    if p.models > 0u {
+        binarize = step_models[gid.z].binarize != 0u;
+    }
+    if binarize {
         let counter = vec4<u32>(i, step.rng_step + g, p.stream, 0u);
         let u = philox_uniform(philox4x32_10(counter, vec2<u32>(p.key_lo, p.key_hi)).x);
         x[out] = select(0.0, 1.0, u < scaled);

@@ -91,6 +91,7 @@ fn gpu_step_matches_cpu_reference_for_three_models_at_once() {
         beta,
         kl_warmup,
         lr,
+        binarize: false,
     });
     models_steps_match_the_reference("default kernels, 3 models", (128, 178, 2), &runs);
 }
@@ -192,6 +193,7 @@ fn steps_match_the_reference(kernel: &str, batch: u32, n_train: u32, epochs: u32
         beta: 1.0,
         kl_warmup: 0.0,
         lr: AdamConfig::default().lr,
+        binarize: false,
     };
     models_steps_match_the_reference(kernel, (batch, n_train, epochs), &[one]);
 }

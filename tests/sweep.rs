@@ -1,7 +1,7 @@
 //! Several models trained together in one batched step (issue 25): each model ends where the same model trained
 //! alone ends, to the bit — its parameters, Adam's moments and every epoch's training loss — with the kernels the
-//! device takes untuned and with each fusion flipped. The models differ in seed, β, KL warm-up and learning rate,
-//! and share the batches (one data seed), the shape and the binarization.
+//! device takes untuned and with each fusion flipped. The models differ in seed, β, KL warm-up and learning rate
+//! (and, in one test, binarization), and share the batches (one data seed) and the shape.
 
 mod common;
 
@@ -51,6 +51,7 @@ fn run(k: u32) -> ModelRun {
         beta: [1.0, 0.25, 4.0, 0.5, 2.0][k as usize % 5],
         kl_warmup: [0.0, 1.5, 0.0, 0.7][k as usize % 4],
         lr: [1e-3, 3e-3, 5e-4][k as usize % 3],
+        binarize: true,
     }
 }
 
@@ -121,6 +122,11 @@ fn train(gpu: &Gpu, runs: &[ModelRun], train: &Split, epochs: u32) -> Vec<End> {
 
 /// For each model count, the models trained together against each trained alone.
 fn batched_equals_alone(gpu: &Gpu, what: &str, counts: &[u32]) {
+    batched_equals_alone_with(gpu, what, counts, run)
+}
+
+/// [`batched_equals_alone`] with model k's settings `run(k)`.
+fn batched_equals_alone_with(gpu: &Gpu, what: &str, counts: &[u32], run: fn(u32) -> ModelRun) {
     let data = random_split(300, 784, 3);
     let epochs = 2;
     for &count in counts {
@@ -175,6 +181,20 @@ fn models_trained_together_equal_each_trained_alone() {
     let gpu = common::gpu();
     gpu.clear_choices();
     batched_equals_alone(gpu, "default kernels", &[3, 7]);
+}
+
+/// Models that differ in their binarization (binarized, grey, binarized, …) each gather their own batches, and
+/// each still equals its run alone (a grey run alone gathers no noise at all).
+#[test]
+fn models_that_differ_in_binarization_each_equal_their_run_alone() {
+    let _choices = CHOICES.lock().unwrap_or_else(|p| p.into_inner());
+    let gpu = common::gpu();
+    gpu.clear_choices();
+    let mixed = |k: u32| ModelRun {
+        binarize: k.is_multiple_of(2),
+        ..run(k)
+    };
+    batched_equals_alone_with(gpu, "binarized and grey", &[3], mixed);
 }
 
 /// The same with each fusion the other way round from the device's default (reparam+fc3 and adam+bce), so the

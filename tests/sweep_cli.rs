@@ -378,3 +378,58 @@ fn an_interrupted_and_resumed_sweep_equals_a_straight_one() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("do not go with --resume"));
 }
+
+/// Warm-up and binarization as axes of the grid: each model is named for them and equals `vae train` with them.
+#[test]
+fn warm_ups_and_binarizations_are_axes_of_the_grid() {
+    let data = mnist_dir();
+    let data = data.to_str().unwrap();
+    let root = scratch("sweep_cli_axes");
+    let out = root.join("sweep");
+    let shape = [
+        "--hidden",
+        "64",
+        "--train-samples",
+        "1000",
+        "--test-samples",
+        "300",
+        "--no-tune",
+    ];
+    let mut args = vec![
+        "sweep",
+        "--data",
+        data,
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "2",
+    ];
+    args.extend(["--seeds", "3", "--kl-warmup", "0,1", "--binarize", "no,yes"]);
+    args.extend(shape);
+    ok(&vae(&args));
+    let names = [
+        "beta1-seed3-lr0.001-warmup0-grey",
+        "beta1-seed3-lr0.001-warmup0-binarized",
+        "beta1-seed3-lr0.001-warmup1-grey",
+        "beta1-seed3-lr0.001-warmup1-binarized",
+    ];
+    for n in names {
+        assert!(out.join(n).join("checkpoint.safetensors").is_file(), "{n}");
+    }
+    let alone = root.join("alone");
+    let mut args = vec![
+        "train",
+        "--data",
+        data,
+        "--out",
+        alone.to_str().unwrap(),
+        "--epochs",
+        "2",
+    ];
+    args.extend(["--seed", "3", "--kl-warmup", "1", "--binarize"]);
+    args.extend(shape);
+    ok(&vae(&args));
+    let member = out.join(names[3]);
+    assert_eq!(losses(&member), losses(&alone));
+    assert_eq!(tensors(&member), tensors(&alone));
+}

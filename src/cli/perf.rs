@@ -566,6 +566,7 @@ pub fn sweep(
                 beta: 1.0,
                 kl_warmup: 0.0,
                 lr: 1e-3,
+                binarize: false,
             })
             .collect();
         let config = bench::bench_config(model, m.batch_size, train.n);

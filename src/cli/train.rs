@@ -31,13 +31,6 @@ pub struct RunArgs {
     /// Units of the encoder's and decoder's hidden layers [default: 400].
     #[arg(long)]
     hidden: Option<u32>,
-    /// Epochs over which the KL weight ramps linearly from 0 to --beta [default: 0, no warm-up].
-    #[arg(long, value_name = "EPOCHS", allow_negative_numbers = true)]
-    kl_warmup: Option<f32>,
-    /// Dynamically binarize each batch on the GPU (pixel = 1 with probability grey level / 255), the setup of the
-    /// log-likelihood literature; the test set is binarized once, the same way every epoch.
-    #[arg(long)]
-    binarize: bool,
     /// Use only the first N training examples (quick runs and tests).
     #[arg(long, value_name = "N")]
     train_samples: Option<usize>,
@@ -72,6 +65,13 @@ pub struct TrainArgs {
     /// Weight on the KL term (β-VAE); 1 trains the ELBO [default: 1].
     #[arg(long, allow_negative_numbers = true)]
     beta: Option<f32>,
+    /// Epochs over which the KL weight ramps linearly from 0 to --beta [default: 0, no warm-up].
+    #[arg(long, value_name = "EPOCHS", allow_negative_numbers = true)]
+    kl_warmup: Option<f32>,
+    /// Dynamically binarize each batch on the GPU (pixel = 1 with probability grey level / 255), the setup of the
+    /// log-likelihood literature; the test set is binarized once, the same way every epoch.
+    #[arg(long)]
+    binarize: bool,
     /// Continue the run saved in this checkpoint (its settings are kept; --epochs is the total).
     #[arg(long, value_name = "CHECKPOINT")]
     resume: Option<PathBuf>,
@@ -93,6 +93,13 @@ pub struct SweepArgs {
     /// Adam's learning rates, comma-separated [default: 0.001].
     #[arg(long, allow_hyphen_values = true)]
     lr: Option<String>,
+    /// KL warm-ups to train, in epochs, comma-separated (e.g. 0,5) [default: 0, no warm-up].
+    #[arg(long, value_name = "EPOCHS", allow_hyphen_values = true)]
+    kl_warmup: Option<String>,
+    /// Dynamic binarization of the training images: `--binarize` alone binarizes every model; `--binarize no,yes`
+    /// trains each model both ways [default: no].
+    #[arg(long, num_args = 0..=1, default_missing_value = "yes", value_name = "no,yes")]
+    binarize: Option<String>,
     /// Seed of the shuffling and the binarization, shared by every model [default: the first of --seeds].
     #[arg(long, value_name = "SEED")]
     data_seed: Option<u64>,
@@ -119,8 +126,8 @@ impl RunArgs {
             seed: None,
             data_seed: None,
             beta: None,
-            kl_warmup: self.kl_warmup,
-            binarize: self.binarize,
+            kl_warmup: None,
+            binarize: false,
             resume: None,
             train_samples: self.train_samples,
             test_samples: self.test_samples,
@@ -138,6 +145,8 @@ impl From<TrainArgs> for TrainOptions {
             seed: a.seed,
             data_seed: a.data_seed,
             beta: a.beta,
+            kl_warmup: a.kl_warmup,
+            binarize: a.binarize,
             resume: a.resume,
             ..a.run.options((&a.tune).into())
         }
@@ -158,20 +167,31 @@ pub fn train(args: TrainArgs) -> vae_wgpu::Result<()> {
 }
 
 pub fn sweep(args: SweepArgs) -> vae_wgpu::Result<()> {
-    let grid_given = args.beta.is_some() || args.seeds.is_some() || args.lr.is_some();
+    let grid_given = [
+        &args.beta,
+        &args.seeds,
+        &args.lr,
+        &args.kl_warmup,
+        &args.binarize,
+    ]
+    .iter()
+    .any(|o| o.is_some());
     if args.resume.is_some() && (grid_given || args.data_seed.is_some()) {
         return Err(vae_wgpu::Error::Invalid(
-            "--beta, --seeds, --lr and --data-seed do not go with --resume: a resumed sweep continues the models it \
-             has; leave them out, or start a new sweep"
+            "--beta, --seeds, --lr, --kl-warmup, --binarize and --data-seed do not go with --resume: a resumed \
+             sweep continues the models it has; leave them out, or start a new sweep"
                 .into(),
         ));
     }
     // The grid first: a bad list is refused before anything is loaded.
     let list = |v: &Option<String>, default: &str| v.clone().unwrap_or_else(|| default.into());
-    let grid = Grid::parse(
-        &list(&args.beta, "1"),
-        &list(&args.seeds, "1"),
-        &list(&args.lr, "0.001"),
+    let grid = Grid::parse_all(
+        (
+            &list(&args.beta, "1"),
+            &list(&args.seeds, "1"),
+            &list(&args.lr, "0.001"),
+        ),
+        (&list(&args.kl_warmup, "0"), &list(&args.binarize, "no")),
     )?;
     catch_ctrl_c();
     let opts = SweepOptions {

@@ -273,8 +273,10 @@ gpu_struct! {
         pub stride: u32,
         /// Rows of the index list: a batch row at or past it is not written.
         pub index_len: u32,
-        pub _pad0: u32,
-        pub _pad1: u32,
+        /// A sweep whose models differ in their binarization: models (the grid's z, each binarized as its row of
+        /// the step's window says) and the elements between two models' batches; 0 models: one batch for all.
+        pub models: u32,
+        pub model_stride: u32,
         pub _pad2: u32,
     }
 }
@@ -429,7 +431,9 @@ gpu_struct! {
         /// Philox key of this model's noise (its seed's low and high words).
         pub key_lo: u32,
         pub key_hi: u32,
-        pub _pad0: u32,
+        /// 1 where this model trains on dynamically binarized images (the gather of a sweep whose models differ
+        /// in it writes each model's batch).
+        pub binarize: u32,
         pub _pad1: u32,
         pub _pad2: u32,
     }

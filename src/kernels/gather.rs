@@ -98,6 +98,21 @@ pub fn gather_batches(
     step: &StepTable,
     binarize: Option<Binarize>,
 ) -> Result<Dispatch> {
+    gather_models(gpu, label, (data, index, x), at, step, binarize, None)
+}
+
+/// [`gather_batches`], and with `models` = (count, stride) each model's own batches, model k's `k × stride`
+/// elements on, binarized (with `binarize`'s key and stream) where the model's row of the step table's window
+/// says: for a sweep whose models differ in their binarization.
+pub fn gather_models(
+    gpu: &Gpu,
+    label: &str,
+    (data, index, x): (&ByteMatrix, &wgpu::Buffer, &wgpu::Buffer),
+    at: Batches,
+    step: &StepTable,
+    binarize: Option<Binarize>,
+    models: Option<(u32, u32)>,
+) -> Result<Dispatch> {
     let batch = at.rows as u64 * data.cols as u64;
     if at.steps == 0 || batch == 0 || (at.steps > 1 && (at.stride as u64) < batch) {
         return Err(Error::shape(
@@ -108,13 +123,31 @@ pub fn gather_batches(
             ),
         ));
     }
-    let last = (at.steps as u64 - 1) * at.stride as u64;
+    let (count, model_stride) = models.unwrap_or((0, 0));
+    let span = (at.steps as u64 - 1) * at.stride as u64 + batch;
+    if count > 1 && (model_stride as u64) < span {
+        return Err(Error::shape(
+            "gather",
+            format!("{label}: models {model_stride} elements apart cannot each hold {span}"),
+        ));
+    }
+    if count > 0 && step.models != count {
+        return Err(Error::shape(
+            "gather",
+            format!(
+                "{label}: {count} models' batches with a step table for {}",
+                step.models
+            ),
+        ));
+    }
+    let last = (at.steps as u64 - 1) * at.stride as u64
+        + count.saturating_sub(1) as u64 * model_stride as u64;
     check_room("gather", label, "output", x, last, batch)?;
     let n = at.steps as u64 * batch;
     let spec = KernelSpec {
         module: &GATHER,
         entry: "gather",
-        constants: vec![("BINARIZE", binarize.is_some() as u8 as f64)],
+        constants: vec![("BINARIZE", (binarize.is_some() && count == 0) as u8 as f64)],
         storage: &[Access::Read, Access::Read, Access::ReadWrite],
         uses_rows: true,
     };
@@ -128,6 +161,8 @@ pub fn gather_batches(
         steps: at.steps,
         stride: at.stride,
         index_len: (index.size() / 4).min(u32::MAX as u64) as u32,
+        models: count,
+        model_stride,
         ..Default::default()
     };
     gpu.dispatch(
@@ -135,10 +170,16 @@ pub fn gather_batches(
         &spec,
         &params,
         &[&data.buffer, index, x],
-        grid(n, WG),
+        {
+            let [gx, gy, _] = grid(n, WG);
+            [gx, gy, count.max(1)]
+        },
         Some(&step.rows),
     )
-    .map(|d| d.with_work(n as f64, 5.0 * n as f64))
+    .map(|d| {
+        let m = count.max(1) as f64;
+        d.with_work(m * n as f64, m * 5.0 * n as f64)
+    })
 }
 
 /// CPU reference: the same rows, in f64 then rounded, as `ToTensor` computes them.

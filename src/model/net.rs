@@ -104,6 +104,9 @@ pub struct Workspace {
     pub x: wgpu::Buffer,
     pub x_slots: u32,
     pub x_stride: u32,
+    /// Elements between two models' input batches where each model has its own (a sweep whose models differ in
+    /// their binarization); 0: one batch for every model.
+    pub x_model_stride: u32,
     pub h1: wgpu::Buffer,
     pub heads: wgpu::Buffer,
     pub z: wgpu::Buffer,
@@ -146,17 +149,38 @@ impl Workspace {
         Workspace::with_inputs(gpu, name, config, rows, slots, 0)
     }
 
-    /// [`Workspace::with_inputs`] for `models` models trained together (a sweep): one input batch per step for
-    /// all of them, and each model's own activations.
+    /// [`Workspace::with_inputs`] for `models` models trained together (a sweep): each model's own activations,
+    /// and one input batch per step for all of them, or with `x_per_model` one for each (`x_len` elements in
+    /// all, shared between them).
     pub fn batched(
         gpu: &Gpu,
         name: &str,
         config: ModelConfig,
         (rows, slots): (u32, u32),
-        x_len: u64,
+        (x_len, x_per_model): (u64, bool),
         models: u32,
     ) -> Result<Workspace> {
-        Workspace::build(gpu, name, config, (rows, slots), x_len, models.max(1))
+        let count = models.max(1);
+        if !(x_per_model && count > 1) {
+            return Workspace::build(gpu, name, config, (rows, slots), x_len, count);
+        }
+        // Each model's batches in its share of the room, at least one batch each.
+        let mut ws = Workspace::build(
+            gpu,
+            name,
+            config,
+            (rows, slots),
+            x_len / count as u64,
+            count,
+        )?;
+        let stride = ws.x_slots as u64 * ws.x_stride as u64;
+        ws.x = gpu.storage::<f32>(&format!("{name}.x"), (stride * count as u64) as usize)?;
+        ws.x_model_stride = u32::try_from(stride).map_err(|_| {
+            crate::error::Error::Invalid(format!(
+                "{count} models' input batches of {stride} elements each"
+            ))
+        })?;
+        Ok(ws)
     }
 
     /// [`Workspace::new`] with `x_len` elements for input batches, as many as fit (at least one): the batches of
@@ -219,6 +243,7 @@ impl Workspace {
             x: buf("x", x_len as usize)?,
             x_slots,
             x_stride,
+            x_model_stride: 0,
             h1: buf("h1", m * hs)?,
             heads: buf("heads", m * 2 * zs)?,
             z: buf("z", m * zs)?,
@@ -241,6 +266,7 @@ impl Workspace {
     pub fn x_at(&self, slot: u32) -> Operand<'_> {
         assert!(slot < self.x_slots, "x slot {slot} of {}", self.x_slots);
         Operand::at(&self.x, slot as usize * self.x_stride as usize)
+            .per_model(self.x_model_stride as usize)
     }
 }
 

@@ -13,6 +13,10 @@ pub struct GridPoint {
     pub beta: f32,
     pub seed: u64,
     pub lr: f32,
+    /// Epochs of the KL weight's linear warm-up.
+    pub kl_warmup: f32,
+    /// Dynamic binarization of the training images.
+    pub binarize: bool,
 }
 
 impl GridPoint {
@@ -29,6 +33,8 @@ pub struct Grid {
     pub betas: Vec<f32>,
     pub seeds: Vec<u64>,
     pub lrs: Vec<f32>,
+    pub warmups: Vec<f32>,
+    pub binarize: Vec<bool>,
 }
 
 impl Grid {
@@ -37,6 +43,15 @@ impl Grid {
     /// a value given twice in one list (as written or as parsed: `1` and `1.0`), and a cross product of more
     /// than [`MAX_MODELS`] models.
     pub fn parse(beta: &str, seeds: &str, lr: &str) -> Result<Grid> {
+        Grid::parse_all((beta, seeds, lr), ("0", "no"))
+    }
+
+    /// [`Grid::parse`] with the warm-up (`--kl-warmup`, epochs ≥ 0) and the binarization (`--binarize`, `no` and
+    /// `yes`) as axes of the grid too.
+    pub fn parse_all(
+        (beta, seeds, lr): (&str, &str, &str),
+        (warmup, binarize): (&str, &str),
+    ) -> Result<Grid> {
         let betas = list("--beta", beta, "a number", |b: f32| {
             (b.is_finite() && b >= 0.0)
                 .then_some(())
@@ -48,17 +63,49 @@ impl Grid {
                 .then_some(())
                 .ok_or("the learning rate must be a positive finite number")
         })?;
-        let models = betas.len() * seeds.len() * lrs.len();
+        let warmups = list("--kl-warmup", warmup, "a number", |w: f32| {
+            (w.is_finite() && w >= 0.0)
+                .then_some(())
+                .ok_or("give a number of epochs ≥ 0")
+        })?;
+        let binarize = list("--binarize", binarize, "no or yes", |_: YesNo| Ok(()))?
+            .into_iter()
+            .map(|b| b.0)
+            .collect::<Vec<_>>();
+        let models = betas.len() * seeds.len() * lrs.len() * warmups.len() * binarize.len();
         if models > MAX_MODELS {
+            let schedules = match warmups.len() * binarize.len() {
+                1 => String::new(),
+                n => format!(" × {n} warm-up and binarization settings"),
+            };
             return Err(Error::Invalid(format!(
-                "{} β × {} seeds × {} learning rates is {models} models; a sweep trains at most {MAX_MODELS} \
-                 in one step: split the grid into several sweeps",
+                "{} β × {} seeds × {} learning rates{schedules} is {models} models; a sweep trains at most \
+                 {MAX_MODELS} in one step: split the grid into several sweeps",
                 betas.len(),
                 seeds.len(),
                 lrs.len()
             )));
         }
-        Ok(Grid { betas, seeds, lrs })
+        Ok(Grid {
+            betas,
+            seeds,
+            lrs,
+            warmups,
+            binarize,
+        })
+    }
+
+    /// Model `p`'s directory: [`GridPoint::dir_name`], with its warm-up and its binarization where the grid has
+    /// more than one of them.
+    pub fn dir_name(&self, p: &GridPoint) -> String {
+        let mut name = p.dir_name();
+        if self.warmups.len() > 1 {
+            name += &format!("-warmup{}", p.kl_warmup);
+        }
+        if self.binarize.len() > 1 {
+            name += if p.binarize { "-binarized" } else { "-grey" };
+        }
+        name
     }
 
     /// Every (β, seed, learning rate), β slowest and the learning rate fastest: model i of the sweep is
@@ -68,11 +115,42 @@ impl Grid {
         for &beta in &self.betas {
             for &seed in &self.seeds {
                 for &lr in &self.lrs {
-                    out.push(GridPoint { beta, seed, lr });
+                    for &kl_warmup in &self.warmups {
+                        for &binarize in &self.binarize {
+                            out.push(GridPoint {
+                                beta,
+                                seed,
+                                lr,
+                                kl_warmup,
+                                binarize,
+                            });
+                        }
+                    }
                 }
             }
         }
         out
+    }
+}
+
+/// `no` or `yes` (also `false` or `true`), as `--binarize` lists them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct YesNo(bool);
+
+impl std::str::FromStr for YesNo {
+    type Err = ();
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        match s {
+            "no" | "false" => Ok(YesNo(false)),
+            "yes" | "true" => Ok(YesNo(true)),
+            _ => Err(()),
+        }
+    }
+}
+
+impl std::fmt::Display for YesNo {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(if self.0 { "yes" } else { "no" })
     }
 }
 
@@ -131,7 +209,9 @@ mod tests {
             GridPoint {
                 beta: 0.25,
                 seed: 1,
-                lr: 1e-3
+                lr: 1e-3,
+                kl_warmup: 0.0,
+                binarize: false,
             }
         );
         assert_eq!(
@@ -139,7 +219,9 @@ mod tests {
             GridPoint {
                 beta: 0.25,
                 seed: 2,
-                lr: 3e-4
+                lr: 3e-4,
+                kl_warmup: 0.0,
+                binarize: false,
             }
         );
         assert_eq!(p[11].beta, 4.0);
@@ -150,6 +232,35 @@ mod tests {
         assert_eq!(names.len(), 12);
     }
 
+    /// Warm-up and binarization as axes: in the cross product after the learning rate, named only where the
+    /// grid has several; refused as the others are.
+    #[test]
+    fn warm_ups_and_binarizations_are_axes_too() {
+        let g = Grid::parse_all(("1", "1,2", "1e-3"), ("0,2", "no,yes")).unwrap();
+        let p = g.points();
+        assert_eq!(p.len(), 8);
+        assert_eq!((p[1].kl_warmup, p[1].binarize), (0.0, true));
+        assert_eq!((p[2].kl_warmup, p[2].binarize), (2.0, false));
+        assert_eq!(g.dir_name(&p[3]), "beta1-seed1-lr0.001-warmup2-binarized");
+        let one = Grid::parse_all(("1", "1", "1e-3"), ("1.5", "yes")).unwrap();
+        assert_eq!(one.dir_name(&one.points()[0]), "beta1-seed1-lr0.001");
+        let e = Grid::parse_all(("1", "1", "1e-3"), ("0", "maybe"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--binarize maybe") && e.contains("no or yes"),
+            "{e}"
+        );
+        let e = Grid::parse_all(("1", "1", "1e-3"), ("-1", "no"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--kl-warmup -1"), "{e}");
+        let e = Grid::parse_all(("1", "1", "1e-3"), ("0", "yes,true"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("given twice"), "{e}");
+    }
+
     #[test]
     fn a_single_model_is_a_grid_too() {
         let g = Grid::parse("1", "7", "0.001").unwrap();
@@ -158,7 +269,9 @@ mod tests {
             [GridPoint {
                 beta: 1.0,
                 seed: 7,
-                lr: 1e-3
+                lr: 1e-3,
+                kl_warmup: 0.0,
+                binarize: false,
             }]
         );
     }

@@ -45,12 +45,13 @@ pub struct SweepOptions {
 }
 
 /// sweep.csv's header: one row per model and epoch.
-pub const SWEEP_HEADER: &str =
-    "model,beta,seed,lr,epoch,train_loss,train_bce,train_kl,test_loss,test_bce,test_kl";
+pub const SWEEP_HEADER: &str = "model,beta,seed,lr,kl_warmup,binarize,epoch,train_loss,train_bce,train_kl,test_loss,test_bce,test_kl";
 
 /// One model of the sweep as the run writes it.
 struct Member {
     point: GridPoint,
+    /// Its directory's name under the sweep's.
+    name: String,
     settings: Settings,
     out: PathBuf,
     /// metrics.csv's rows so far.
@@ -64,6 +65,8 @@ fn member_settings(base: &Settings, p: GridPoint, data_seed: u64) -> Settings {
         seed: p.seed,
         beta: p.beta,
         lr: p.lr,
+        kl_warmup: p.kl_warmup,
+        binarize: p.binarize,
         data_seed: (data_seed != p.seed).then_some(data_seed),
         ..base.clone()
     }
@@ -205,6 +208,8 @@ fn resumed(t: &TrainOptions, dir: &Path) -> Result<Start> {
             seed: base.seed,
             beta: base.beta,
             lr: base.lr,
+            kl_warmup: base.kl_warmup,
+            binarize: base.binarize,
             data_seed: base.data_seed,
             ..ck.settings.clone()
         };
@@ -230,7 +235,10 @@ fn resumed(t: &TrainOptions, dir: &Path) -> Result<Start> {
                 beta: ck.settings.beta,
                 seed: ck.settings.seed,
                 lr: ck.settings.lr,
+                kl_warmup: ck.settings.kl_warmup,
+                binarize: ck.settings.binarize,
             },
+            name: d.clone(),
             settings: ck.settings.clone(),
             out: dir.join(d),
             lines: ck
@@ -268,8 +276,9 @@ fn fresh(opts: &SweepOptions) -> Result<Start> {
         .iter()
         .map(|&p| Member {
             point: p,
+            name: opts.grid.dir_name(&p),
             settings: member_settings(&base, p, data_seed),
-            out: out.join(p.dir_name()),
+            out: out.join(opts.grid.dir_name(&p)),
             lines: Vec::new(),
             history: Vec::new(),
         })
@@ -335,8 +344,9 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<Vec<EpochStats>>> {
         .map(|m| ModelRun {
             seed: m.point.seed,
             beta: m.point.beta,
-            kl_warmup: base.kl_warmup,
+            kl_warmup: m.point.kl_warmup,
             lr: m.point.lr,
+            binarize: m.point.binarize,
         })
         .collect();
     let config = TrainConfig {
@@ -396,9 +406,10 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<Vec<EpochStats>>> {
     }
     // One single-model network for evaluation, and an evaluator per seed (its test noise and binarization).
     let eval_net = Net::new(&gpu, model, init[0])?;
-    let mut evaluators: BTreeMap<u64, Evaluator> = BTreeMap::new();
+    let mut evaluators: BTreeMap<(u64, bool), Evaluator> = BTreeMap::new();
     for m in &members {
-        if let std::collections::btree_map::Entry::Vacant(e) = evaluators.entry(m.point.seed) {
+        let key = (m.point.seed, m.point.binarize);
+        if let std::collections::btree_map::Entry::Vacant(e) = evaluators.entry(key) {
             e.insert(Evaluator::new(
                 &gpu,
                 &eval_net,
@@ -428,7 +439,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<Vec<Vec<EpochStats>>> {
         .collect::<Result<Vec<_>>>()?;
     let manifest = Manifest {
         data_seed,
-        dirs: members.iter().map(|m| m.point.dir_name()).collect(),
+        dirs: members.iter().map(|m| m.name.clone()).collect(),
         choices: gpu.choices_snapshot(),
     };
     write_atomic(&out.join(MANIFEST), manifest.text().as_bytes())?;
@@ -520,7 +531,8 @@ struct SweepRun<'a> {
     gpu: &'a Gpu,
     trainer: Trainer<'a>,
     eval_net: &'a Net,
-    evaluators: BTreeMap<u64, Evaluator<'a>>,
+    /// An evaluator per (seed, binarization): its test noise and its test set.
+    evaluators: BTreeMap<(u64, bool), Evaluator<'a>>,
     members: Vec<Member>,
     out: &'a Path,
     image: (usize, usize),
@@ -574,9 +586,9 @@ impl SweepRun<'_> {
             println!(
                 "epoch {epoch:>3}  test best {:8.3} ({})  worst {:8.3} ({})  {seconds:6.2} s  {:8.0} samples/s over {} models",
                 test(best),
-                best.point.dir_name(),
+                best.name,
                 test(worst),
-                worst.point.dir_name(),
+                worst.name,
                 n as f64 * self.members.len() as f64 / seconds,
                 self.members.len()
             );
@@ -639,7 +651,7 @@ impl SweepRun<'_> {
         encoder.copy_buffer_to_buffer(&net.params, from, &self.eval_net.params, 0, bytes);
         gpu.submit("sweep.eval_params", encoder.finish());
         let m = &mut self.members[k];
-        let evaluator = &self.evaluators[&m.point.seed];
+        let evaluator = &self.evaluators[&(m.point.seed, m.point.binarize)];
         let test = evaluator.evaluate()?;
         let stats = EpochStats {
             epoch,
@@ -651,8 +663,7 @@ impl SweepRun<'_> {
         if !(tl.is_finite() && vl.is_finite()) {
             return Err(Error::Invalid(format!(
                 "model {} ({}): the loss became non-finite during epoch {epoch} (train {tl}, test {vl}); lower its --lr",
-                k,
-                m.point.dir_name()
+                k, m.name
             )));
         }
         let n = self.trainer.n_train();
@@ -667,11 +678,8 @@ impl SweepRun<'_> {
         let (_, vb, vk) = test.per_example();
         let p = m.point;
         self.csv.push(format!(
-            "{},{},{},{},{epoch},{tl:.4},{tb:.4},{tk:.4},{vl:.4},{vb:.4},{vk:.4}",
-            p.dir_name(),
-            p.beta,
-            p.seed,
-            p.lr
+            "{},{},{},{},{},{},{epoch},{tl:.4},{tb:.4},{tk:.4},{vl:.4},{vb:.4},{vk:.4}",
+            m.name, p.beta, p.seed, p.lr, p.kl_warmup, p.binarize
         ));
         Ok(())
     }

@@ -14,7 +14,7 @@ use crate::gpu::{Gpu, Plan};
 use crate::kernels::MAX_STEP_DISPATCHES;
 use crate::kernels::adam::{AdamConfig, adam_bce_fused, adam_models};
 use crate::kernels::contract::TERMS;
-use crate::kernels::gather::{Batches, Binarize, ByteMatrix, gather_batches};
+use crate::kernels::gather::{Batches, Binarize, ByteMatrix, gather_models};
 use crate::kernels::matmul::Product;
 use crate::kernels::philox::{self, Philox, stream};
 use crate::kernels::{ModelStep, StepParams, StepTable};
@@ -45,14 +45,15 @@ pub struct TrainConfig {
 }
 
 /// What may differ between models trained together in one batched step (a sweep): the seed of the model's noise,
-/// its KL weight and warm-up, and its learning rate. A model's run in a sweep computes what its run alone
-/// computes, to the bit.
+/// its KL weight and warm-up, its learning rate and whether it trains on binarized images. A model's run in a
+/// sweep computes what its run alone computes, to the bit.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ModelRun {
     pub seed: u64,
     pub beta: f32,
     pub kl_warmup: f32,
     pub lr: f32,
+    pub binarize: bool,
 }
 
 impl ModelRun {
@@ -63,6 +64,7 @@ impl ModelRun {
             beta: config.beta,
             kl_warmup: config.kl_warmup,
             lr: config.adam.lr,
+            binarize: config.binarize,
         }
     }
 
@@ -249,12 +251,14 @@ impl<'a> Trainer<'a> {
         // One slot of loss partials per step of a submission.
         let slots = config.log_interval.max(1).min(sizes.len() as u32);
         let x_len = x_len(gpu, config.batch, net.config.pixels);
+        // Models that differ in their binarization each get their own input batches; otherwise one serves all.
+        let x_per_model = runs.iter().any(|r| r.binarize != runs[0].binarize);
         let ws = Workspace::batched(
             gpu,
             "train",
             net.config,
             (config.batch, slots),
-            x_len,
+            (x_len, x_per_model),
             models,
         )?;
         let ahead = ws.x_slots.min(sizes.len() as u32);
@@ -297,7 +301,8 @@ impl<'a> Trainer<'a> {
             // One model's noise key; several models' come from their model rows.
             seed: self.runs[0].seed,
             stream: stream::TRAIN_NOISE,
-            binarize: config.binarize.then_some(Binarize {
+            // The binarization's noise, keyed by the data's seed: the same for every model that binarizes.
+            binarize: self.runs.iter().any(|r| r.binarize).then_some(Binarize {
                 seed: config.data_seed,
                 stream: stream::BINARIZE_TRAIN,
             }),
@@ -316,9 +321,18 @@ impl<'a> Trainer<'a> {
             stride: ws.x_stride,
         };
         let (data, index, binarize) = (src.data, src.index, src.binarize);
-        self.gather = Plan::from(vec![gather_batches(
-            gpu, "gather", data, index, &ws.x, at, steps, binarize,
-        )?]);
+        // Each model's own batches where they differ in their binarization, else one for all.
+        let per_model = (ws.x_model_stride > 0).then_some((net.models, ws.x_model_stride));
+        let gather = gather_models(
+            gpu,
+            "gather",
+            (data, index, &ws.x),
+            at,
+            steps,
+            binarize,
+            per_model,
+        )?;
+        self.gather = Plan::from(vec![gather]);
         self.reduce = net::reduce_losses(gpu, net, ws, steps, log)?;
         Ok(())
     }
@@ -453,6 +467,7 @@ impl<'a> Trainer<'a> {
                     kl_weight: run.kl_weight(epoch, i, count),
                     key_lo,
                     key_hi,
+                    binarize: run.binarize as u32,
                     ..Default::default()
                 }
             })
