@@ -7,6 +7,10 @@ summed BCE + KL, Adam 1e-3 from optax), timed as bench/peer_common.py says, in o
     --mode scan    the whole epoch as one jitted call: the permutation, a jax.lax.scan over the full batches and
                    the last partial batch, one call from the host per epoch
 
+With --models M (scan mode), M models (seeds seed..seed+M-1, each its own initialization and noise) train
+together over the same batches, jax.vmap over their parameters and Adam's state inside the scan: JAX's answer
+to `vae sweep`. The reported samples/s are summed over the models, the test loss is the first model's.
+
     python bench/jax_vae.py --device cpu --mode scan
 
 Prints one `RESULT {json}` line per batch size for bench/compare.py.
@@ -112,6 +116,32 @@ def scan_epoch(params, opt_state, data, shuffle_key, noise_key, epoch, t0, n, ba
     return params, opt_state, total
 
 
+@functools.partial(jax.jit, static_argnames=("n", "batch", "latent"), donate_argnums=(0, 1))
+def scan_epoch_models(params, opt_state, data, shuffle_key, noise_keys, epoch, t0, n, batch, latent):
+    """`scan_epoch` for M models at once: params, opt_state and noise_keys carry a leading model axis, and each
+    step is one vmapped step of every model over the same batch."""
+    perm = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n)
+    full = n // batch
+
+    def models_step(params, opt_state, start, t, rows):
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(noise_keys)
+        one = lambda p, o, k: step(p, o, data, perm, start, k, rows, latent)  # noqa: E731
+        return jax.vmap(one)(params, opt_state, keys)
+
+    def body(carry, i):
+        params, opt_state, total = carry
+        params, opt_state, loss = models_step(params, opt_state, i * batch, t0 + i, batch)
+        return (params, opt_state, total + loss), None
+
+    m = noise_keys.shape[0]
+    carry = (params, opt_state, jnp.zeros((m,), jnp.float32))
+    (params, opt_state, total), _ = lax.scan(body, carry, jnp.arange(full))
+    if n % batch:
+        params, opt_state, loss = models_step(params, opt_state, full * batch, t0 + full, n % batch)
+        total = total + loss
+    return params, opt_state, total
+
+
 @functools.partial(jax.jit, static_argnames=("latent",))
 def eval_batch(params, x, key, latent):
     x = x.astype(jnp.float32) / 255.0
@@ -133,7 +163,10 @@ def test_loss(params, test, key, latent, batch=1000):
 def main():
     ap = peer_common.parser(__doc__)
     ap.add_argument("--mode", default="scan", choices=["jit", "scan"])
+    ap.add_argument("--models", type=int, default=1, help="models trained together under jax.vmap (scan mode)")
     args = peer_common.parse(ap)
+    if args.models < 1 or (args.models > 1 and args.mode != "scan"):
+        sys.exit("jax_vae.py: --models must be at least 1, and above 1 only with --mode scan")
     platform = "gpu" if args.device == "cuda" else "cpu"
     try:
         device = jax.devices(platform)[0]
@@ -144,6 +177,9 @@ def main():
     with jax.default_device(device):
         train, test = jax.device_put(train_np, device), jax.device_put(test_np, device)
         for batch in args.batches:
+            if args.models > 1:
+                models(args, train, test, n, pixels, batch, device)
+                continue
             key = jax.random.PRNGKey(args.seed)
             k_init, k_shuffle, k_noise, k_test = jax.random.split(key, 4)
             params = init(k_init, pixels, args.hidden, args.latent)
@@ -171,6 +207,37 @@ def main():
             extra = {"jax": jax.__version__, "optax": optax.__version__, "jax_device": str(device)}
             result = test_loss(params, test, k_test, args.latent)
             peer_common.report(f"jax {args.mode}", args, batch, n, times[args.warmup :], times[0], result, extra)
+
+
+def models(args, train, test, n, pixels, batch, device):
+    """--models M: M models in one vmapped scan per epoch, timed and reported like one."""
+    keys = [jax.random.split(jax.random.PRNGKey(args.seed + k), 4) for k in range(args.models)]
+    stack = lambda trees: jax.tree_util.tree_map(lambda *v: jnp.stack(v), *trees)  # noqa: E731
+    params = stack([init(k[0], pixels, args.hidden, args.latent) for k in keys])
+    opt_state = jax.vmap(OPT.init)(params)
+    noise_keys = jnp.stack([k[2] for k in keys])
+    k_shuffle, k_test = keys[0][1], keys[0][3]
+    t, times = 0, []
+    for epoch in range(args.warmup + args.reps):
+        start = time.perf_counter()
+        params, opt_state, total = scan_epoch_models(
+            params, opt_state, train, k_shuffle, noise_keys, epoch, t, n, batch, args.latent
+        )
+        t += -(-n // batch)
+        total.block_until_ready()  # the epoch's one synchronization
+        times.append((time.perf_counter() - start) * 1e3)
+    first = jax.tree_util.tree_map(lambda v: v[0], params)
+    result = test_loss(first, test, k_test, args.latent)
+    extra = {
+        "jax": jax.__version__,
+        "optax": optax.__version__,
+        "jax_device": str(device),
+        "models": args.models,
+    }
+    # Samples per second summed over the models: the reported sample count is M epochs' worth.
+    peer_common.report(
+        f"jax scan vmap x{args.models}", args, batch, n * args.models, times[args.warmup :], times[0], result, extra
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def main():
             torch_modes += [["--mode", "compile", "--compile-mode", "reduce-overhead"], ["--mode", "graph"]]
         cases += [("pytorch_vae.py", dev, m) for m in torch_modes]
         has_jax = dev == "cpu" or any(d.platform == "gpu" for d in jax.devices())
-        cases += [("jax_vae.py", dev, ["--mode", m]) for m in ("jit", "scan")] if has_jax else []
+        jax_modes = [["--mode", "jit"], ["--mode", "scan"], ["--mode", "scan", "--models", "2"]]
+        cases += [("jax_vae.py", dev, m) for m in jax_modes] if has_jax else []
     failures = []
     for script, dev, extra in cases:
         cmd = [sys.executable, os.path.join(HERE, script), "--smoke", "--data", args.data, "--device", dev] + extra
