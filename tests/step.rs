@@ -2,8 +2,8 @@
 //! differences.
 
 mod common;
+use common::random_split;
 
-use vae_wgpu::data::mnist::Split;
 use vae_wgpu::kernels::adam::{AdamConfig, adam_cpu};
 use vae_wgpu::kernels::gather::gather_cpu;
 use vae_wgpu::kernels::loss::{loss_groups, partials_sum_error};
@@ -21,24 +21,6 @@ use vae_wgpu::tune;
 /// `diff <= tol`: false for a NaN difference.
 fn within(diff: f64, tol: f64) -> bool {
     diff <= tol
-}
-
-fn random_split(n: usize, pixels: usize, seed: u64) -> Split {
-    let mut r = Philox::new(seed, stream::TEST_INPUT);
-    Split {
-        // Images like MNIST's: mostly 0, some 255, some in between.
-        images: (0..n * pixels)
-            .map(|_| match r.below(4) {
-                0 | 1 => 0,
-                2 => 255,
-                _ => r.below(256) as u8,
-            })
-            .collect(),
-        labels: (0..n).map(|_| r.below(10) as u8).collect(),
-        n,
-        rows: 1,
-        cols: pixels,
-    }
 }
 
 /// Three steps of the real 784-400-20 model at batch 50 (which divides no tile): each step's loss and gradients

@@ -4,11 +4,11 @@
 //! (and, in one test, binarization), and share the batches (one data seed) and the shape.
 
 mod common;
+use common::random_split;
 
 use vae_wgpu::Gpu;
 use vae_wgpu::data::mnist::Split;
 use vae_wgpu::kernels::adam::AdamConfig;
-use vae_wgpu::kernels::philox::{Philox, stream};
 use vae_wgpu::kernels::{FUSIONS, fused};
 use vae_wgpu::model::ModelConfig;
 use vae_wgpu::model::net::Net;
@@ -17,24 +17,6 @@ use vae_wgpu::training::trainer::{ModelRun, TrainConfig, Trainer};
 
 /// The device's kernel choices are shared by the tests of this binary: one test at a time sets them.
 static CHOICES: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Images like MNIST's (mostly 0, some 255, some in between), `n` of `pixels`.
-fn random_split(n: usize, pixels: usize, seed: u64) -> Split {
-    let mut r = Philox::new(seed, stream::TEST_INPUT);
-    Split {
-        images: (0..n * pixels)
-            .map(|_| match r.below(4) {
-                0 | 1 => 0,
-                2 => 255,
-                _ => r.below(256) as u8,
-            })
-            .collect(),
-        labels: (0..n).map(|_| r.below(10) as u8).collect(),
-        n,
-        rows: 1,
-        cols: pixels,
-    }
-}
 
 /// 784-72-2: a hidden width that fills no tile, and the default latent size. Every parameter tensor starts where
 /// vec4 loads may (the step takes the kernels a real model takes): with 3 latent dimensions fc4's weight starts off

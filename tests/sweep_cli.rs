@@ -20,6 +20,26 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// `vae COMMAND --data <MNIST> --out OUT EXTRA...`, run to its end.
+fn vae_in(command: &str, out: &Path, extra: &[&str]) -> Output {
+    vae_cmd(command, out, extra).output().expect("run vae")
+}
+
+/// The command of [`vae_in`], to run as the caller likes.
+fn vae_cmd(command: &str, out: &Path, extra: &[&str]) -> Command {
+    let data = mnist_dir();
+    let mut cmd = Command::new(VAE);
+    cmd.arg(command)
+        .args([
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(extra);
+    cmd
+}
+
 /// The shared options of the runs compared here: a small model, a subset, every batch but the last full.
 const SHAPE: [&str; 8] = [
     "--hidden",
@@ -54,12 +74,7 @@ fn a_sweep_writes_each_model_as_vae_train_would_and_the_pictures() {
     let data = data.to_str().unwrap();
     let root = scratch("sweep_cli");
     let sweep_out = root.join("sweep");
-    let mut args = vec![
-        "sweep",
-        "--data",
-        data,
-        "--out",
-        sweep_out.to_str().unwrap(),
+    let grid = [
         "--epochs",
         "2",
         "--beta",
@@ -68,8 +83,8 @@ fn a_sweep_writes_each_model_as_vae_train_would_and_the_pictures() {
         "1,2",
         "--no-tune",
     ];
-    args.extend(SHAPE);
-    let stdout = ok(&vae(&args));
+    let args = [&grid[..], &SHAPE[..]].concat();
+    let stdout = ok(&vae_in("sweep", &sweep_out, &args));
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("epoch")).count(),
         2,
@@ -99,12 +114,7 @@ fn a_sweep_writes_each_model_as_vae_train_would_and_the_pictures() {
 
     // The last model alone: seed 2, β 2, over the sweep's batches (its data seed, the first of --seeds).
     let alone = root.join("alone");
-    let mut args = vec![
-        "train",
-        "--data",
-        data,
-        "--out",
-        alone.to_str().unwrap(),
+    let one = [
         "--no-tune",
         "--epochs",
         "2",
@@ -115,8 +125,7 @@ fn a_sweep_writes_each_model_as_vae_train_would_and_the_pictures() {
         "--data-seed",
         "1",
     ];
-    args.extend(SHAPE);
-    ok(&vae(&args));
+    ok(&vae_in("train", &alone, &[&one[..], &SHAPE[..]].concat()));
     let member = sweep_out.join("beta2-seed2-lr0.001");
     assert_eq!(
         losses(&member),
@@ -158,20 +167,10 @@ fn a_sweep_writes_each_model_as_vae_train_would_and_the_pictures() {
 /// `vae train`).
 #[test]
 fn a_sweep_tunes_at_its_model_count() {
-    let data = mnist_dir();
     let root = scratch("sweep_cli_tune");
     let cache = root.join("choices.txt");
     let out = root.join("sweep");
-    ok(&vae(&[
-        "sweep",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--seeds",
-        "1,2",
+    let small = [
         "--hidden",
         "32",
         "--batch-size",
@@ -180,9 +179,20 @@ fn a_sweep_tunes_at_its_model_count() {
         "256",
         "--test-samples",
         "64",
-        "--tune-cache",
-        cache.to_str().unwrap(),
-    ]));
+    ];
+    let args = [
+        &[
+            "--epochs",
+            "1",
+            "--seeds",
+            "1,2",
+            "--tune-cache",
+            cache.to_str().unwrap(),
+        ],
+        &small[..],
+    ]
+    .concat();
+    ok(&sweep_cmd(&out, &args).output().unwrap());
     let text = std::fs::read_to_string(&cache).expect("the tuning cache");
     let keyed: Vec<&str> = text.lines().filter(|l| l.contains(" x2")).collect();
     assert!(keyed.len() >= 4, "{text}");
@@ -206,29 +216,17 @@ fn a_sweep_tunes_at_its_model_count() {
 /// (a device of 24 MB, simulated: a few of these small models fit, eight do not), and writes nothing.
 #[test]
 fn a_sweep_too_large_for_the_memory_names_the_most_models_that_fit() {
-    let data = mnist_dir();
     let out = scratch("sweep_cli_memory").join("sweep");
-    let o = Command::new(VAE)
-        .args([
-            "sweep",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--seeds",
-            "1,2,3,4",
-            "--beta",
-            "1,2",
-            "--hidden",
-            "64",
-            "--train-samples",
-            "1000",
-            "--test-samples",
-            "100",
-            "--epochs",
-            "1",
-            "--no-tune",
-        ])
+    let grid = [
+        "--seeds",
+        "1,2,3,4",
+        "--beta",
+        "1,2",
+        "--epochs",
+        "1",
+        "--no-tune",
+    ];
+    let o = sweep_cmd(&out, &[&grid[..], &SHAPE[..6]].concat())
         .env("VAE_TEST_FAULT", "memory:24000000")
         .output()
         .unwrap();
@@ -281,19 +279,9 @@ fn bad_grids_are_refused_before_anything_is_written() {
     }
 }
 
-/// `vae sweep` with `args` on the shared small shape, 2 models (seeds 1 and 2), into `out`.
+/// `vae sweep --data <MNIST> --out OUT ARGS...`.
 fn sweep_cmd(out: &Path, args: &[&str]) -> Command {
-    let data = mnist_dir();
-    let mut cmd = Command::new(VAE);
-    cmd.args([
-        "sweep",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .args(args);
-    cmd
+    vae_cmd("sweep", out, args)
 }
 
 /// The models' directories of the 2-model sweeps below.
@@ -382,31 +370,21 @@ fn an_interrupted_and_resumed_sweep_equals_a_straight_one() {
 /// Warm-up and binarization as axes of the grid: each model is named for them and equals `vae train` with them.
 #[test]
 fn warm_ups_and_binarizations_are_axes_of_the_grid() {
-    let data = mnist_dir();
-    let data = data.to_str().unwrap();
     let root = scratch("sweep_cli_axes");
     let out = root.join("sweep");
-    let shape = [
-        "--hidden",
-        "64",
-        "--train-samples",
-        "1000",
-        "--test-samples",
-        "300",
-        "--no-tune",
-    ];
-    let mut args = vec![
-        "sweep",
-        "--data",
-        data,
-        "--out",
-        out.to_str().unwrap(),
+    // The shared shape without its warm-up, which is an axis here.
+    let shape = [&SHAPE[..6], &["--no-tune"]].concat();
+    let grid = [
         "--epochs",
         "2",
+        "--seeds",
+        "3",
+        "--kl-warmup",
+        "0,1",
+        "--binarize",
+        "no,yes",
     ];
-    args.extend(["--seeds", "3", "--kl-warmup", "0,1", "--binarize", "no,yes"]);
-    args.extend(shape);
-    ok(&vae(&args));
+    ok(&vae_in("sweep", &out, &[&grid[..], &shape[..]].concat()));
     let names = [
         "beta1-seed3-lr0.001-warmup0-grey",
         "beta1-seed3-lr0.001-warmup0-binarized",
@@ -417,18 +395,16 @@ fn warm_ups_and_binarizations_are_axes_of_the_grid() {
         assert!(out.join(n).join("checkpoint.safetensors").is_file(), "{n}");
     }
     let alone = root.join("alone");
-    let mut args = vec![
-        "train",
-        "--data",
-        data,
-        "--out",
-        alone.to_str().unwrap(),
+    let one = [
         "--epochs",
         "2",
+        "--seed",
+        "3",
+        "--kl-warmup",
+        "1",
+        "--binarize",
     ];
-    args.extend(["--seed", "3", "--kl-warmup", "1", "--binarize"]);
-    args.extend(shape);
-    ok(&vae(&args));
+    ok(&vae_in("train", &alone, &[&one[..], &shape[..]].concat()));
     let member = out.join(names[3]);
     assert_eq!(losses(&member), losses(&alone));
     assert_eq!(tensors(&member), tensors(&alone));

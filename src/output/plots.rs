@@ -193,16 +193,22 @@ pub fn scatter(
                 .label(format!("{digit}"))
                 .legend(move |(x, y)| Circle::new((x + 6, y), 5, color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(e)?;
-        Ok(())
+        upper_right_legend(&mut chart)
     })
+}
+
+/// The legend of `chart`'s labelled series, in its upper right corner on a pale background.
+pub(crate) fn upper_right_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> std::result::Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())
 }
 
 /// The inverse of the standard normal CDF (Acklam's rational approximation, relative error < 1.2e-9).

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 
 use super::images::write_png;
-use super::plots::{TAB10, fonts, plot_err, render};
+use super::plots::{TAB10, fonts, plot_err, render, upper_right_legend};
 use crate::error::{Error, Result};
 
 /// One model of a sweep as its pictures need it: β, its directory (holding its run's pictures) and its last
@@ -227,14 +227,6 @@ pub fn rate_distortion_png(models: &[SweepModel], out: &Path) -> Result<()> {
                 .draw_series([Cross::new((mx, my), 7, color.stroke_width(3))])
                 .map_err(e)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(e)?;
-        Ok(())
+        upper_right_legend(&mut chart)
     })
 }

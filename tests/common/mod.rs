@@ -96,3 +96,23 @@ pub fn checkpoint(
         kernels: Default::default(),
     }
 }
+
+/// `n` random images of `pixels` bytes like MNIST's (mostly 0, some 255, some in between) and random labels,
+/// from Philox under `seed`: a training set for the step and sweep tests.
+pub fn random_split(n: usize, pixels: usize, seed: u64) -> vae_wgpu::data::mnist::Split {
+    use vae_wgpu::kernels::philox::{Philox, stream};
+    let mut r = Philox::new(seed, stream::TEST_INPUT);
+    vae_wgpu::data::mnist::Split {
+        images: (0..n * pixels)
+            .map(|_| match r.below(4) {
+                0 | 1 => 0,
+                2 => 255,
+                _ => r.below(256) as u8,
+            })
+            .collect(),
+        labels: (0..n).map(|_| r.below(10) as u8).collect(),
+        n,
+        rows: 1,
+        cols: pixels,
+    }
+}
