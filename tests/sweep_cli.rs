@@ -277,6 +277,28 @@ fn bad_grids_are_refused_before_anything_is_written() {
         assert!(!stderr.contains("panicked"), "{grid:?}: {stderr}");
         assert!(!out.exists(), "{grid:?} wrote {}", out.display());
     }
+    // A directory that holds no sweep to resume.
+    let o = vae(&[
+        "sweep",
+        "--resume",
+        root.join("nothing").to_str().unwrap(),
+        "--epochs",
+        "2",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sweep.txt") && stderr.contains("directory a vae sweep wrote"),
+        "{stderr}"
+    );
+    assert!(
+        !root.join("nothing").exists(),
+        "resuming nothing created {}",
+        root.join("nothing").display()
+    );
 }
 
 /// `vae sweep --data <MNIST> --out OUT ARGS...`.

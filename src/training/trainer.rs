@@ -454,6 +454,12 @@ impl<'a> Trainer<'a> {
                 row
             })
             .collect();
+        self.steps.write(gpu, 0, &rows)?;
+        self.rows = rows;
+        if self.steps.models == 0 {
+            // One model: its values are in its step rows.
+            return Ok(sizes);
+        }
         // Each model's values at each step: what its step rows would hold were it trained alone.
         let model_rows: Vec<ModelStep> = (0..count)
             .flat_map(|i| self.runs.iter().map(move |r| (i, r)))
@@ -472,11 +478,7 @@ impl<'a> Trainer<'a> {
                 }
             })
             .collect();
-        self.steps.write(gpu, 0, &rows)?;
-        if self.steps.models > 0 {
-            self.steps.write_models(gpu, 0, &model_rows)?;
-        }
-        self.rows = rows;
+        self.steps.write_models(gpu, 0, &model_rows)?;
         Ok(sizes)
     }
 
