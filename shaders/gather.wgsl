@@ -79,7 +79,10 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let out = gid.z * p.model_stride + g * p.stride + i;
     let row = index[at];
     if row >= p.data_rows {
-        x[out] = bitcast<f32>(0x7fc00000u);
+        // A quiet NaN from a runtime value: WGSL makes a NaN in a constant expression a shader-creation error
+        // (Tint, in the browsers, enforces that; naga accepts it).
+        var nan_bits = 0x7fc00000u;
+        x[out] = bitcast<f32>(nan_bits);
         return;
     }
     let byte = row * p.cols + c;

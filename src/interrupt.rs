@@ -17,6 +17,7 @@ pub fn count() -> u32 {
     COUNT.load(Ordering::SeqCst)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Installs the Ctrl-C handler (SIGINT, and the console's Ctrl-C on Windows). The ctrlc crate does this
 /// portably, on a thread of its own, which is what a handler that prints and exits needs.
 pub fn install() -> Result<(), String> {

@@ -27,10 +27,14 @@ pub mod gpu;
 pub mod interrupt;
 pub mod kernels;
 pub mod model;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod output;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod perf;
 pub mod training;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod tune;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod web;
 
 pub use error::{Error, Result};

@@ -3,7 +3,6 @@
 //! IDX: two zero bytes, an element-type byte (0x08 = unsigned byte), the number of dimensions, then each dimension
 //! as a big-endian u32, then the data. Images are (n, rows, cols), labels (n).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::data::files::FILES;
@@ -20,6 +19,22 @@ pub struct Split {
 }
 
 impl Split {
+    /// The split as the bytes of its two IDX files, images then labels (what `vae web` serves the Train view).
+    pub fn to_idx(&self) -> (Vec<u8>, Vec<u8>) {
+        let header = |kind: u8, dims: &[usize]| {
+            let mut h = vec![0, 0, 8, kind];
+            for &d in dims {
+                h.extend((d as u32).to_be_bytes());
+            }
+            h
+        };
+        let mut images = header(3, &[self.n, self.rows, self.cols]);
+        images.extend(&self.images);
+        let mut labels = header(1, &[self.n]);
+        labels.extend(&self.labels);
+        (images, labels)
+    }
+
     pub fn pixels(&self) -> usize {
         self.rows * self.cols
     }
@@ -74,8 +89,15 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     if !is_gz {
         return Ok(raw);
     }
+    gunzip(path, &raw)
+}
+
+/// Inflates a gzip stream (the native program reads the downloads as they come).
+#[cfg(not(target_arch = "wasm32"))]
+fn gunzip(path: &Path, raw: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Read;
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(&raw[..])
+    flate2::read::GzDecoder::new(raw)
         .read_to_end(&mut out)
         .map_err(|e| {
             data_err(
@@ -84,6 +106,15 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
             )
         })?;
     Ok(out)
+}
+
+/// The browser is served the inflated IDX bytes (`vae web`), never gzip.
+#[cfg(target_arch = "wasm32")]
+fn gunzip(path: &Path, _raw: &[u8]) -> Result<Vec<u8>> {
+    Err(data_err(
+        path,
+        "gzip is not read in the browser: serve the inflated IDX file",
+    ))
 }
 
 /// Parses an IDX file of unsigned bytes with `ndims` dimensions; returns (dims, data).
@@ -173,18 +204,30 @@ fn load_split(dir: &Path, images: &str, labels: &str) -> Result<Split> {
     };
     let ipath = find(dir, images).ok_or_else(|| missing(images))?;
     let lpath = find(dir, labels).ok_or_else(|| missing(labels))?;
-    let (idims, ibytes) = parse_idx(&ipath, &read_maybe_gz(&ipath)?, 3)?;
-    let (ldims, lbytes) = parse_idx(&lpath, &read_maybe_gz(&lpath)?, 1)?;
+    split_from_bytes(
+        (&ipath, &read_maybe_gz(&ipath)?),
+        (&lpath, &read_maybe_gz(&lpath)?),
+    )
+}
+
+/// A split from the bytes of its images' and labels' IDX files (each with the path or name that errors give):
+/// what [`load`] reads from files, and the browser is served.
+pub fn split_from_bytes(
+    (ipath, images): (&Path, &[u8]),
+    (lpath, labels): (&Path, &[u8]),
+) -> Result<Split> {
+    let (idims, ibytes) = parse_idx(ipath, images, 3)?;
+    let (ldims, lbytes) = parse_idx(lpath, labels, 1)?;
     let (n, rows, cols) = (idims[0], idims[1], idims[2]);
     if n == 0 || rows == 0 || cols == 0 {
         return Err(data_err(
-            &ipath,
+            ipath,
             format!("holds no images ({n} × {rows} × {cols})"),
         ));
     }
     if ldims[0] != n {
         return Err(data_err(
-            &lpath,
+            lpath,
             format!(
                 "{} labels but {} has {n} images; the files do not belong together",
                 ldims[0],
@@ -194,7 +237,7 @@ fn load_split(dir: &Path, images: &str, labels: &str) -> Result<Split> {
     }
     if let Some(i) = lbytes.iter().position(|&l| l > 9) {
         return Err(data_err(
-            &lpath,
+            lpath,
             format!(
                 "label {} at index {i} is out of range 0..=9; the file is corrupt",
                 lbytes[i]
@@ -232,6 +275,7 @@ pub fn load(dir: &Path) -> Result<Dataset> {
     Ok(Dataset { train, test })
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Loads the dataset from `dir`, downloading missing files from `mirrors` first (see [`crate::data::download`]).
 pub fn ensure(dir: &Path, mirrors: &[String], verbose: bool) -> Result<Dataset> {
     let missing: Vec<usize> = (0..4).filter(|&i| find(dir, FILES[i]).is_none()).collect();

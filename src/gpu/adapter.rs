@@ -144,6 +144,7 @@ pub(crate) fn instance(backends: wgpu::Backends, debug_labels: bool) -> wgpu::In
     wgpu::Instance::new(desc)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Every adapter wgpu can see on the given backends (all of this build's when `None`).
 pub fn list_adapters(options: &GpuOptions) -> Result<Vec<AdapterSummary>> {
     let backends = options.backends()?;

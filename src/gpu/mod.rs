@@ -8,9 +8,9 @@
 pub mod adapter;
 pub mod pipeline;
 
-pub use adapter::{
-    AdapterSummary, DEFAULT_WAIT_TIMEOUT, GpuOptions, list_adapters, parse_backends,
-};
+#[cfg(not(target_arch = "wasm32"))]
+pub use adapter::list_adapters;
+pub use adapter::{AdapterSummary, DEFAULT_WAIT_TIMEOUT, GpuOptions, parse_backends};
 pub use pipeline::{Access, Dispatch, KernelSpec, Plan, RowTable, ShaderSource, Workload};
 
 use std::collections::BTreeMap;
@@ -105,6 +105,8 @@ pub struct Gpu {
     /// Which kernel computes which product (product key → kernel name), where one was chosen: by tuning, from
     /// the tuning cache or from a checkpoint. The kernels layer reads it; an absent key takes its default.
     choices: Mutex<BTreeMap<String, String>>,
+    /// A one-word storage buffer for a writable binding a kernel never touches ([`Gpu::unused_storage`]).
+    unused: std::sync::OnceLock<wgpu::Buffer>,
 }
 
 impl fmt::Debug for Gpu {
@@ -115,14 +117,21 @@ impl fmt::Debug for Gpu {
 
 impl Gpu {
     /// Opens the adapter that `options` (then the environment) asks for.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(options: GpuOptions) -> Result<Gpu> {
+        pollster::block_on(Self::new_async(options))
+    }
+
+    /// [`Gpu::new`] for a caller that must not block (the browser, where the adapter and the device come from
+    /// the event loop).
+    pub async fn new_async(options: GpuOptions) -> Result<Gpu> {
         let options = options.with_env();
         let backends = options.backends()?;
         let instance = instance(backends, options.debug_labels);
         let adapter = match &options.adapter {
             Some(name) => {
                 let wanted = name.to_lowercase();
-                let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+                let adapters = instance.enumerate_adapters(backends).await;
                 let listed: Vec<String> = adapters
                     .iter()
                     .map(|a| format!("{:?}", a.get_info().name))
@@ -140,17 +149,19 @@ impl Gpu {
                         available: listed.join(", "),
                     })?
             }
-            None => pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-                power_preference: options.power_preference()?,
-                force_fallback_adapter: false,
-                compatible_surface: None,
-                apply_limit_buckets: false,
-            }))
-            .map_err(|e| Error::NoAdapter {
-                wanted: format!("backends {}: {e}", backend_names(backends)),
-            })?,
+            None => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: options.power_preference()?,
+                    force_fallback_adapter: false,
+                    compatible_surface: None,
+                    apply_limit_buckets: false,
+                })
+                .await
+                .map_err(|e| Error::NoAdapter {
+                    wanted: format!("backends {}: {e}", backend_names(backends)),
+                })?,
         };
-        let mut gpu = Self::open(adapter, options.timestamps)?;
+        let mut gpu = Self::open_async(adapter, options.timestamps).await?;
         if let Some(t) = options.wait_timeout {
             gpu.wait_timeout = t;
             gpu.watchdog = Watchdog::start(t);
@@ -160,7 +171,13 @@ impl Gpu {
 
     /// Opens a device on `adapter` with [`required_limits`], failing with the names of any limits it lacks;
     /// with `timestamps`, also the timestamp-query features the adapter has.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open(adapter: wgpu::Adapter, timestamps: bool) -> Result<Gpu> {
+        pollster::block_on(Self::open_async(adapter, timestamps))
+    }
+
+    /// [`Gpu::open`] without blocking.
+    pub async fn open_async(adapter: wgpu::Adapter, timestamps: bool) -> Result<Gpu> {
         let info = AdapterSummary::from(adapter.get_info());
         let available = adapter.limits();
         let mut required = required_limits();
@@ -177,23 +194,25 @@ impl Gpu {
         required.max_buffer_size = available.max_buffer_size;
         required.max_storage_buffer_binding_size = available.max_storage_buffer_binding_size;
 
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("vae-wgpu"),
-            required_features: adapter.features()
-                & if timestamps {
-                    OPTIONAL_FEATURES
-                } else {
-                    ALWAYS_REQUESTED
-                },
-            required_limits: required,
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| Error::RequestDevice {
-            adapter: info.name.clone(),
-            message: e.to_string(),
-        })?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("vae-wgpu"),
+                required_features: adapter.features()
+                    & if timestamps {
+                        OPTIONAL_FEATURES
+                    } else {
+                        ALWAYS_REQUESTED
+                    },
+                required_limits: required,
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            })?;
 
         // wgpu's default handler panics on an error outside any scope; keep it as a value instead, reported by
         // the next call that checks (`scoped`, `read`).
@@ -225,7 +244,19 @@ impl Gpu {
             hung: AtomicBool::new(false),
             pipelines: Default::default(),
             choices: Default::default(),
+            unused: Default::default(),
         })
+    }
+
+    /// A one-word storage buffer to bind where a kernel has a writable binding it never touches (an unpaired
+    /// matmul's second output). WebGPU forbids two writable bindings of one dispatch to overlap, so such a slot
+    /// cannot repeat another's buffer, as native drivers would allow.
+    pub fn unused_storage(&self) -> Result<&wgpu::Buffer> {
+        if let Some(b) = self.unused.get() {
+            return Ok(b);
+        }
+        let buffer = self.storage::<f32>("unused", 1)?;
+        Ok(self.unused.get_or_init(|| buffer))
     }
 
     /// The kernel chosen for `key`, if any.
@@ -295,8 +326,19 @@ impl Gpu {
         Ok(())
     }
 
+    /// `f`, and the errors caught so far. In the browser an error scope's answer comes only from the event
+    /// loop, which a synchronous call cannot wait for: there the errors arrive through the uncaptured-error
+    /// handler instead, and the next check (every readback makes one) reports them.
+    #[cfg(target_arch = "wasm32")]
+    pub fn scoped<T>(&self, _context: impl fmt::Display, f: impl FnOnce() -> T) -> Result<T> {
+        let out = f();
+        self.check()?;
+        Ok(out)
+    }
+
     /// Runs `f` inside validation, out-of-memory and internal error scopes and turns what they catch into an
-    /// [`Error`] that says what we were doing (`context`).
+    /// [`Error`] that says what we were doing (`context`). (In the browser: the version above.)
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn scoped<T>(&self, context: impl fmt::Display, f: impl FnOnce() -> T) -> Result<T> {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
@@ -521,13 +563,14 @@ impl Gpu {
     /// Records work into one compute pass, submits it and waits: the pass's GPU time from timestamp queries where
     /// the device was opened with them (`GpuOptions::timestamps`), else the wall-clock time of submit and wait.
     /// For benchmarks and tuning, never a training step.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn timed_pass(
         &self,
         label: &str,
         record: impl FnOnce(&mut wgpu::ComputePass<'_>),
     ) -> Result<std::time::Duration> {
         if !self.has_timestamps() {
-            let start = std::time::Instant::now();
+            let start = web_time::Instant::now();
             self.submit_pass(label, record)?;
             self.wait()?;
             return Ok(start.elapsed());
@@ -636,18 +679,64 @@ impl Gpu {
 
     /// Copies `len` elements of `T` starting at element `offset` back to the host, waiting for all submitted
     /// work. The only place that waits on the GPU: tests and log points use it, never a training step.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read<T: bytemuck::Pod>(
         &self,
         buffer: &wgpu::Buffer,
         offset: usize,
         len: usize,
     ) -> Result<Vec<T>> {
-        let what = || format!("{len} elements of {:?}", buffer);
+        let Some(staged) = self.stage::<T>(buffer, offset, len)? else {
+            return Ok(Vec::new());
+        };
+        let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
+        staged.staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            sender.send(r).ok();
+        });
+        self.wait_for(Some(staged.index.clone()), || staged.what.clone())?;
+        let mapped = pollster::block_on(receiver.receive());
+        staged.finish(mapped)
+    }
+
+    /// [`Gpu::read`] for a caller that must not block: in the browser the copy's mapping resolves through the
+    /// event loop, awaited here; natively it is [`Gpu::read`] (so code shared by both targets awaits it).
+    pub async fn read_async<T: bytemuck::Pod>(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: usize,
+        len: usize,
+    ) -> Result<Vec<T>> {
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.read(buffer, offset, len);
+        #[cfg(target_arch = "wasm32")]
+        {
+            let Some(staged) = self.stage::<T>(buffer, offset, len)? else {
+                return Ok(Vec::new());
+            };
+            let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
+            staged.staging.map_async(wgpu::MapMode::Read, .., move |r| {
+                sender.send(r).ok();
+            });
+            let mapped = receiver.receive().await;
+            self.check()?;
+            staged.finish(mapped)
+        }
+    }
+
+    /// The first half of a readback: `len` elements of `T` from element `offset` of `buffer` copied into a
+    /// staging buffer (submitted, not waited for); `None` when `len` is 0.
+    fn stage<T: bytemuck::Pod>(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: usize,
+        len: usize,
+    ) -> Result<Option<Staged>> {
+        let what = format!("{len} elements of {buffer:?}");
         let start = (offset * size_of::<T>()) as u64;
         let bytes = (len * size_of::<T>()) as u64;
         if start + bytes > buffer.size() {
             return Err(Error::Readback {
-                what: what(),
+                what,
                 message: format!(
                     "range {start}..{} is outside the buffer's {} bytes",
                     start + bytes,
@@ -656,7 +745,7 @@ impl Gpu {
             });
         }
         if len == 0 {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         // Copies must start and end on 4-byte boundaries: widen the window, then cut the answer out of it.
         let lo = start - start % wgpu::COPY_BUFFER_ALIGNMENT;
@@ -666,7 +755,7 @@ impl Gpu {
             hi - lo,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         )?;
-        let index = self.scoped(format_args!("copying {} for readback", what()), || {
+        let index = self.scoped(format_args!("copying {what} for readback"), || {
             let mut encoder = self
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -675,35 +764,61 @@ impl Gpu {
             encoder.copy_buffer_to_buffer(buffer, lo, &staging, 0, hi - lo);
             self.submit("readback", encoder.finish())
         })?;
-        let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            sender.send(r).ok();
-        });
-        self.wait_for(Some(index), what)?;
-        match pollster::block_on(receiver.receive()) {
+        Ok(Some(Staged {
+            staging,
+            index,
+            what,
+            skip: (start - lo) as usize,
+            bytes: bytes as usize,
+        }))
+    }
+}
+
+/// A readback's copy on its way: the staging buffer, the submission that fills it and where the answer is in it.
+struct Staged {
+    staging: wgpu::Buffer,
+    /// What a native readback waits for (the browser awaits the mapping instead).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    index: wgpu::SubmissionIndex,
+    what: String,
+    /// Bytes before the answer (copies start on 4-byte boundaries), and the answer's bytes.
+    skip: usize,
+    bytes: usize,
+}
+
+impl Staged {
+    /// The second half: the mapped staging buffer's answer, or the mapping's error.
+    fn finish<T: bytemuck::Pod>(
+        self,
+        mapped: Option<std::result::Result<(), wgpu::BufferAsyncError>>,
+    ) -> Result<Vec<T>> {
+        let what = &self.what;
+        match mapped {
             Some(Ok(())) => {}
             Some(Err(e)) => {
                 return Err(Error::Readback {
-                    what: what(),
+                    what: what.clone(),
                     message: e.to_string(),
                 });
             }
             None => {
                 return Err(Error::Readback {
-                    what: what(),
+                    what: what.clone(),
                     message: "the map callback never ran".into(),
                 });
             }
         }
         let out = {
-            let view = staging.get_mapped_range(..).map_err(|e| Error::Readback {
-                what: what(),
-                message: e.to_string(),
-            })?;
-            let skip = (start - lo) as usize;
-            bytemuck::pod_collect_to_vec(&view[skip..skip + bytes as usize])
+            let view = self
+                .staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Readback {
+                    what: what.clone(),
+                    message: e.to_string(),
+                })?;
+            bytemuck::pod_collect_to_vec(&view[self.skip..self.skip + self.bytes])
         };
-        staging.unmap();
+        self.staging.unmap();
         Ok(out)
     }
 }
@@ -723,10 +838,11 @@ impl Drop for Gpu {
 /// driver that runs submissions in the caller's thread, hung), it prints why and ends the process, since the
 /// thread inside the driver cannot be woken. Files are written whole (renamed into place), so the last checkpoint
 /// is intact. Waits proper (polls) have their own timeout and return an error instead.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))] // it has nothing to watch there
 pub(crate) struct Watchdog {
     timeout: Duration,
     /// What is blocked, and since when.
-    busy: Mutex<Option<(std::time::Instant, String)>>,
+    busy: Mutex<Option<(web_time::Instant, String)>>,
     note: Mutex<String>,
 }
 
@@ -738,26 +854,31 @@ impl Watchdog {
             busy: Mutex::new(None),
             note: Mutex::new(String::new()),
         });
-        let weak = Arc::downgrade(&dog);
-        let tick = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
-        std::thread::spawn(move || {
-            while let Some(dog) = weak.upgrade() {
-                dog.bark_if_stuck();
-                drop(dog);
-                std::thread::sleep(tick);
-            }
-        });
+        // The browser's queue never blocks the caller, and a page has no threads to watch with.
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let weak = Arc::downgrade(&dog);
+            let tick = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+            std::thread::spawn(move || {
+                while let Some(dog) = weak.upgrade() {
+                    dog.bark_if_stuck();
+                    drop(dog);
+                    std::thread::sleep(tick);
+                }
+            });
+        }
         dog
     }
 
     fn guard<T>(&self, what: &str, f: impl FnOnce() -> T) -> T {
         *self.busy.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((std::time::Instant::now(), what.to_string()));
+            Some((web_time::Instant::now(), what.to_string()));
         let out = f();
         *self.busy.lock().unwrap_or_else(|p| p.into_inner()) = None;
         out
     }
 
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     fn bark_if_stuck(&self) {
         let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((since, what)) = busy.as_ref()

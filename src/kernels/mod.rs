@@ -387,3 +387,18 @@ impl Models {
         Ok(())
     }
 }
+
+/// Whether `kernel` is a valid choice for `key`: a matmul candidate, or a reduction for the reduction key, or
+/// [`UNPAIRED`](matmul::UNPAIRED) for a pair, or `fused` or `apart` for one of [`FUSIONS`].
+pub fn known_choice(key: &str, kernel: &str) -> bool {
+    if key == Reduction::KEY {
+        return kernel == Reduction::Workgroup.name() || kernel == Reduction::Subgroup.name();
+    }
+    if matmul::is_pair_key(key) && kernel == matmul::UNPAIRED {
+        return true;
+    }
+    if FUSIONS.contains(&key) {
+        return kernel == "fused" || kernel == "apart";
+    }
+    matmul::Kernel::parse(kernel).is_some()
+}

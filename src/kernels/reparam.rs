@@ -219,8 +219,12 @@ pub fn reparam_models(
         param_stride: u32_of("the parameters' model stride", ps)?,
         ..Default::default()
     };
-    // reparam_forward binds heads and z again where the decoder's operands go (it never reads them).
-    let (weights, h) = decode.map_or((heads, z), |d| (d.params, d.h));
+    // Without the decoder, its weights are heads again (never read), and its output a buffer of its own (never
+    // written): WebGPU forbids writable bindings that overlap, so it cannot be z again.
+    let (weights, h) = match decode {
+        Some(d) => (d.params, d.h),
+        None => (heads, gpu.unused_storage()?),
+    };
     let h_elems = rows as f64 * hidden as f64;
     gpu.dispatch(
         label,

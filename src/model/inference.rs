@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Plan};
 use crate::kernels::gather::ByteMatrix;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::kernels::iwae::{Rows, iw_log_weights, iw_logsumexp};
 use crate::kernels::philox::stream;
 use crate::kernels::{StepParams, StepTable};
@@ -120,7 +121,13 @@ impl<'g> Inference<'g> {
 
     /// q(z|x) of images `indices` of `data` and the reconstructions of a sampled z (noise: stream PICTURES,
     /// chunk c of the workspace's size drawing with rng_step c).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn encode(&self, data: &ByteMatrix, indices: &[u32]) -> Result<Encoded> {
+        pollster::block_on(self.encode_async(data, indices))
+    }
+
+    /// [`Self::encode`] without blocking (the browser; natively the same).
+    pub async fn encode_async(&self, data: &ByteMatrix, indices: &[u32]) -> Result<Encoded> {
         let (l, p) = (
             self.net.config.latent as usize,
             self.net.config.pixels as usize,
@@ -155,19 +162,25 @@ impl<'g> Inference<'g> {
             self.gpu
                 .submit_plans("encode", [(plans.get(n)?, c as u32)])?;
             let n = n as usize;
-            let heads: Vec<f32> = self.gpu.read(&self.ws.heads, 0, n * 2 * l)?;
+            let heads: Vec<f32> = self.gpu.read_async(&self.ws.heads, 0, n * 2 * l).await?;
             for row in heads.chunks_exact(2 * l) {
                 out.mu.extend_from_slice(&row[..l]);
                 out.log_var.extend_from_slice(&row[l..]);
             }
-            let logits: Vec<f32> = self.gpu.read(&self.ws.logits, 0, n * p)?;
+            let logits: Vec<f32> = self.gpu.read_async(&self.ws.logits, 0, n * p).await?;
             out.recon.extend(logits.iter().map(|&v| sigmoid(v)));
         }
         Ok(out)
     }
 
     /// Bernoulli means p(x|z) of latent codes `z` (n, latent), as (n, pixels).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn decode(&self, z: &[f32]) -> Result<Vec<f32>> {
+        pollster::block_on(self.decode_async(z))
+    }
+
+    /// [`Self::decode`] without blocking (the browser; natively the same).
+    pub async fn decode_async(&self, z: &[f32]) -> Result<Vec<f32>> {
         let (l, p) = (
             self.net.config.latent as usize,
             self.net.config.pixels as usize,
@@ -181,7 +194,7 @@ impl<'g> Inference<'g> {
                 .write_buffer(&self.ws.z, 0, bytemuck::cast_slice(part));
             self.gpu
                 .submit_plans("decode", [(plans.get(n as u32)?, 0)])?;
-            let logits: Vec<f32> = self.gpu.read(&self.ws.logits, 0, n * p)?;
+            let logits: Vec<f32> = self.gpu.read_async(&self.ws.logits, 0, n * p).await?;
             out.extend(logits.iter().map(|&v| sigmoid(v)));
         }
         Ok(out)
@@ -194,6 +207,7 @@ impl<'g> Inference<'g> {
     /// each group's sample rows in chunks of the workspace's size. The noise of chunk c (counted over the whole
     /// call) is Philox counter (element, c, IW_NOISE). Plans are built once per chunk size and per group size;
     /// between groups only the index list and the step-table rows change.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn log_likelihood(&self, data: &ByteMatrix, images: u32, k: u32) -> Result<Vec<f64>> {
         if k == 0 {
             return Err(Error::Invalid(

@@ -300,7 +300,7 @@ fn parse_kernels(path: &Path, text: &str) -> Result<BTreeMap<String, String>> {
     for line in text.lines().filter(|l| !l.is_empty()) {
         let (key, kernel) = line
             .split_once('\t')
-            .filter(|(key, k)| crate::tune::known_choice(key, k))
+            .filter(|(key, k)| crate::kernels::known_choice(key, k))
             .ok_or_else(|| {
                 bad(
                     path,

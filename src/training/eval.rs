@@ -2,6 +2,7 @@
 //! reconstructions and the prior samples drawn each epoch, and `vae eval`'s report.
 
 use super::plans::{LossSum, Plans, batches, products};
+use super::settings::Settings;
 use crate::data::mnist::Split;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Plan};
@@ -10,9 +11,11 @@ use crate::kernels::gather::{Binarize, ByteMatrix};
 use crate::kernels::matmul::Product;
 use crate::kernels::philox::stream;
 use crate::kernels::{StepParams, StepTable};
+#[cfg(not(target_arch = "wasm32"))]
 use crate::model::inference::Inference;
 use crate::model::net::{self, Net, Source, Workspace};
 use crate::model::sigmoid;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::training::checkpoint::Checkpoint;
 
 /// Test images in the reconstruction picture (each drawn over its reconstruction).
@@ -27,6 +30,16 @@ pub struct EvalConfig {
     pub seed: u64,
     /// Binarize the test set, once and the same way every epoch (the run trained on binarized images).
     pub binarize: bool,
+}
+
+impl From<&Settings> for EvalConfig {
+    fn from(s: &Settings) -> Self {
+        EvalConfig {
+            batch: s.batch_size,
+            seed: s.seed,
+            binarize: s.binarize,
+        }
+    }
 }
 
 pub struct Evaluator<'a> {
@@ -148,32 +161,53 @@ impl<'a> Evaluator<'a> {
     }
 
     /// The test-set loss with sampled z, on the GPU, in one submission.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn evaluate(&self) -> Result<LossSum> {
+        pollster::block_on(self.evaluate_async())
+    }
+
+    /// [`Self::evaluate`] without blocking (the browser; natively the same).
+    pub async fn evaluate_async(&self) -> Result<LossSum> {
         let sizes = batches(self.n, self.batch);
         let plans = sizes.iter().enumerate();
         let plans = plans.map(|(i, &r)| (self.plans.for_rows(r), i as u32));
         self.gpu.submit_plans("eval", plans)?;
-        let log: Vec<f32> = self.gpu.read(&self.log, 0, sizes.len() * TERMS)?;
+        let log: Vec<f32> = self
+            .gpu
+            .read_async(&self.log, 0, sizes.len() * TERMS)
+            .await?;
         let mut sum = LossSum::default();
         sum.add(&log, &sizes);
         Ok(sum)
     }
 
     /// The first `RECON_IMAGES` test images and their reconstructions' Bernoulli means, each (n, pixels).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn reconstructions(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        pollster::block_on(self.reconstructions_async())
+    }
+
+    /// [`Self::reconstructions`] without blocking (the browser; natively the same).
+    pub async fn reconstructions_async(&self) -> Result<(Vec<f32>, Vec<f32>)> {
         self.gpu
             .submit_plans("reconstruct", [(&self.recon_plan, 0)])?;
         let len = (RECON_IMAGES.min(self.n) * self.net.config.pixels) as usize;
-        let x = self.gpu.read(&self.ws.x, 0, len)?;
-        let logits: Vec<f32> = self.gpu.read(&self.ws.logits, 0, len)?;
+        let x = self.gpu.read_async(&self.ws.x, 0, len).await?;
+        let logits: Vec<f32> = self.gpu.read_async(&self.ws.logits, 0, len).await?;
         Ok((x, logits.iter().map(|&l| sigmoid(l)).collect()))
     }
 
     /// `SAMPLE_IMAGES` decoded draws from the prior (the same z every epoch), Bernoulli means (n, pixels).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn samples(&self) -> Result<Vec<f32>> {
+        pollster::block_on(self.samples_async())
+    }
+
+    /// [`Self::samples`] without blocking (the browser; natively the same).
+    pub async fn samples_async(&self) -> Result<Vec<f32>> {
         self.gpu.submit_plans("sample", [(&self.sample_plan, 0)])?;
         let len = (SAMPLE_IMAGES * self.net.config.pixels) as usize;
-        let logits: Vec<f32> = self.gpu.read(&self.sample_ws.logits, 0, len)?;
+        let logits: Vec<f32> = self.gpu.read_async(&self.sample_ws.logits, 0, len).await?;
         Ok(logits.iter().map(|&l| sigmoid(l)).collect())
     }
 }
@@ -192,6 +226,7 @@ fn prior_samples(
     Ok(Plan::from(vec![draw]).then(net::decode(gpu, net, ws, SAMPLE_IMAGES)?))
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// What `vae eval` reports, per test image.
 #[derive(Clone, Copy, Debug)]
 pub struct EvalReport {
@@ -205,6 +240,7 @@ pub struct EvalReport {
 
 /// `vae eval`: the test ELBO of a checkpoint (on the GPU, sampled z, as during training) and, with `iw` samples
 /// per image, the importance-sampled log p(x). The options are checked before any GPU work.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn evaluate(gpu: &Gpu, ck: &Checkpoint, test: &Split, iw: Option<u32>) -> Result<EvalReport> {
     match iw {
         Some(_) if ck.settings.binarize => {

@@ -6,12 +6,17 @@
 pub mod checkpoint;
 pub mod eval;
 pub mod grid;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod metrics;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod options;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod outdir;
 pub mod pace;
 pub mod plans;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod run;
 pub mod settings;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod sweep;
 pub mod trainer;

@@ -16,7 +16,6 @@ use crate::atomic::write_atomic;
 use crate::data::mnist::Split;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
-use crate::kernels::adam::AdamConfig;
 use crate::kernels::matmul::Product;
 use crate::model::ModelConfig;
 use crate::model::inference::Inference;
@@ -24,36 +23,6 @@ use crate::model::net::Net;
 use crate::output::images::Grid;
 use crate::output::pictures::end_of_training;
 use crate::tune::{self, Chosen};
-
-impl From<&Settings> for EvalConfig {
-    fn from(s: &Settings) -> Self {
-        EvalConfig {
-            batch: s.batch_size,
-            seed: s.seed,
-            binarize: s.binarize,
-        }
-    }
-}
-
-impl TrainConfig {
-    /// The trainer's configuration for a run's settings.
-    pub fn new(model: ModelConfig, s: &Settings, log_interval: u32) -> TrainConfig {
-        TrainConfig {
-            model,
-            batch: s.batch_size,
-            adam: AdamConfig {
-                lr: s.lr,
-                ..Default::default()
-            },
-            seed: s.seed,
-            data_seed: s.data_seed(),
-            beta: s.beta,
-            kl_warmup: s.kl_warmup,
-            binarize: s.binarize,
-            log_interval,
-        }
-    }
-}
 
 /// Fails, before anything is allocated, when the model or batch needs a buffer larger than the device allows,
 /// naming the limit and the largest --hidden or --batch-size that fits.

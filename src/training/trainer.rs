@@ -3,11 +3,13 @@
 //! submission (as many as take about a quarter of a second here: [`Pace`]), and loss totals kept on the GPU
 //! until a log point reads them.
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::collections::VecDeque;
-use std::time::Instant;
+use web_time::Instant;
 
 use super::pace::Pace;
 use super::plans::{LossSum, Plans, batches, first_non_finite, products};
+use super::settings::Settings;
 use crate::data::mnist::Split;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Plan};
@@ -42,6 +44,26 @@ pub struct TrainConfig {
     /// Steps between loss readbacks; a submission holds at most this many (fewer where the steps are slow:
     /// [`Pace`]).
     pub log_interval: u32,
+}
+
+impl TrainConfig {
+    /// The trainer's configuration for a run's settings.
+    pub fn new(model: ModelConfig, s: &Settings, log_interval: u32) -> TrainConfig {
+        TrainConfig {
+            model,
+            batch: s.batch_size,
+            adam: AdamConfig {
+                lr: s.lr,
+                ..Default::default()
+            },
+            seed: s.seed,
+            data_seed: s.data_seed(),
+            beta: s.beta,
+            kl_warmup: s.kl_warmup,
+            binarize: s.binarize,
+            log_interval,
+        }
+    }
 }
 
 /// What may differ between models trained together in one batched step (a sweep): the seed of the model's noise,
@@ -114,10 +136,12 @@ pub struct Trainer<'a> {
     /// The current epoch's step-table rows, as `begin_epoch` wrote them.
     rows: Vec<StepParams>,
     /// How many steps a submission holds, measured as the run goes.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the native epoch loop's
     pace: Pace,
 }
 
 /// A submission on its way through the GPU.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the native epoch loop's
 struct InFlight {
     index: wgpu::SubmissionIndex,
     steps: u32,
@@ -392,28 +416,44 @@ impl<'a> Trainer<'a> {
     }
 
     /// Adam's moments, read back (checkpoints only): the first model's.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn moments(&self) -> Result<(Vec<f32>, Vec<f32>)> {
         self.moments_of(0)
     }
 
     /// Model `k`'s Adam moments, read back (checkpoints only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn moments_of(&self, k: u32) -> Result<(Vec<f32>, Vec<f32>)> {
+        pollster::block_on(self.moments_of_async(k))
+    }
+
+    /// [`Trainer::moments_of`] without blocking (the browser's checkpoint; natively the same).
+    pub async fn moments_of_async(&self, k: u32) -> Result<(Vec<f32>, Vec<f32>)> {
         let (at, n) = (self.net.model_offset(k), self.net.layout.len);
         Ok((
-            self.gpu.read(&self.net.m, at, n)?,
-            self.gpu.read(&self.net.v, at, n)?,
+            self.gpu.read_async(&self.net.m, at, n).await?,
+            self.gpu.read_async(&self.net.v, at, n).await?,
         ))
     }
 
     /// The parameters, read back (log points and checkpoints only): the first model's.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn params(&self) -> Result<Vec<f32>> {
         self.params_of(0)
     }
 
     /// Model `k`'s parameters, read back (log points and checkpoints only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn params_of(&self, k: u32) -> Result<Vec<f32>> {
+        pollster::block_on(self.params_of_async(k))
+    }
+
+    /// [`Trainer::params_of`] without blocking (the browser; natively the same).
+    pub async fn params_of_async(&self, k: u32) -> Result<Vec<f32>> {
         let at = self.net.model_offset(k);
-        self.gpu.read(&self.net.params, at, self.net.layout.len)
+        self.gpu
+            .read_async(&self.net.params, at, self.net.layout.len)
+            .await
     }
 
     pub fn n_train(&self) -> u32 {
@@ -517,9 +557,17 @@ impl<'a> Trainer<'a> {
 
     /// Rows `first..first + count` of the loss log (BCE and KL of each step, for each model in turn), read back:
     /// log points only.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn loss_rows(&self, first: usize, count: usize) -> Result<Vec<f32>> {
+        pollster::block_on(self.loss_rows_async(first, count))
+    }
+
+    /// [`Trainer::loss_rows`] without blocking (the browser's log points; natively the same).
+    pub async fn loss_rows_async(&self, first: usize, count: usize) -> Result<Vec<f32>> {
         let row = self.net.models as usize * TERMS;
-        self.gpu.read(&self.log, first * row, count * row)
+        self.gpu
+            .read_async(&self.log, first * row, count * row)
+            .await
     }
 
     /// Steps between log points, and the most one submission holds: the log interval, or the epoch where that
@@ -529,6 +577,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// The test-only faults armed for the log point after this step (see `crate::fault`).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the native epoch loop's
     fn faults_after_step(&self) -> Result<()> {
         if !crate::fault::any_armed() {
             return Ok(());
@@ -569,6 +618,7 @@ impl<'a> Trainer<'a> {
 
     /// Waits for the oldest submission in flight and times it: from when it could start (its submission, or
     /// the end of the one before) to its end. Returns its steps.
+    #[cfg(not(target_arch = "wasm32"))]
     fn complete_oldest(
         &mut self,
         queue: &mut VecDeque<InFlight>,
@@ -589,10 +639,23 @@ impl<'a> Trainer<'a> {
 
     /// The log point after steps `first..end` of the epoch: their losses read back (the only readback of the
     /// epoch's training losses), checked, and added to the epoch's; the step counts move on.
+    #[cfg(not(target_arch = "wasm32"))]
     fn log_point(&mut self, epoch: u32, sizes: &[u32], first: usize, end: usize) -> Result<()> {
         let log = self.loss_rows(first, end - first)?;
+        self.account(epoch, sizes, (first, end), &log)
+    }
+
+    /// The losses `log` of steps `first..end` of the epoch, read back at a log point: checked, and added to the
+    /// epoch's; the step counts move on.
+    fn account(
+        &mut self,
+        epoch: u32,
+        sizes: &[u32],
+        (first, end): (usize, usize),
+        log: &[f32],
+    ) -> Result<()> {
         let models = self.net.models as usize;
-        if let Some((row, model, term)) = first_non_finite(&log, models) {
+        if let Some((row, model, term)) = first_non_finite(log, models) {
             // A non-finite loss means non-finite parameters from that step on: stop before they are saved.
             return Err(Error::NonFinite {
                 step: self.step + row as u32 + 1,
@@ -603,7 +666,7 @@ impl<'a> Trainer<'a> {
             });
         }
         for (k, sum) in self.partial.iter_mut().enumerate() {
-            sum.add_model(&log, &sizes[first..end], (k, models));
+            sum.add_model(log, &sizes[first..end], (k, models));
         }
         self.step += (end - first) as u32;
         self.epoch_step += (end - first) as u32;
@@ -616,6 +679,7 @@ impl<'a> Trainer<'a> {
     /// submissions the trainer checks for Ctrl-C: it then lets the work in flight finish, reads back its losses
     /// and stops at that step boundary, leaving `epoch_step` and `partial` for a checkpoint. `progress(steps
     /// done, loss so far)` is called as submissions finish; the loss is the one read at the last log point.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn train_epoch(
         &mut self,
         epoch: u32,
@@ -665,10 +729,80 @@ impl<'a> Trainer<'a> {
                 progress(done, &self.partial);
             }
         }
+        Ok(EpochEnd::Done(self.end_epoch()))
+    }
+
+    /// The epoch's training loss per model, and the counts set for the next epoch: once every step is read back.
+    fn end_epoch(&mut self) -> Vec<LossSum> {
         let fresh = vec![LossSum::default(); self.partial.len()];
-        let sum = std::mem::replace(&mut self.partial, fresh);
         self.epoch_step = 0;
-        Ok(EpochEnd::Done(sum))
+        std::mem::replace(&mut self.partial, fresh)
+    }
+
+    /// Starts epoch `epoch` (1-based) for a caller that takes it a few steps at a time and must not block (the
+    /// browser, between animation frames): [`Trainer::submit_some`] submits steps without waiting,
+    /// [`Trainer::log_async`] reads their losses back. The steps, their batches, noise and losses are those of
+    /// [`Trainer::train_epoch`]; only when the host waits differs.
+    pub fn start_epoch(&mut self, epoch: u32) -> Result<Stepping> {
+        let sizes = self.begin_epoch(epoch)?;
+        let at = self.epoch_step as usize;
+        Ok(Stepping {
+            epoch,
+            sizes,
+            logged: at,
+            next: at,
+        })
+    }
+
+    /// Submits up to `count` more steps of the epoch, never past a log point (every `log_interval` steps, and
+    /// the epoch's end): returns how many (0 when the next thing due is [`Trainer::log_async`]). Does not wait.
+    pub fn submit_some(&mut self, s: &mut Stepping, count: u32) -> Result<u32> {
+        let interval = self.ws.slots as usize;
+        let most = (interval - (s.next - s.logged)).min(s.sizes.len() - s.next);
+        let count = (count as usize).min(most);
+        if count > 0 {
+            self.submit_steps(&s.sizes, s.next, count)?;
+            s.next += count;
+        }
+        Ok(count as u32)
+    }
+
+    /// The log point of the steps submitted since the last one: their losses read back (awaited, never
+    /// blocking), checked and added to the epoch's. Returns their rows of the loss log (BCE and KL of each step,
+    /// for each model in turn), and, once the epoch's last step is read, its loss per model.
+    pub async fn log_async(
+        &mut self,
+        s: &mut Stepping,
+    ) -> Result<(Vec<f32>, Option<Vec<LossSum>>)> {
+        let (first, end) = (s.logged, s.next);
+        let log = self.loss_rows_async(first, end - first).await?;
+        self.account(s.epoch, &s.sizes, (first, end), &log)?;
+        s.logged = end;
+        let done = (end == s.sizes.len()).then(|| self.end_epoch());
+        Ok((log, done))
+    }
+}
+
+/// Where an epoch taken a few steps at a time stands ([`Trainer::start_epoch`]).
+#[derive(Clone, Debug)]
+pub struct Stepping {
+    /// The epoch (1-based).
+    pub epoch: u32,
+    sizes: Vec<u32>,
+    /// Steps read back and steps submitted, counted from the epoch's start.
+    logged: usize,
+    next: usize,
+}
+
+impl Stepping {
+    /// Steps in the epoch.
+    pub fn steps(&self) -> usize {
+        self.sizes.len()
+    }
+
+    /// Steps submitted and not yet read back.
+    pub fn in_flight(&self) -> usize {
+        self.next - self.logged
     }
 }
 

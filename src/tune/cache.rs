@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::Reduction;
-use crate::kernels::matmul::{Kernel, UNPAIRED, is_pair_key};
+use crate::kernels::known_choice;
 
 /// What the cache is keyed by: the adapter, its driver, the backend and the program (version and shaders).
 pub fn identity(gpu: &Gpu) -> String {
@@ -49,6 +48,9 @@ pub fn default_cache_path(identity: &str) -> Option<PathBuf> {
     for b in identity.bytes() {
         h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
     }
+    #[cfg(target_arch = "wasm32")]
+    return None; // the browser has no files (it does not tune)
+    #[cfg(not(target_arch = "wasm32"))]
     Some(
         dirs::cache_dir()?
             .join("vae-wgpu")
@@ -93,21 +95,6 @@ pub fn read_cache(
         choices.insert(key.to_string(), kernel.to_string());
     }
     Ok(Some(choices))
-}
-
-/// Whether `kernel` is a valid choice for `key`: a matmul candidate, or a reduction for the reduction key, or
-/// [`UNPAIRED`](crate::kernels::matmul::UNPAIRED) for a pair, or `fused` or `apart` for one of [`crate::kernels::FUSIONS`].
-pub fn known_choice(key: &str, kernel: &str) -> bool {
-    if key == Reduction::KEY {
-        return kernel == Reduction::Workgroup.name() || kernel == Reduction::Subgroup.name();
-    }
-    if is_pair_key(key) && kernel == UNPAIRED {
-        return true;
-    }
-    if crate::kernels::FUSIONS.contains(&key) {
-        return kernel == "fused" || kernel == "apart";
-    }
-    Kernel::parse(kernel).is_some()
 }
 
 /// Writes the cache (atomically; the directory is created).

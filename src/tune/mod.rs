@@ -15,7 +15,8 @@ mod cache;
 mod plan;
 mod timing;
 
-pub use cache::{default_cache_path, identity, known_choice, read_cache, write_cache};
+pub use crate::kernels::known_choice;
+pub use cache::{default_cache_path, identity, read_cache, write_cache};
 pub use plan::{
     PairTune, TuneRow, Tuned, pair_key_of, pairs, reduction_size, run_apart, tune, tune_product,
     tune_reduction,

@@ -504,8 +504,9 @@ fn matmul_parts_with(gpu: &Gpu, kernel: Kernel, label: &str, parts: &[Part]) -> 
         let x = cols(first).div_ceil(tile_n);
         [x, first.dims.0.div_ceil(tile_m), models]
     };
-    // Unpaired, the second product's bindings repeat the first's (the shader never reads them), except under
-    // the BCE epilogue: the gradient and x, at params[1]'s c_off and aux_off.
+    // Unpaired, the second product's bindings repeat the first's read-only ones (the shader never reads them),
+    // and its output is a buffer of its own (WebGPU forbids writable bindings that overlap), except under the BCE
+    // epilogue: the gradient and x, at params[1]'s c_off and aux_off.
     let (p1, aux1) = (
         second.unwrap_or(first),
         checked.last().map(|c| c.1).unwrap_or(checked[0].1),
@@ -518,7 +519,8 @@ fn matmul_parts_with(gpu: &Gpu, kernel: Kernel, label: &str, parts: &[Part]) -> 
             params[1].aux_stride = x.model_stride as u32;
             (grad.buffer, x.buffer)
         }
-        None => (p1.c.buffer, aux1.buffer),
+        None if second.is_some() => (p1.c.buffer, aux1.buffer),
+        None => (gpu.unused_storage()?, aux1.buffer),
     };
     let buffers = [
         first.a.buffer,
