@@ -19,6 +19,13 @@ pub struct WebArgs {
     /// Use only the first N test images for the latent means.
     #[arg(long, value_name = "N")]
     pub test_samples: Option<usize>,
+    /// The Train view's training set: the first N training images (served to the page as an IDX file).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub train_samples: usize,
+    /// Directory of the Train view's module, built by scripts/build-web [default: target/web of the source
+    /// tree].
+    #[arg(long, value_name = "DIR")]
+    pub trainer: Option<PathBuf>,
     /// Address to listen on: 127.0.0.1 serves this machine only. Browsers offer WebGPU only to secure contexts
     /// (https, or localhost), so another machine reaching this one over plain http gets the page without WebGPU.
     #[arg(long, default_value = "127.0.0.1")]
@@ -43,6 +50,12 @@ pub fn web(args: WebArgs) -> Result<()> {
         checkpoint: args.checkpoint.clone(),
         data: args.data.clone(),
         test_samples: args.test_samples,
+        train_samples: args.train_samples,
+        trainer: Some(
+            args.trainer
+                .clone()
+                .unwrap_or_else(web::default_trainer_dir),
+        ),
         gpu: (&args.gpu).into(),
     })?;
     let what = format!("the latent-space explorer of {}", args.checkpoint.display());

@@ -36,7 +36,22 @@ pub struct Options {
     pub data: PathBuf,
     /// Use only the first N test images.
     pub test_samples: Option<usize>,
+    /// The Train view's training images: the first N of the dataset's.
+    pub train_samples: usize,
+    /// Where the Train view's module is built (`scripts/build-web` writes [`default_trainer_dir`]); `None`, or a
+    /// directory without it, serves the Train view without it (it then says how to build it).
+    pub trainer: Option<PathBuf>,
     pub gpu: GpuOptions,
+}
+
+/// Test images the Train view evaluates, reconstructs and draws in its scatter (the first of the test set).
+pub const TRAIN_VIEW_TEST_IMAGES: usize = 1000;
+
+/// Where `scripts/build-web` writes the Train view's module: `target/web` of this source tree.
+pub fn default_trainer_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("web")
 }
 
 /// Builds the explorer of `options.checkpoint`: loads it, encodes the test set on the GPU (when the dataset's
@@ -70,12 +85,35 @@ pub fn prepare(options: &Options) -> Result<Site> {
         }
         None => None,
     };
-    site::build(&SiteModel {
+    let mut site = site::build(&SiteModel {
         name: display_name(&options.checkpoint),
         checkpoint: &ck,
         image,
         means: means.as_ref(),
-    })
+    })?;
+    if test.is_some() && mnist::find(&options.data, FILES[0]).is_some() {
+        let data = mnist::load(&options.data)?;
+        let train = data.train.take(Some(options.train_samples));
+        let test = data.test.take(Some(TRAIN_VIEW_TEST_IMAGES));
+        let module = options.trainer.as_deref().filter(|d| {
+            let built = site::TRAINER_FILES.iter().all(|(f, _)| d.join(f).is_file());
+            if !built {
+                eprintln!(
+                    "note: the Train view's module is not built in {} (scripts/build-web builds it): the page's \
+                     Train view says so and trains nothing",
+                    d.display()
+                );
+            }
+            built
+        });
+        site.add_train_view(&train, &test, module)?;
+    } else {
+        eprintln!(
+            "note: no MNIST training images in {}: the page's Train view has nothing to train on",
+            options.data.display()
+        );
+    }
+    Ok(site)
 }
 
 /// The test split of `options.data`, or `None` (with a note saying what the page then lacks) where the directory

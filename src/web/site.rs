@@ -15,6 +15,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+use crate::data::mnist::Split;
 use crate::error::{Error, Result};
 use crate::kernels::contract::{EpilogueKind, Layout, MatmulParams};
 use crate::kernels::matmul::Kernel;
@@ -47,6 +48,36 @@ const PAGE: [(&str, &str, &str); 4] = [
         "text/css; charset=utf-8",
         include_str!("../../web/style.css"),
     ),
+];
+
+/// The Train view (`train.html`): always in the site; it says so when its module (below) is not built.
+const TRAIN_PAGE: [(&str, &str, &str); 2] = [
+    (
+        "train.html",
+        "text/html; charset=utf-8",
+        include_str!("../../web/train.html"),
+    ),
+    (
+        "train.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/train.js"),
+    ),
+];
+
+/// The Train view's module, the library compiled to WebAssembly (web/trainer): the files `scripts/build-web`
+/// writes, with their content types (the browser compiles a module as it downloads only if it is served as
+/// `application/wasm`).
+pub const TRAINER_FILES: [(&str, &str); 2] = [
+    ("vae_web.js", "text/javascript; charset=utf-8"),
+    ("vae_web_bg.wasm", "application/wasm"),
+];
+
+/// The Train view's data files: the training and test subsets as IDX files of unsigned bytes.
+pub const TRAIN_DATA: [&str; 4] = [
+    "train-images.idx",
+    "train-labels.idx",
+    "test-images.idx",
+    "test-labels.idx",
 ];
 
 /// The kernel the page runs: the register-tiled 64×64 kernel, the portable default on GPUs (the browser's GPU is
@@ -84,6 +115,51 @@ pub struct SiteModel<'a> {
 }
 
 impl Site {
+    /// Adds the Train view's data, the training and test subsets as IDX files, and its module, the files
+    /// [`TRAINER_FILES`] of `module` (`scripts/build-web`'s output directory), where it is built. Without them
+    /// the Train view says what is missing and how to get it.
+    pub fn add_train_view(
+        &mut self,
+        train: &Split,
+        test: &Split,
+        module: Option<&Path>,
+    ) -> Result<()> {
+        let (train_images, train_labels) = train.to_idx();
+        let (test_images, test_labels) = test.to_idx();
+        for (name, bytes) in
+            TRAIN_DATA
+                .into_iter()
+                .zip([train_images, train_labels, test_images, test_labels])
+        {
+            let content_type = "application/octet-stream";
+            self.files.insert(
+                name.into(),
+                SiteFile {
+                    content_type,
+                    bytes,
+                },
+            );
+        }
+        let Some(dir) = module else {
+            return Ok(());
+        };
+        for (name, content_type) in TRAINER_FILES {
+            let path = dir.join(name);
+            let bytes = std::fs::read(&path).map_err(|e| Error::Io {
+                what: format!("reading the Train view's module {}", path.display()),
+                message: format!("{e}; build it with scripts/build-web"),
+            })?;
+            self.files.insert(
+                name.into(),
+                SiteFile {
+                    content_type,
+                    bytes,
+                },
+            );
+        }
+        Ok(())
+    }
+
     /// The file at `name` (a site file name, e.g. `index.html`), if the site has one.
     pub fn get(&self, name: &str) -> Option<&SiteFile> {
         self.files.get(name)
@@ -270,7 +346,7 @@ pub fn build(model: &SiteModel) -> Result<Site> {
     }
     let plane = Plane::new(latent, model.means);
     let mut files = BTreeMap::new();
-    for (name, content_type, text) in PAGE {
+    for (name, content_type, text) in PAGE.into_iter().chain(TRAIN_PAGE) {
         files.insert(
             name.to_string(),
             SiteFile {
@@ -558,9 +634,46 @@ mod tests {
                 "model.js",
                 "model.json",
                 "params.bin",
-                "style.css"
+                "style.css",
+                "train.html",
+                "train.js"
             ]
         );
+        // The Train view's data and module, where it is given them.
+        let mut with_train = site.clone();
+        let split = Split {
+            images: (0..3 * 120).map(|i| i as u8).collect(),
+            labels: vec![1, 2, 3],
+            n: 3,
+            rows: 12,
+            cols: 10,
+        };
+        let module = std::env::temp_dir().join(format!("vae-site-module-{}", std::process::id()));
+        std::fs::create_dir_all(&module).unwrap();
+        for (f, _) in TRAINER_FILES {
+            std::fs::write(module.join(f), f.as_bytes()).unwrap();
+        }
+        with_train
+            .add_train_view(&split, &split, Some(&module))
+            .unwrap();
+        let (images, labels) = split.to_idx();
+        let parsed = crate::data::mnist::split_from_bytes(
+            (Path::new("i"), &images),
+            (Path::new("l"), &labels),
+        )
+        .unwrap();
+        assert_eq!(
+            (parsed.images, parsed.labels),
+            (split.images.clone(), split.labels.clone())
+        );
+        assert_eq!(with_train.get("train-images.idx").unwrap().bytes, images);
+        assert_eq!(with_train.get("test-labels.idx").unwrap().bytes, labels);
+        let wasm = with_train.get("vae_web_bg.wasm").unwrap();
+        assert_eq!(
+            (wasm.content_type, &wasm.bytes[..]),
+            ("application/wasm", &b"vae_web_bg.wasm"[..])
+        );
+        std::fs::remove_dir_all(&module).unwrap();
         let (module, entry, _) = Kernel::Reg64.pipeline();
         assert_eq!(
             site.get("matmul.wgsl").unwrap().bytes,
