@@ -165,12 +165,11 @@ fn small_model() -> &'static Path {
     })
 }
 
-/// The 28×28 model's site, served by the library's server on a thread of this process (so it ends with the
-/// tests): its address.
+/// The 28×28 model's site (with the Train view's module and 1,024 training images), served: its address.
 fn mnist_site() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
-        let site = web::prepare(&web::Options {
+        serve(&web::Options {
             checkpoint: mnist_model().to_path_buf(),
             data: mnist_dir(),
             test_samples: Some(if std::env::var_os("VAE_WEB_CHECKPOINT").is_some() {
@@ -182,12 +181,17 @@ fn mnist_site() -> &'static str {
             trainer: Some(trainer_module()),
             gpu: Default::default(),
         })
-        .unwrap();
-        let server = Server::bind("127.0.0.1", 0).unwrap();
-        let url = server.url().unwrap();
-        std::thread::spawn(move || server.serve(site));
-        url
     })
+}
+
+/// The site `options` describe, served by the library's server on a thread of this process (so it ends with
+/// the tests): its address.
+fn serve(options: &web::Options) -> String {
+    let site = web::prepare(options).unwrap();
+    let server = Server::bind("127.0.0.1", 0).unwrap();
+    let url = server.url().unwrap();
+    std::thread::spawn(move || server.serve(site));
+    url
 }
 
 /// The Train view's training subset in the 28×28 site (the "1,024 images").
@@ -684,6 +688,8 @@ fn an_exported_14x14_model_with_3_latent_dimensions_works_when_served() {
         Command::new(VAE)
             .args(["web", "--checkpoint", ck_path.to_str().unwrap(), "--data"])
             .arg(mnist14())
+            .arg("--trainer")
+            .arg(trainer_module())
             .arg("--export")
             .arg(dir)
             .output()
@@ -709,8 +715,20 @@ fn an_exported_14x14_model_with_3_latent_dimensions_works_when_served() {
         "params.bin",
         "scatter.bin",
         "style.css",
+        "test-images.idx",
+        "test-labels.idx",
+        "train-images.idx",
+        "train-labels.idx",
+        "train.html",
+        "train.js",
+        "vae_web.js",
+        "vae_web_bg.wasm",
     ];
     assert_eq!(names, site, "the exported files");
+    // The Train view's data are the dataset's first images, as IDX files.
+    let data = mnist::load(mnist14()).unwrap();
+    let train = std::fs::read(out.join("train-images.idx")).unwrap();
+    assert_eq!(train, data.train.take(Some(10_000)).to_idx().0, "the exported training images");
     // The shader is the project's own, composed from shaders/ as the native program composes it.
     let wgsl = std::fs::read_to_string(out.join("matmul.wgsl")).unwrap();
     assert!(
@@ -866,30 +884,35 @@ fn an_exported_14x14_model_with_3_latent_dimensions_works_when_served() {
 }
 
 /// The page where WebGPU is taken away: the message, the means still drawn, nothing thrown.
+/// Alert `id` is shown and says each of `expected`.
+#[track_caller]
+fn assert_alert(page: &Page, id: &str, expected: &[&str], what: &str) {
+    let shown = page.eval(&format!(
+        "(() => {{ const m = document.getElementById('{id}'); return !m.hidden && m.offsetHeight > 0 && m.innerText; }})()"
+    ));
+    let text = shown
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} is not shown"));
+    for e in expected {
+        assert!(text.contains(e), "{what} lacks {e:?}: {text}");
+    }
+}
+
 fn without_webgpu(script: &str, why: &str) {
     let page = browser().new_page(1280, 1000);
     page.before_load(script);
     page.navigate(mnist_site());
     let state = page.wait_for("document.body.dataset.state", PAGE_WAIT);
     assert_eq!(state, "no-webgpu", "with {script}");
-    let shown = page.eval(
-        "(() => { const m = document.getElementById('no-webgpu'); return !m.hidden && m.offsetHeight > 0 && m.innerText; })()",
-    );
-    let text = shown
-        .as_str()
-        .unwrap_or_else(|| panic!("the no-WebGPU message is not shown ({script})"));
-    for expected in [
+    let what = format!("the no-WebGPU message ({script})");
+    let expected = [
         why,
         "To enable WebGPU",
         "chrome://flags/#enable-unsafe-webgpu",
         "about:config",
         "Safari",
-    ] {
-        assert!(
-            text.contains(expected),
-            "the message lacks {expected:?}: {text}"
-        );
-    }
+    ];
+    assert_alert(&page, "no-webgpu", &expected, &what);
     let err = page.try_eval("window.vae.ready").unwrap_err();
     assert!(
         err.contains("NoWebGPU"),
@@ -918,6 +941,30 @@ fn without_webgpu(script: &str, why: &str) {
         before
     );
     no_errors(&page);
+
+    // The Train view says so too, trains nothing, and window.vaeTrain.ready rejects.
+    let page = browser().new_page(1280, 1000);
+    page.before_load(script);
+    page.navigate(&format!("{}train.html", mnist_site()));
+    let state = page.wait_for("document.body.dataset.state", PAGE_WAIT);
+    assert_eq!(state, "no-webgpu", "the Train view with {script}");
+    let what = format!("the Train view's no-WebGPU message ({script})");
+    assert_alert(
+        &page,
+        "no-webgpu",
+        &[
+            "WebGPU",
+            "chrome://flags/#enable-unsafe-webgpu",
+            "localhost",
+        ],
+        &what,
+    );
+    let err = page.try_eval("window.vaeTrain.ready").unwrap_err();
+    assert!(
+        err.contains("WebGPU"),
+        "window.vaeTrain.ready rejects with the reason: {err}"
+    );
+    no_errors(&page);
 }
 
 #[test]
@@ -928,18 +975,14 @@ fn a_1d_latent_space_is_a_line_on_the_pad() {
         &["--hidden", "16", "--latent", "1", "--batch-size", "64"],
     );
     let ck = Checkpoint::load(&ck_path).unwrap();
-    let site = web::prepare(&web::Options {
+    let url = serve(&web::Options {
         checkpoint: ck_path.clone(),
         data: mnist14().to_path_buf(),
         test_samples: None,
         train_samples: 256,
         trainer: None,
         gpu: Default::default(),
-    })
-    .unwrap();
-    let server = Server::bind("127.0.0.1", 0).unwrap();
-    let url = server.url().unwrap();
-    std::thread::spawn(move || server.serve(site));
+    });
     let page = browser().new_page(1280, 1000);
     page.navigate(&url);
     let info = page.eval("window.vae.ready.then(() => window.vae.info)");
@@ -965,6 +1008,23 @@ fn a_1d_latent_space_is_a_line_on_the_pad() {
     );
     canvas_shows_the_point(&page, &after);
     no_errors(&page);
+
+    // This site was built without the Train view's module: its page says how to build it.
+    let page = browser().new_page(1280, 1000);
+    page.navigate(&format!("{url}train.html"));
+    assert_eq!(
+        page.wait_for("document.body.dataset.state", PAGE_WAIT),
+        "no-module"
+    );
+    let text = page.eval("document.getElementById('no-module').innerText");
+    assert!(
+        text.as_str().is_some_and(
+            |t| t.contains("scripts/build-web") && t.contains("wasm32-unknown-unknown")
+        ),
+        "the Train view without its module: {text}"
+    );
+    let (status, _, _) = request(&url, "GET /vae_web_bg.wasm HTTP/1.1");
+    assert_eq!(status, 404, "a site built without the module serves none");
 }
 
 #[test]
@@ -1300,18 +1360,14 @@ fn the_train_view_trains_as_the_native_trainer_does_and_beta_pulls_the_kl_down()
 #[ignore]
 fn page_epoch_against_native() {
     let n: usize = std::env::var("VAE_WEB_BENCH_IMAGES").map_or(4096, |v| v.parse().unwrap());
-    let site = web::prepare(&web::Options {
+    let url = serve(&web::Options {
         checkpoint: mnist_model().to_path_buf(),
         data: mnist_dir(),
         test_samples: Some(100),
         train_samples: n,
         trainer: Some(trainer_module()),
         gpu: Default::default(),
-    })
-    .unwrap();
-    let server = Server::bind("127.0.0.1", 0).unwrap();
-    let url = server.url().unwrap();
-    std::thread::spawn(move || server.serve(site));
+    });
     let page = browser().new_page(1280, 1000);
     page.navigate(&format!("{url}train.html?idle"));
     let adapter = page.eval("window.vaeTrain.ready.then((r) => r.adapter)");

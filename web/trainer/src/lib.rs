@@ -204,6 +204,19 @@ fn trainer(
     Trainer::batched(gpu, net, config, o.runs(), train).map_err(js)
 }
 
+fn busy() -> JsValue {
+    invalid("the session is busy: await the previous call first")
+}
+
+/// The state, for a call about model `k` (which must be one of its models).
+fn model_state(state: &Rc<RefCell<State>>, k: u32) -> Result<std::cell::Ref<'_, State>, JsValue> {
+    let st = state.try_borrow().map_err(|_| busy())?;
+    if k >= st.net.models {
+        return Err(invalid(format!("model {k} of {}", st.net.models)));
+    }
+    Ok(st)
+}
+
 /// A training session in the page: one network of one or more models, trained a few steps at a time.
 #[wasm_bindgen]
 pub struct Session(Rc<RefCell<State>>);
@@ -262,9 +275,7 @@ pub async fn start(
 
 impl Session {
     fn state(&self) -> Result<std::cell::RefMut<'_, State>, JsValue> {
-        self.0
-            .try_borrow_mut()
-            .map_err(|_| invalid("the session is busy: await the previous call first"))
+        self.0.try_borrow_mut().map_err(|_| busy())
     }
 
     /// Runs `f` on the state after the current call, as a promise.
@@ -358,9 +369,7 @@ impl Session {
     /// `epochDone`, once an epoch ends, its training loss per image per model (loss, BCE, KL each).
     pub fn log(&self) -> js_sys::Promise {
         self.promise(|state| async move {
-            let mut st = state
-                .try_borrow_mut()
-                .map_err(|_| invalid("the session is busy: await the previous call first"))?;
+            let mut st = state.try_borrow_mut().map_err(|_| busy())?;
             let st = &mut *st;
             let out = Object::new();
             set(&out, "models", st.net.models);
@@ -390,12 +399,7 @@ impl Session {
     /// label.
     pub fn pictures(&self, k: u32) -> js_sys::Promise {
         self.promise(move |state| async move {
-            let st = state
-                .try_borrow()
-                .map_err(|_| invalid("the session is busy: await the previous call first"))?;
-            if k >= st.net.models {
-                return Err(invalid(format!("model {k} of {}", st.net.models)));
-            }
+            let st = model_state(&state, k)?;
             let p = &st.pictures;
             let len = st.net.layout.len;
             let gpu = st.gpu;
@@ -462,12 +466,7 @@ impl Session {
     /// `vae web` and PyTorch (safetensors) load. Written between epochs, like `vae train`'s.
     pub fn checkpoint(&self, k: u32) -> js_sys::Promise {
         self.promise(move |state| async move {
-            let st = state
-                .try_borrow()
-                .map_err(|_| invalid("the session is busy: await the previous call first"))?;
-            if k >= st.net.models {
-                return Err(invalid(format!("model {k} of {}", st.net.models)));
-            }
+            let st = model_state(&state, k)?;
             if st.stepping.is_some() {
                 return Err(invalid(
                     "an epoch is in progress: a checkpoint is written between epochs",
